@@ -1,0 +1,769 @@
+//! The FUSE face of the union: kernel requests in, [`Union`] calls, replies out.
+//! Open regular files go through FUSE passthrough when the kernel allows it, so reads,
+//! writes and mmap never reach this daemon; otherwise the daemon serves them.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{
+    AccessFlags, BackingId, Errno, FileAttr, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request,
+    TimeOrNow, WriteFlags,
+};
+use parking_lot::Mutex;
+use rustix::fs::{AtFlags, Mode, OFlags, Stat, Timespec, Timestamps};
+use tracing::{debug, warn};
+
+use crate::copyup::Data;
+use crate::inode::{Ino, Node, ROOT};
+use crate::sys::{self, errno};
+use crate::union::{DirEntry, Union, check_new_name, file_type};
+use crate::whiteout;
+
+/// Virtual xattr on the mount root listing the branches (read by `strata branches`).
+pub const BRANCHES_XATTR: &str = "trusted.strata.branches";
+
+struct OpenFile {
+    ino: Ino,
+    file: OwnedFd,
+    /// Keeps the passthrough registration alive while this handle is open.
+    _backing: Option<Arc<BackingId>>,
+}
+
+struct OpenDir {
+    ino: Ino,
+    entries: Vec<DirEntry>,
+    read_once: bool,
+}
+
+pub struct StrataFs {
+    union: Arc<Union>,
+    ttl: Duration,
+    passthrough: AtomicBool,
+    want_passthrough: bool,
+    files: Mutex<HashMap<u64, Arc<OpenFile>>>,
+    dirs: Mutex<HashMap<u64, Arc<Mutex<OpenDir>>>>,
+    next_fh: AtomicU64,
+}
+
+fn time(sec: i64, nsec: u32) -> SystemTime {
+    if sec >= 0 {
+        UNIX_EPOCH + Duration::new(sec as u64, nsec)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(sec.unsigned_abs()) + Duration::from_nanos(nsec.into())
+    }
+}
+
+/// Attributes as the union shows them: our inode number, and (as overlayfs does) a link
+/// count of 1 for directories merged from several branches.
+fn to_attr(ino: Ino, st: &Stat, merged: bool) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(ino),
+        size: st.st_size as u64,
+        blocks: st.st_blocks as u64,
+        atime: time(st.st_atime, st.st_atime_nsec as u32),
+        mtime: time(st.st_mtime, st.st_mtime_nsec as u32),
+        ctime: time(st.st_ctime, st.st_ctime_nsec as u32),
+        crtime: UNIX_EPOCH,
+        kind: file_type(st),
+        perm: (st.st_mode & 0o7777) as u16,
+        nlink: if merged { 1 } else { st.st_nlink as u32 },
+        uid: st.st_uid,
+        gid: st.st_gid,
+        rdev: st.st_rdev as u32,
+        blksize: st.st_blksize as u32,
+        flags: 0,
+    }
+}
+
+fn timespec(t: Option<TimeOrNow>) -> Timespec {
+    match t {
+        None => Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_OMIT },
+        Some(TimeOrNow::Now) => Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_NOW },
+        Some(TimeOrNow::SpecificTime(t)) => match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => Timespec { tv_sec: d.as_secs() as i64, tv_nsec: d.subsec_nanos() as _ },
+            Err(e) => {
+                let d = e.duration();
+                let (s, n) = if d.subsec_nanos() == 0 { (-(d.as_secs() as i64), 0) } else { (-(d.as_secs() as i64) - 1, 1_000_000_000 - d.subsec_nanos()) };
+                Timespec { tv_sec: s, tv_nsec: n as _ }
+            }
+        },
+    }
+}
+
+/// Flags the backing open keeps; creation and truncation are the union's business.
+fn backing_flags(flags: i32) -> OFlags {
+    let keep = libc::O_ACCMODE | libc::O_APPEND | libc::O_DIRECT | libc::O_SYNC | libc::O_DSYNC | libc::O_NOATIME | libc::O_NONBLOCK;
+    OFlags::from_bits_retain((flags & keep) as u32)
+}
+
+fn wants_write(flags: i32) -> bool {
+    flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0
+}
+
+impl StrataFs {
+    pub fn new(union: Arc<Union>, ttl: Duration, passthrough: bool) -> StrataFs {
+        StrataFs {
+            union,
+            ttl,
+            passthrough: AtomicBool::new(false),
+            want_passthrough: passthrough,
+            files: Mutex::new(HashMap::new()),
+            dirs: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+        }
+    }
+
+    pub fn union(&self) -> &Arc<Union> {
+        &self.union
+    }
+
+    fn attr_of(&self, ino: Ino) -> Result<FileAttr, Errno> {
+        let (_, _, st) = self.union.stat(ino)?;
+        let merged = self.union.table.read().get(ino)?.dirs.len() > 1;
+        Ok(to_attr(ino, &st, merged))
+    }
+
+    /// Attributes after a lookup-like reply: the kernel now holds one more reference.
+    fn entry_attr(&self, ino: Ino) -> Result<FileAttr, Errno> {
+        let attr = self.attr_of(ino)?;
+        self.union.table.write().get_mut(ino)?.lookups += 1;
+        Ok(attr)
+    }
+
+    fn file(&self, fh: FileHandle) -> Result<Arc<OpenFile>, Errno> {
+        self.files.lock().get(&fh.0).cloned().ok_or(Errno::EBADF)
+    }
+
+    /// Makes a node writable (copy-up). When the node has a passthrough backing file on the
+    /// lower branch still open, the kernel will not take a second backing file for the same
+    /// inode, so the copied-up file gets a fresh node and the request answers ESTALE: the
+    /// kernel then looks the name up again and retries (old descriptors keep reading the
+    /// lower file, as with kernel overlayfs).
+    fn make_writable(&self, ino: Ino, data: Data) -> Result<(), Errno> {
+        if !self.union.copy_up(ino, data)? {
+            return Ok(());
+        }
+        let mut t = self.union.table.write();
+        let n = t.get(ino)?;
+        let live_lower = n.backing.as_ref().is_some_and(|(b, w)| *b != n.branch && w.strong_count() > 0);
+        if !live_lower {
+            return Ok(());
+        }
+        let fresh = Node::new(n.parent, n.name.clone(), n.kind, n.branch, n.dirs.clone());
+        t.insert(fresh);
+        debug!(ino, "copied up under open passthrough readers: new inode for the name");
+        Err(Errno::ESTALE)
+    }
+
+    /// Opens the backing file of `ino` and replies through `reply_open`, registering the
+    /// passthrough backing file when possible.
+    fn open_backing(&self, ino: Ino, flags: i32, register: impl FnOnce(&OwnedFd) -> std::io::Result<BackingId>) -> Result<(u64, Option<Arc<BackingId>>), Errno> {
+        let (branch, rel) = self.union.location(ino)?;
+        let file = sys::open_at(self.union.root(branch), &rel, backing_flags(flags), Mode::empty()).map_err(errno)?;
+        let mut backing = None;
+        if self.passthrough.load(Ordering::Relaxed) {
+            let mut t = self.union.table.write();
+            let node = t.get_mut(ino)?;
+            let live = node.backing.as_ref().and_then(|(b, w)| w.upgrade().map(|id| (*b, id)));
+            backing = match live {
+                Some((b, id)) if b == branch => Some(id),
+                Some(_) => return Err(Errno::ESTALE),
+                None => match register(&file) {
+                    Ok(id) => {
+                        let id = Arc::new(id);
+                        node.backing = Some((branch, Arc::downgrade(&id)));
+                        Some(id)
+                    }
+                    Err(e) => {
+                        warn!("FUSE passthrough refused ({e}); serving file I/O from the daemon from now on");
+                        self.passthrough.store(false, Ordering::Relaxed);
+                        None
+                    }
+                },
+            };
+            node.opens += 1;
+        } else {
+            self.union.table.write().get_mut(ino)?.opens += 1;
+        }
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.files.lock().insert(fh, Arc::new(OpenFile { ino, file, _backing: backing.clone() }));
+        Ok((fh, backing))
+    }
+
+    fn fopen_flags(flags: i32) -> FopenFlags {
+        if flags & libc::O_DIRECT != 0 { FopenFlags::FOPEN_DIRECT_IO } else { FopenFlags::FOPEN_KEEP_CACHE }
+    }
+
+    fn do_setattr(&self, ino: Ino, fh: Option<FileHandle>, mode: Option<u32>, uid: Option<u32>, gid: Option<u32>, size: Option<u64>, atime: Option<TimeOrNow>, mtime: Option<TimeOrNow>) -> Result<FileAttr, Errno> {
+        let _ns = self.union.ns.write();
+        let open = fh.map(|fh| self.file(fh)).transpose()?;
+        let linked = self.union.table.read().get(ino)?.linked;
+        if !linked {
+            // Unlinked but open: only the descriptor reaches the file.
+            let f = open.ok_or(Errno::ESTALE)?;
+            if let Some(m) = mode {
+                rustix::fs::fchmod(&f.file, Mode::from_raw_mode(m & 0o7777)).map_err(errno)?;
+            }
+            if uid.is_some() || gid.is_some() {
+                rustix::fs::fchown(&f.file, uid.map(rustix::process::Uid::from_raw), gid.map(rustix::process::Gid::from_raw)).map_err(errno)?;
+            }
+            if let Some(s) = size {
+                rustix::fs::ftruncate(&f.file, s).map_err(errno)?;
+            }
+            if atime.is_some() || mtime.is_some() {
+                rustix::fs::futimens(&f.file, &Timestamps { last_access: timespec(atime), last_modification: timespec(mtime) }).map_err(errno)?;
+            }
+            let st = rustix::fs::fstat(&f.file).map_err(errno)?;
+            return Ok(to_attr(ino, &st, false));
+        }
+        let data = if size == Some(0) { Data::Skip } else { Data::Copy };
+        self.make_writable(ino, data)?;
+        let (b, rel) = self.union.location(ino)?;
+        let root = self.union.root(b);
+        if let Some(m) = mode {
+            let p = sys::PathFd::open(root, &rel).map_err(errno)?;
+            rustix::fs::chmod(&p.proc, Mode::from_raw_mode(m & 0o7777)).map_err(errno)?;
+        }
+        if uid.is_some() || gid.is_some() {
+            rustix::fs::chownat(root, &rel, uid.map(rustix::process::Uid::from_raw), gid.map(rustix::process::Gid::from_raw), AtFlags::SYMLINK_NOFOLLOW).map_err(errno)?;
+        }
+        if let Some(s) = size {
+            let f = sys::open_at(root, &rel, OFlags::WRONLY, Mode::empty()).map_err(errno)?;
+            rustix::fs::ftruncate(&f, s).map_err(errno)?;
+        }
+        if atime.is_some() || mtime.is_some() {
+            let ts = Timestamps { last_access: timespec(atime), last_modification: timespec(mtime) };
+            rustix::fs::utimensat(root, &rel, &ts, AtFlags::SYMLINK_NOFOLLOW).map_err(errno)?;
+        }
+        self.attr_of(ino)
+    }
+
+    fn new_entry(&self, req: &Request, parent: Ino, name: &OsStr, is_dir: bool, make: impl FnOnce(rustix::fd::BorrowedFd<'_>, &OsStr) -> Result<Option<OwnedFd>, rustix::io::Errno>) -> Result<(Ino, FileAttr, Option<OwnedFd>), Errno> {
+        let _ns = self.union.ns.write();
+        let (ino, fd) = self.union.create_entry(parent, name, (req.uid(), req.gid()), is_dir, make)?;
+        Ok((ino, self.entry_attr(ino)?, fd))
+    }
+
+    fn branches_text(&self) -> String {
+        let mut s = String::new();
+        for b in &self.union.branches {
+            s.push_str(&format!("{}={}\n", b.path.display(), b.perm));
+        }
+        s.push_str(&format!("si_{}\n", self.union.id));
+        s
+    }
+
+    fn reply_xattr(reply: ReplyXattr, size: u32, data: &[u8]) {
+        if size == 0 {
+            reply.size(data.len() as u32);
+        } else if data.len() > size as usize {
+            reply.error(Errno::ERANGE);
+        } else {
+            reply.data(data);
+        }
+    }
+
+    fn dir_entries(&self, fh: FileHandle, offset: u64) -> Result<(Ino, Vec<DirEntry>), Errno> {
+        let handle = self.dirs.lock().get(&fh.0).cloned().ok_or(Errno::EBADF)?;
+        let mut h = handle.lock();
+        if offset == 0 && h.read_once {
+            // rewinddir: show the directory as it is now.
+            let (dir, dirs) = self.union.dir_info(h.ino)?;
+            h.entries = self.union.list(&dir, &dirs)?;
+        }
+        h.read_once = true;
+        let skip = offset.saturating_sub(2) as usize;
+        Ok((h.ino, h.entries.iter().skip(skip).cloned().collect()))
+    }
+
+    /// The entries of an open directory from `offset` on, as (next offset, inode, kind, name),
+    /// `.` and `..` first.
+    fn listing(&self, ino: Ino, fh: FileHandle, offset: u64) -> Result<Vec<(u64, Ino, fuser::FileType, std::ffi::OsString)>, Errno> {
+        let (dir_ino, entries) = self.dir_entries(fh, offset)?;
+        let (dir, dirs) = self.union.dir_info(dir_ino)?;
+        let parent = self.union.table.read().get(dir_ino)?.parent;
+        let mut out = Vec::with_capacity(entries.len() + 2);
+        if offset == 0 {
+            out.push((1, ino, fuser::FileType::Directory, ".".into()));
+        }
+        if offset <= 1 {
+            out.push((2, parent, fuser::FileType::Directory, "..".into()));
+        }
+        let mut off = offset.max(2);
+        for e in entries {
+            off += 1;
+            // An entry removed since the listing was taken is skipped.
+            let Ok(child) = self.listed_node(dir_ino, &dir, &dirs, &e) else { continue };
+            out.push((off, child, e.kind, e.name));
+        }
+        Ok(out)
+    }
+
+    /// Node of a listed entry; the listing told which branch it came from, so only a
+    /// directory needs resolving further (for the branches it merges).
+    fn listed_node(&self, dir_ino: Ino, dir: &Path, dirs: &[u16], e: &DirEntry) -> Result<Ino, Errno> {
+        if let Some(ino) = self.union.table.read().child(dir_ino, &e.name) {
+            return Ok(ino);
+        }
+        let found = self.union.resolve(dir, &dirs[e.pos as usize..], &e.name)?.ok_or(Errno::ENOENT)?;
+        Ok(self.union.index(dir_ino, &e.name, found))
+    }
+}
+
+impl Filesystem for StrataFs {
+    fn init(&mut self, _req: &Request, cfg: &mut KernelConfig) -> std::io::Result<()> {
+        let wanted = InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_READDIRPLUS_AUTO
+            | InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_CACHE_SYMLINKS
+            | InitFlags::FUSE_EXPLICIT_INVAL_DATA;
+        let _ = cfg.add_capabilities(wanted & cfg.capabilities());
+        if self.want_passthrough {
+            if cfg.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok() && cfg.set_max_stack_depth(2).is_ok() {
+                self.passthrough.store(true, Ordering::Relaxed);
+            } else {
+                warn!("kernel offers no FUSE passthrough; the daemon serves file I/O");
+            }
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        if name.len() > crate::union::NAME_MAX {
+            return reply.error(Errno::ENAMETOOLONG);
+        }
+        if whiteout::is_meta_name(name) {
+            return reply.error(Errno::ENOENT);
+        }
+        let _ns = self.union.ns.read();
+        match self.union.child(parent.0, name).and_then(|ino| self.entry_attr(ino)) {
+            Ok(attr) => reply.entry(&self.ttl, &attr, Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.union.table.write().forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        if let Some(f) = fh.and_then(|fh| self.file(fh).ok()) {
+            return match rustix::fs::fstat(&f.file) {
+                Ok(st) => reply.attr(&self.ttl, &to_attr(ino.0, &st, false)),
+                Err(e) => reply.error(errno(e)),
+            };
+        }
+        let _ns = self.union.ns.read();
+        match self.attr_of(ino.0) {
+            Ok(a) => reply.attr(&self.ttl, &a),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        match self.do_setattr(ino.0, fh, mode, uid, gid, size, atime, mtime) {
+            Ok(a) => reply.attr(&self.ttl, &a),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let _ns = self.union.ns.read();
+        let r = self.union.location(ino.0).and_then(|(b, rel)| rustix::fs::readlinkat(self.union.root(b), &rel, Vec::new()).map_err(errno));
+        match r {
+            Ok(target) => reply.data(target.as_bytes()),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, rdev: u32, reply: ReplyEntry) {
+        let r = self.new_entry(req, parent.0, name, false, |dirfd, n| {
+            let kind = rustix::fs::FileType::from_raw_mode(mode & libc::S_IFMT);
+            rustix::fs::mknodat(dirfd, n, kind, Mode::from_raw_mode(mode & 0o7777), rdev.into()).map(|()| None)
+        });
+        match r {
+            Ok((_, attr, _)) => reply.entry(&self.ttl, &attr, Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
+        let r = self.new_entry(req, parent.0, name, true, |dirfd, n| rustix::fs::mkdirat(dirfd, n, Mode::from_raw_mode(mode & 0o7777)).map(|()| None));
+        match r {
+            Ok((_, attr, _)) => reply.entry(&self.ttl, &attr, Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _ns = self.union.ns.write();
+        match self.union.remove(parent.0, name, false) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _ns = self.union.ns.write();
+        match self.union.remove(parent.0, name, true) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        let r = self.new_entry(req, parent.0, link_name, false, |dirfd, n| rustix::fs::symlinkat(target, dirfd, n).map(|()| None));
+        match r {
+            Ok((_, attr, _)) => reply.entry(&self.ttl, &attr, Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn rename(&self, _req: &Request, parent: INodeNo, name: &OsStr, newparent: INodeNo, newname: &OsStr, flags: RenameFlags, reply: ReplyEmpty) {
+        let _ns = self.union.ns.write();
+        match self.union.rename(parent.0, name, newparent.0, newname, flags) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        let _ns = self.union.ns.write();
+        match self.union.link(ino.0, newparent.0, newname).and_then(|()| self.entry_attr(ino.0)) {
+            Ok(attr) => reply.entry(&self.ttl, &attr, Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let flags = flags.0;
+        let opened = if wants_write(flags) {
+            let _ns = self.union.ns.write();
+            let data = if flags & libc::O_TRUNC != 0 { Data::Skip } else { Data::Copy };
+            self.make_writable(ino.0, data).and_then(|()| self.open_backing(ino.0, flags, |f| reply.open_backing(f)))
+        } else {
+            let _ns = self.union.ns.read();
+            self.open_backing(ino.0, flags, |f| reply.open_backing(f))
+        };
+        match opened {
+            Ok((fh, Some(id))) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id),
+            Ok((fh, None)) => reply.opened(FileHandle(fh), Self::fopen_flags(flags)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn read(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, size: u32, _flags: OpenFlags, _lock: Option<LockOwner>, reply: ReplyData) {
+        let r = self.file(fh).and_then(|f| {
+            let mut buf = vec![0u8; size as usize];
+            let n = rustix::io::pread(&f.file, &mut buf, offset).map_err(errno)?;
+            buf.truncate(n);
+            Ok(buf)
+        });
+        match r {
+            Ok(buf) => reply.data(&buf),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn write(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, data: &[u8], _wf: WriteFlags, flags: OpenFlags, _lock: Option<LockOwner>, reply: ReplyWrite) {
+        let r = self.file(fh).and_then(|f| {
+            if flags.0 & libc::O_APPEND != 0 {
+                rustix::io::write(&f.file, data).map_err(errno)
+            } else {
+                rustix::io::pwrite(&f.file, data, offset).map_err(errno)
+            }
+        });
+        match r {
+            Ok(n) => reply.written(n as u32),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock: LockOwner, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn release(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, _lock: Option<LockOwner>, _flush: bool, reply: ReplyEmpty) {
+        if let Some(f) = self.files.lock().remove(&fh.0) {
+            let mut t = self.union.table.write();
+            if let Ok(n) = t.get_mut(f.ino) {
+                n.opens = n.opens.saturating_sub(1);
+            }
+            t.collect(f.ino);
+        }
+        reply.ok();
+    }
+
+    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+        let r = self.file(fh).and_then(|f| if datasync { rustix::fs::fdatasync(&f.file) } else { rustix::fs::fsync(&f.file) }.map_err(errno));
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let _ns = self.union.ns.read();
+        let r = self.union.dir_info(ino.0).and_then(|(dir, dirs)| self.union.list(&dir, &dirs));
+        match r {
+            Ok(entries) => {
+                let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+                self.dirs.lock().insert(fh, Arc::new(Mutex::new(OpenDir { ino: ino.0, entries, read_once: false })));
+                reply.opened(FileHandle(fh), FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE);
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let _ns = self.union.ns.read();
+        let listing = match self.listing(ino.0, fh, offset) {
+            Ok(l) => l,
+            Err(e) => return reply.error(e),
+        };
+        for (off, child, kind, name) in listing {
+            if reply.add(INodeNo(child), off, kind, &name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        let _ns = self.union.ns.read();
+        let listing = match self.listing(ino.0, fh, offset) {
+            Ok(l) => l,
+            Err(e) => return reply.error(e),
+        };
+        for (off, child, _, name) in listing {
+            let Ok(a) = self.attr_of(child) else { continue };
+            if reply.add(INodeNo(child), off, &name, &self.ttl, &a, Generation(0)) {
+                break;
+            }
+            // The kernel takes a reference on every entry it accepted, except . and ..
+            if off > 2 {
+                if let Ok(n) = self.union.table.write().get_mut(child) {
+                    n.lookups += 1;
+                }
+            }
+        }
+        reply.ok();
+    }
+
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        self.dirs.lock().remove(&fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        let _ns = self.union.ns.read();
+        let r = self.union.location(ino.0).and_then(|(b, rel)| {
+            let fd = sys::open_at(self.union.root(b), &rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).map_err(errno)?;
+            rustix::fs::fsync(&fd).map_err(errno)
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        match self.union.statvfs() {
+            Ok(s) => reply.statfs(s.f_blocks, s.f_bfree, s.f_bavail, s.f_files, s.f_ffree, s.f_bsize as u32, crate::union::NAME_MAX as u32, s.f_frsize as u32),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn setxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, value: &[u8], flags: i32, _position: u32, reply: ReplyEmpty) {
+        if whiteout::is_private_xattr(name) {
+            return reply.error(Errno::EPERM);
+        }
+        let _ns = self.union.ns.write();
+        let r = self.make_writable(ino.0, Data::Copy).and_then(|()| {
+            let (b, rel) = self.union.location(ino.0)?;
+            let p = sys::PathFd::open(self.union.root(b), &rel).map_err(errno)?;
+            rustix::fs::lsetxattr(&p.proc, name, value, rustix::fs::XattrFlags::from_bits_retain(flags as u32)).map_err(errno)
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        if ino.0 == ROOT && name == BRANCHES_XATTR {
+            return Self::reply_xattr(reply, size, self.branches_text().as_bytes());
+        }
+        if whiteout::is_private_xattr(name) {
+            return reply.error(Errno::ENODATA);
+        }
+        let _ns = self.union.ns.read();
+        let r = self.union.location(ino.0).and_then(|(b, rel)| {
+            let p = sys::PathFd::open(self.union.root(b), &rel).map_err(errno)?;
+            sys::get_xattr(&p.proc, name).map_err(errno)
+        });
+        match r {
+            Ok(Some(v)) => Self::reply_xattr(reply, size, &v),
+            Ok(None) => reply.error(Errno::ENODATA),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let _ns = self.union.ns.read();
+        let r = self.union.location(ino.0).and_then(|(b, rel)| {
+            let p = sys::PathFd::open(self.union.root(b), &rel).map_err(errno)?;
+            sys::list_xattrs(&p.proc).map_err(errno)
+        });
+        match r {
+            Ok(names) => {
+                let mut buf = Vec::new();
+                for n in names.iter().filter(|n| !whiteout::is_private_xattr(n)) {
+                    buf.extend_from_slice(n.as_bytes());
+                    buf.push(0);
+                }
+                Self::reply_xattr(reply, size, &buf);
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        if whiteout::is_private_xattr(name) {
+            return reply.error(Errno::EPERM);
+        }
+        let _ns = self.union.ns.write();
+        let r = self.make_writable(ino.0, Data::Copy).and_then(|()| {
+            let (b, rel) = self.union.location(ino.0)?;
+            let p = sys::PathFd::open(self.union.root(b), &rel).map_err(errno)?;
+            rustix::fs::lremovexattr(&p.proc, name).map_err(errno)
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        let _ns = self.union.ns.read();
+        match self.union.stat(ino.0) {
+            Ok(_) if mask.contains(AccessFlags::W_OK) && self.union.wb.is_none() => reply.error(Errno::EROFS),
+            Ok(_) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, flags: i32, reply: ReplyCreate) {
+        let r = (|| {
+            let (ino, attr, fd) = {
+                let _ns = self.union.ns.write();
+                check_new_name(name)?;
+                if let Some(existing) = self.union.child_opt(parent.0, name)? {
+                    // O_CREAT without O_EXCL on an existing name: an ordinary open.
+                    if flags & libc::O_EXCL != 0 {
+                        return Err(Errno::EEXIST);
+                    }
+                    if wants_write(flags) {
+                        let data = if flags & libc::O_TRUNC != 0 { Data::Skip } else { Data::Copy };
+                        self.make_writable(existing, data)?;
+                    }
+                    if flags & libc::O_TRUNC != 0 {
+                        let (b, rel) = self.union.location(existing)?;
+                        let f = sys::open_at(self.union.root(b), &rel, OFlags::WRONLY, Mode::empty()).map_err(errno)?;
+                        rustix::fs::ftruncate(&f, 0).map_err(errno)?;
+                    }
+                    (existing, self.entry_attr(existing)?, None)
+                } else {
+                    let (ino, fd) = self.union.create_entry(parent.0, name, (req.uid(), req.gid()), false, |dirfd, n| {
+                        let f = rustix::fs::openat(dirfd, n, backing_flags(flags) | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC, Mode::from_raw_mode(mode & 0o7777))?;
+                        Ok(Some(f))
+                    })?;
+                    (ino, self.entry_attr(ino)?, fd)
+                }
+            };
+            let _ns = self.union.ns.read();
+            let (fh, backing) = match fd {
+                Some(fd) => {
+                    // The descriptor from creation carries the caller's flags already.
+                    let mut backing = None;
+                    if self.passthrough.load(Ordering::Relaxed) {
+                        match reply.open_backing(&fd) {
+                            Ok(id) => {
+                                let id = Arc::new(id);
+                                let (b, _) = self.union.location(ino)?;
+                                self.union.table.write().get_mut(ino)?.backing = Some((b, Arc::downgrade(&id)));
+                                backing = Some(id);
+                            }
+                            Err(e) => {
+                                warn!("FUSE passthrough refused ({e}); serving file I/O from the daemon from now on");
+                                self.passthrough.store(false, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                    self.union.table.write().get_mut(ino)?.opens += 1;
+                    let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+                    self.files.lock().insert(fh, Arc::new(OpenFile { ino, file: fd, _backing: backing.clone() }));
+                    (fh, backing)
+                }
+                None => self.open_backing(ino, flags & !libc::O_TRUNC, |f| reply.open_backing(f))?,
+            };
+            Ok((attr, fh, backing))
+        })();
+        match r {
+            Ok((attr, fh, Some(id))) => reply.created_passthrough(&self.ttl, &attr, Generation(0), FileHandle(fh), FopenFlags::empty(), &id),
+            Ok((attr, fh, None)) => reply.created(&self.ttl, &attr, Generation(0), FileHandle(fh), Self::fopen_flags(flags)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn fallocate(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, length: u64, mode: i32, reply: ReplyEmpty) {
+        let r = self.file(fh).and_then(|f| rustix::fs::fallocate(&f.file, rustix::fs::FallocateFlags::from_bits_retain(mode as u32), offset, length).map_err(errno));
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn lseek(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
+        let r = self.file(fh).and_then(|f| {
+            let pos = match whence {
+                libc::SEEK_SET => rustix::fs::SeekFrom::Start(offset as u64),
+                libc::SEEK_CUR => rustix::fs::SeekFrom::Current(offset),
+                libc::SEEK_END => rustix::fs::SeekFrom::End(offset),
+                libc::SEEK_DATA => rustix::fs::SeekFrom::Data(offset as u64),
+                libc::SEEK_HOLE => rustix::fs::SeekFrom::Hole(offset as u64),
+                _ => return Err(Errno::EINVAL),
+            };
+            rustix::fs::seek(f.file.as_fd(), pos).map_err(errno)
+        });
+        match r {
+            Ok(p) => reply.offset(p as i64),
+            Err(e) => reply.error(e),
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! The inode table: the union's own inode numbers, one per name the kernel has seen.
+//!
+//! fuser sends a node id as `st_ino`, so these numbers are what users see. A node keeps
+//! its number for the life of the mount: across copy-up (which changes the backing file,
+//! not the node) and rename (which moves the node). Nodes are found by (parent, name) and
+//! hold no file descriptor; paths are rebuilt from the parent chain when needed.
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::path::PathBuf;
+use std::sync::Weak;
+
+use fuser::{BackingId, Errno, FileType};
+
+pub type Ino = u64;
+pub const ROOT: Ino = 1;
+
+#[derive(Debug)]
+pub struct Node {
+    pub parent: Ino,
+    pub name: OsString,
+    pub kind: FileType,
+    /// Topmost branch holding this entry.
+    pub branch: u16,
+    /// Directories only: the branches merged into it, top first, cut at the first opaque one.
+    pub dirs: Box<[u16]>,
+    /// References the kernel holds (lookups minus forgets).
+    pub lookups: u64,
+    /// Open file handles.
+    pub opens: u32,
+    /// False once the last name is gone; the node lives on while looked up or open.
+    pub linked: bool,
+    /// The passthrough backing file registered for this node, and its branch: the kernel
+    /// allows one backing file per inode at a time.
+    pub backing: Option<(u16, Weak<BackingId>)>,
+}
+
+impl Node {
+    pub fn new(parent: Ino, name: OsString, kind: FileType, branch: u16, dirs: Box<[u16]>) -> Node {
+        Node { parent, name, kind, branch, dirs, lookups: 0, opens: 0, linked: true, backing: None }
+    }
+
+    pub fn is_dir(&self) -> bool {
+        self.kind == FileType::Directory
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Table {
+    nodes: HashMap<Ino, Node>,
+    children: HashMap<(Ino, OsString), Ino>,
+    /// Further names of nodes with hard links made through the union.
+    aliases: HashMap<Ino, Vec<(Ino, OsString)>>,
+    next: Ino,
+}
+
+impl Table {
+    pub fn new(root: Node) -> Table {
+        let mut t = Table { next: ROOT + 1, ..Table::default() };
+        t.nodes.insert(ROOT, root);
+        t
+    }
+
+    pub fn get(&self, ino: Ino) -> Result<&Node, Errno> {
+        self.nodes.get(&ino).ok_or(Errno::ESTALE)
+    }
+
+    pub fn get_mut(&mut self, ino: Ino) -> Result<&mut Node, Errno> {
+        self.nodes.get_mut(&ino).ok_or(Errno::ESTALE)
+    }
+
+    pub fn child(&self, parent: Ino, name: &OsStr) -> Option<Ino> {
+        self.children.get(&(parent, name.to_os_string())).copied()
+    }
+
+    /// Path of a node relative to a branch root (`.` for the root).
+    pub fn path(&self, ino: Ino) -> Result<PathBuf, Errno> {
+        let mut parts: Vec<&OsStr> = Vec::new();
+        let mut cur = ino;
+        while cur != ROOT {
+            let n = self.get(cur)?;
+            if !n.linked {
+                return Err(Errno::ESTALE);
+            }
+            parts.push(&n.name);
+            cur = n.parent;
+        }
+        if parts.is_empty() {
+            return Ok(PathBuf::from("."));
+        }
+        let mut p = PathBuf::with_capacity(parts.iter().map(|s| s.len() + 1).sum());
+        for part in parts.iter().rev() {
+            p.push(part);
+        }
+        Ok(p)
+    }
+
+    /// Adds a node under `(node.parent, node.name)`, replacing whatever was indexed there.
+    pub fn insert(&mut self, node: Node) -> Ino {
+        let ino = self.next;
+        self.next += 1;
+        if let Some(old) = self.children.insert((node.parent, node.name.clone()), ino) {
+            self.drop_name(old, node.parent, &node.name);
+        }
+        self.nodes.insert(ino, node);
+        ino
+    }
+
+    /// Records a further name for an existing node (a hard link made through the union).
+    pub fn add_alias(&mut self, ino: Ino, parent: Ino, name: &OsStr) {
+        if let Some(old) = self.children.insert((parent, name.to_os_string()), ino) {
+            self.drop_name(old, parent, name);
+        }
+        self.aliases.entry(ino).or_default().push((parent, name.to_os_string()));
+    }
+
+    /// Forgets the name `(parent, name)`; the node moves to another of its names or,
+    /// having none, becomes unlinked (and is freed once nobody references it).
+    pub fn remove_name(&mut self, parent: Ino, name: &OsStr) {
+        if let Some(ino) = self.children.remove(&(parent, name.to_os_string())) {
+            self.drop_name(ino, parent, name);
+        }
+    }
+
+    fn drop_name(&mut self, ino: Ino, parent: Ino, name: &OsStr) {
+        let Some(node) = self.nodes.get_mut(&ino) else { return };
+        if node.parent == parent && node.name == name {
+            match self.aliases.get_mut(&ino).and_then(|a| a.pop()) {
+                Some((p, n)) => {
+                    node.parent = p;
+                    node.name = n;
+                }
+                None => node.linked = false,
+            }
+        } else if let Some(a) = self.aliases.get_mut(&ino) {
+            a.retain(|(p, n)| !(*p == parent && n == name));
+        }
+        if self.aliases.get(&ino).is_some_and(Vec::is_empty) {
+            self.aliases.remove(&ino);
+        }
+        self.collect(ino);
+    }
+
+    /// Moves the name `(parent, name)` to `(new_parent, new_name)`, replacing any node there.
+    pub fn rename(&mut self, parent: Ino, name: &OsStr, new_parent: Ino, new_name: &OsStr) {
+        let Some(ino) = self.children.remove(&(parent, name.to_os_string())) else { return };
+        self.remove_name(new_parent, new_name);
+        self.children.insert((new_parent, new_name.to_os_string()), ino);
+        let Some(node) = self.nodes.get_mut(&ino) else { return };
+        if node.parent == parent && node.name == name {
+            node.parent = new_parent;
+            node.name = new_name.to_os_string();
+        } else if let Some(a) = self.aliases.get_mut(&ino) {
+            for entry in a.iter_mut().filter(|(p, n)| *p == parent && n == name) {
+                *entry = (new_parent, new_name.to_os_string());
+            }
+        }
+    }
+
+    /// Swaps the nodes behind two names (RENAME_EXCHANGE).
+    pub fn exchange(&mut self, a: (Ino, &OsStr), b: (Ino, &OsStr)) {
+        let ka = (a.0, a.1.to_os_string());
+        let kb = (b.0, b.1.to_os_string());
+        let (Some(ia), Some(ib)) = (self.children.get(&ka).copied(), self.children.get(&kb).copied()) else { return };
+        self.children.insert(ka.clone(), ib);
+        self.children.insert(kb.clone(), ia);
+        for (ino, from, to) in [(ia, &ka, &kb), (ib, &kb, &ka)] {
+            if let Some(node) = self.nodes.get_mut(&ino) {
+                if node.parent == from.0 && node.name == from.1 {
+                    node.parent = to.0;
+                    node.name = to.1.clone();
+                }
+            }
+        }
+    }
+
+    /// The kernel dropped `n` references.
+    pub fn forget(&mut self, ino: Ino, n: u64) {
+        if let Some(node) = self.nodes.get_mut(&ino) {
+            node.lookups = node.lookups.saturating_sub(n);
+        }
+        self.collect(ino);
+    }
+
+    /// Frees an unlinked node nobody references any more.
+    pub fn collect(&mut self, ino: Ino) {
+        if ino == ROOT {
+            return;
+        }
+        if self.nodes.get(&ino).is_some_and(|n| !n.linked && n.lookups == 0 && n.opens == 0) {
+            self.nodes.remove(&ino);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> Table {
+        Table::new(Node::new(ROOT, OsString::new(), FileType::Directory, 0, Box::new([0])))
+    }
+
+    fn file(parent: Ino, name: &str) -> Node {
+        Node::new(parent, name.into(), FileType::RegularFile, 0, Box::new([]))
+    }
+
+    #[test]
+    fn paths_follow_renames() {
+        let mut t = table();
+        let d = t.insert(Node::new(ROOT, "d".into(), FileType::Directory, 0, Box::new([0])));
+        let f = t.insert(file(d, "f"));
+        assert_eq!(t.path(f).unwrap(), PathBuf::from("d/f"));
+        t.rename(d, OsStr::new("f"), ROOT, OsStr::new("g"));
+        assert_eq!(t.path(f).unwrap(), PathBuf::from("g"));
+        assert_eq!(t.child(ROOT, OsStr::new("g")), Some(f));
+        assert_eq!(t.child(d, OsStr::new("f")), None);
+        assert_eq!(t.path(ROOT).unwrap(), PathBuf::from("."));
+    }
+
+    #[test]
+    fn unlinked_nodes_live_while_referenced() {
+        let mut t = table();
+        let f = t.insert(file(ROOT, "f"));
+        t.get_mut(f).unwrap().lookups = 1;
+        t.remove_name(ROOT, OsStr::new("f"));
+        assert!(!t.get(f).unwrap().linked);
+        assert_eq!(t.path(f), Err(Errno::ESTALE));
+        t.forget(f, 1);
+        assert!(t.get(f).is_err());
+    }
+
+    #[test]
+    fn aliases_take_over_the_primary_name() {
+        let mut t = table();
+        let f = t.insert(file(ROOT, "a"));
+        t.add_alias(f, ROOT, OsStr::new("b"));
+        t.remove_name(ROOT, OsStr::new("a"));
+        assert!(t.get(f).unwrap().linked);
+        assert_eq!(t.path(f).unwrap(), PathBuf::from("b"));
+        t.remove_name(ROOT, OsStr::new("b"));
+        assert!(t.get(f).is_err());
+    }
+
+    #[test]
+    fn exchange_swaps_names() {
+        let mut t = table();
+        let a = t.insert(file(ROOT, "a"));
+        let b = t.insert(file(ROOT, "b"));
+        t.exchange((ROOT, OsStr::new("a")), (ROOT, OsStr::new("b")));
+        assert_eq!(t.path(a).unwrap(), PathBuf::from("b"));
+        assert_eq!(t.path(b).unwrap(), PathBuf::from("a"));
+    }
+}

@@ -1,0 +1,238 @@
+//! Setting a union up: checking and opening branches, then serving it through FUSE;
+//! and taking it down again.
+
+use std::ffi::OsStr;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fuser::{Config, MountOption, Session, SessionACL};
+use rustix::fs::{Mode, OFlags};
+use tracing::info;
+
+use crate::branch::{Branch, BranchSpec};
+use crate::error::MountError;
+use crate::fs::{BRANCHES_XATTR, StrataFs};
+use crate::options::MountSpec;
+use crate::union::Union;
+use crate::whiteout::Format;
+
+/// The work dir inside an AUFS-style writable branch (a meta name: never listed).
+pub const AUFS_WORKDIR: &str = ".wh..wh.work";
+pub const FS_TYPE: &str = "fuse.strata";
+
+/// A union whose branches are checked and open, ready to be served.
+pub struct Prepared {
+    pub spec: MountSpec,
+    pub mountpoint: PathBuf,
+    pub union: Arc<Union>,
+}
+
+fn branch_err(path: &Path) -> impl FnOnce(std::io::Error) -> MountError + '_ {
+    move |source| MountError::Branch { path: path.to_path_buf(), source }
+}
+
+/// Checks every branch and the mountpoint, and opens the branches. Nothing on disk
+/// changes unless every check passes.
+pub fn prepare(mut spec: MountSpec, mountpoint: &Path) -> Result<Prepared, MountError> {
+    let mountpoint = mountpoint
+        .canonicalize()
+        .map_err(|source| MountError::Mountpoint { mountpoint: mountpoint.to_path_buf(), source })?;
+    if !mountpoint.is_dir() {
+        return Err(MountError::Mountpoint { mountpoint, source: std::io::Error::from_raw_os_error(libc::ENOTDIR) });
+    }
+    let mut seen: Vec<((u64, u64), PathBuf)> = Vec::new();
+    for b in spec.branches.iter_mut() {
+        let path = b.path.canonicalize().map_err(branch_err(&b.path))?;
+        let md = std::fs::metadata(&path).map_err(branch_err(&path))?;
+        if !md.is_dir() {
+            return Err(MountError::NotADirectory(path));
+        }
+        if let Some((_, first)) = seen.iter().find(|(id, _)| *id == (md.dev(), md.ino())) {
+            return Err(MountError::DuplicateBranch(path, first.clone()));
+        }
+        if mountpoint.starts_with(&path) {
+            return Err(MountError::MountpointInBranch { mountpoint: mountpoint.clone(), branch: path });
+        }
+        seen.push(((md.dev(), md.ino()), path.clone()));
+        b.path = path;
+    }
+    let wb = spec.writable_branch();
+    let workdir = match (wb, &spec.workdir) {
+        (None, _) => None,
+        (Some(w), Some(dir)) => Some(check_workdir(dir, &spec.branches[w])?.join("work")),
+        (Some(w), None) => Some(spec.branches[w].path.join(AUFS_WORKDIR)),
+    };
+    if let Some(dir) = &spec.workdir {
+        spec.workdir = Some(dir.canonicalize().map_err(|e| MountError::Workdir { workdir: dir.clone(), reason: e.to_string() })?);
+    }
+
+    let branches = spec
+        .branches
+        .iter()
+        .map(|b| {
+            let root = rustix::fs::open(&b.path, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+                .map_err(|e| MountError::Branch { path: b.path.clone(), source: e.into() })?;
+            Ok(Branch { path: b.path.clone(), perm: b.perm, root })
+        })
+        .collect::<Result<Vec<_>, MountError>>()?;
+    let work = workdir.map(|w| open_workdir(&w)).transpose()?;
+    let format = spec.whiteout;
+    let union = Union::new(branches, format, wb.map(|w| w as u16), work, mount_id());
+    union.clean_work().map_err(|e| MountError::Workdir { workdir: PathBuf::from("work"), reason: std::io::Error::from_raw_os_error(e.code()).to_string() })?;
+    Ok(Prepared { spec, mountpoint, union: Arc::new(union) })
+}
+
+/// An overlay-style workdir must be a directory on the upper dir's filesystem, outside it.
+fn check_workdir(dir: &Path, upper: &BranchSpec) -> Result<PathBuf, MountError> {
+    let bad = |reason: String| MountError::Workdir { workdir: dir.to_path_buf(), reason };
+    let canon = dir.canonicalize().map_err(|e| bad(e.to_string()))?;
+    let md = std::fs::metadata(&canon).map_err(|e| bad(e.to_string()))?;
+    if !md.is_dir() {
+        return Err(bad("not a directory".into()));
+    }
+    let up = std::fs::metadata(&upper.path).map_err(|e| bad(e.to_string()))?;
+    if md.dev() != up.dev() {
+        return Err(bad(format!("not on the same filesystem as upperdir {}", upper.path.display())));
+    }
+    if canon.starts_with(&upper.path) || upper.path.starts_with(&canon) {
+        return Err(bad(format!("must not contain or be inside upperdir {}", upper.path.display())));
+    }
+    Ok(canon)
+}
+
+fn open_workdir(path: &Path) -> Result<OwnedFd, MountError> {
+    let err = |e: std::io::Error| MountError::Workdir { workdir: path.to_path_buf(), reason: e.to_string() };
+    match std::fs::create_dir(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(err(e)),
+    }
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o700)).map_err(err)?;
+    rustix::fs::open(path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).map_err(|e| err(e.into()))
+}
+
+fn mount_id() -> String {
+    let mut b = [0u8; 8];
+    if rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty()).is_err() {
+        b = (std::process::id() as u64 ^ std::time::UNIX_EPOCH.elapsed().map(|d| d.as_nanos() as u64).unwrap_or(0)).to_le_bytes();
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl Prepared {
+    /// Mounts and serves until unmounted or sent SIGTERM/SIGINT. `ready` is called once
+    /// the mount is live (or failed), so a parent can return to its caller then.
+    pub fn serve(self, ready: impl FnOnce(Result<(), &MountError>)) -> Result<(), MountError> {
+        let mountpoint = self.mountpoint.clone();
+        let read_only = self.union.wb.is_none();
+        let mut options = vec![
+            MountOption::FSName("strata".into()),
+            MountOption::CUSTOM("subtype=strata".into()),
+            MountOption::DefaultPermissions,
+            MountOption::Dev,
+            MountOption::Suid,
+        ];
+        if read_only {
+            options.push(MountOption::RO);
+        }
+        let mut config = Config::default();
+        config.mount_options = options;
+        config.acl = if self.spec.allow_other { SessionACL::All } else { SessionACL::Owner };
+        config.n_threads = Some(std::thread::available_parallelism().map_or(2, |n| n.get()).max(2) * 2);
+        config.clone_fd = true;
+
+        let fs = StrataFs::new(self.union.clone(), Duration::from_secs(self.spec.cache_timeout), self.spec.passthrough);
+        let mut session = match Session::new(fs, &mountpoint, &config) {
+            Ok(s) => s,
+            Err(source) => {
+                let e = MountError::Mount { mountpoint, source };
+                ready(Err(&e));
+                return Err(e);
+            }
+        };
+        info!(mountpoint = %mountpoint.display(), id = %self.union.id, "mounted");
+        let mut unmounter = session.unmount_callable();
+        let mp = mountpoint.clone();
+        let signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT, signal_hook::consts::SIGHUP]);
+        if let Ok(mut signals) = signals {
+            std::thread::spawn(move || {
+                if let Some(sig) = signals.forever().next() {
+                    info!(sig, "signal: unmounting");
+                    if unmounter.unmount().is_err() {
+                        // Busy: detach it, the kernel finishes when the last user leaves.
+                        let _ = rustix::mount::unmount(&mp, rustix::mount::UnmountFlags::DETACH);
+                    }
+                }
+            });
+        }
+        ready(Ok(()));
+        session.run().map_err(|source| MountError::Mount { mountpoint, source })
+    }
+}
+
+/// Unmounts a Strata mount, also one whose daemon died ("Transport endpoint is not
+/// connected"). `lazy` detaches a busy mount.
+pub fn unmount(mountpoint: &Path, lazy: bool) -> Result<(), std::io::Error> {
+    let abs = std::path::absolute(mountpoint)?;
+    let entry = std::fs::read_to_string("/proc/self/mounts")?
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(' ');
+            let (_, mp, ty) = (f.next()?, f.next()?, f.next()?);
+            Some((unescape_mount_path(mp), ty.to_string()))
+        })
+        .filter(|(mp, _)| *mp == abs)
+        .last();
+    match entry {
+        None => return Err(std::io::Error::other(format!("{}: not mounted", abs.display()))),
+        Some((_, ty)) if ty != FS_TYPE => {
+            return Err(std::io::Error::other(format!("{}: not a Strata mount (type {ty})", abs.display())));
+        }
+        Some(_) => {}
+    }
+    let dead = matches!(std::fs::metadata(&abs), Err(e) if e.raw_os_error() == Some(libc::ENOTCONN));
+    let flags = if lazy || dead { rustix::mount::UnmountFlags::DETACH } else { rustix::mount::UnmountFlags::empty() };
+    rustix::mount::unmount(&abs, flags).map_err(|e| {
+        let e = std::io::Error::from(e);
+        if e.raw_os_error() == Some(libc::EBUSY) {
+            std::io::Error::other(format!("{}: target is busy (a process uses it; -l detaches it lazily)", abs.display()))
+        } else {
+            std::io::Error::other(format!("{}: {e}", abs.display()))
+        }
+    })
+}
+
+/// `/proc/mounts` escapes space, tab, newline and backslash as octal.
+fn unescape_mount_path(s: &str) -> PathBuf {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(out))
+}
+
+/// The branch list of a live mount, top first, as `PATH=PERM` lines, then `si_<id>`.
+pub fn branches_of(mountpoint: &Path) -> Result<String, std::io::Error> {
+    let v = crate::sys::get_xattr(mountpoint, OsStr::new(BRANCHES_XATTR)).map_err(std::io::Error::from)?;
+    let v = v.ok_or_else(|| std::io::Error::other(format!("{}: not a Strata mount", mountpoint.display())))?;
+    Ok(String::from_utf8_lossy(&v).into_owned())
+}
+
+/// Which whiteout format a mount writes, for display.
+pub fn format_name(f: Format) -> &'static str {
+    match f {
+        Format::Aufs => "aufs",
+        Format::Overlay => "overlay",
+    }
+}

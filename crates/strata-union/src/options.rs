@@ -1,0 +1,207 @@
+//! Mount options: AUFS style (`br=`, `dirs=`) and OverlayFS style
+//! (`lowerdir=`, `upperdir=`, `workdir=`), parsed into one [`MountSpec`].
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use crate::branch::{BranchSpec, Perm};
+use crate::error::OptionError;
+use crate::whiteout::Format;
+
+/// Everything a mount needs to know, independent of how it was spelled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MountSpec {
+    /// Branches, top first.
+    pub branches: Vec<BranchSpec>,
+    /// Format of whiteouts and opaque markers written to the writable branch.
+    pub whiteout: Format,
+    /// Scratch directory for atomic copy-up; on the writable branch's filesystem.
+    /// `None` means `<top writable branch>/.wh..wh.work` (AUFS style).
+    pub workdir: Option<PathBuf>,
+    /// Mount read-only even if a branch is writable.
+    pub read_only: bool,
+    /// Seconds the kernel may cache names and attributes.
+    pub cache_timeout: u64,
+    /// Use FUSE passthrough for open files when the kernel allows it.
+    pub passthrough: bool,
+    /// Let users other than root use the mount (FUSE `allow_other`).
+    pub allow_other: bool,
+}
+
+/// Options FUSE and fuse-overlayfs users commonly pass that change nothing here.
+const ACCEPTED_NOOPS: &[&str] = &["rw", "dev", "suid", "exec", "noatime", "relatime", "default_permissions"];
+
+impl MountSpec {
+    /// Parses the comma-separated option strings given with `-o` (in order).
+    pub fn parse<S: AsRef<str>>(options: &[S]) -> Result<MountSpec, OptionError> {
+        let mut aufs: Option<Vec<BranchSpec>> = None;
+        let mut lower: Option<Vec<PathBuf>> = None;
+        let mut upper: Option<PathBuf> = None;
+        let mut work: Option<PathBuf> = None;
+        let mut whiteout: Option<Format> = None;
+        let mut read_only = false;
+        let mut cache_timeout = 86_400;
+        let mut passthrough = true;
+        let mut allow_other = true;
+
+        for opt in options.iter().flat_map(|o| split_options(o.as_ref())) {
+            let (key, value) = match opt.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (opt.as_str(), None),
+            };
+            let need = |v: Option<&str>| v.map(str::to_string).ok_or_else(|| OptionError::MissingValue(key.to_string()));
+            match key {
+                "br" | "dirs" => aufs = Some(parse_aufs_branches(&need(value)?)?),
+                "lowerdir" => lower = Some(parse_paths(&need(value)?)?),
+                "upperdir" => upper = Some(PathBuf::from(need(value)?)),
+                "workdir" => work = Some(PathBuf::from(need(value)?)),
+                "whiteout" => {
+                    whiteout = Some(need(value)?.parse()?);
+                }
+                "ro" => read_only = true,
+                "timeout" | "cache_timeout" => {
+                    let v = need(value)?;
+                    cache_timeout = v.parse().map_err(|_| OptionError::Unknown(opt.clone()))?;
+                }
+                "passthrough" => passthrough = true,
+                "nopassthrough" => passthrough = false,
+                "allow_other" => allow_other = true,
+                "noallow_other" => allow_other = false,
+                k if value.is_none() && ACCEPTED_NOOPS.contains(&k) => {}
+                _ => return Err(OptionError::Unknown(opt.clone())),
+            }
+        }
+
+        let overlay_style = lower.is_some() || upper.is_some() || work.is_some();
+        let (branches, default_format, workdir) = match (aufs, overlay_style) {
+            (Some(_), true) => return Err(OptionError::MixedStyles),
+            (Some(b), false) => (b, Format::Aufs, None),
+            (None, true) => {
+                if upper.is_some() != work.is_some() {
+                    return Err(OptionError::UpperWithoutWork);
+                }
+                let mut branches = Vec::new();
+                if let Some(u) = upper {
+                    branches.push(BranchSpec { path: u, perm: Perm::Rw });
+                }
+                for l in lower.unwrap_or_default() {
+                    branches.push(BranchSpec { path: l, perm: Perm::RoWh });
+                }
+                (branches, Format::Overlay, work)
+            }
+            (None, false) => return Err(OptionError::NoBranches),
+        };
+        if branches.is_empty() {
+            return Err(OptionError::NoBranches);
+        }
+        Ok(MountSpec {
+            branches,
+            whiteout: whiteout.unwrap_or(default_format),
+            workdir,
+            read_only,
+            cache_timeout,
+            passthrough,
+            allow_other,
+        })
+    }
+
+    /// Index of the topmost writable branch, if the mount can be written at all.
+    pub fn writable_branch(&self) -> Option<usize> {
+        if self.read_only {
+            return None;
+        }
+        self.branches.iter().position(|b| b.perm.is_writable())
+    }
+}
+
+impl FromStr for Format {
+    type Err = OptionError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "aufs" => Ok(Format::Aufs),
+            "overlay" | "ovl" => Ok(Format::Overlay),
+            other => Err(OptionError::BadWhiteout(other.to_string())),
+        }
+    }
+}
+
+/// Splits `a=1,b=2`; a comma inside a `br=`/`lowerdir=` list is taken as a separator too,
+/// as mount(8) does.
+fn split_options(s: &str) -> Vec<String> {
+    s.split(',').filter(|p| !p.is_empty()).map(str::to_string).collect()
+}
+
+fn parse_paths(list: &str) -> Result<Vec<PathBuf>, OptionError> {
+    list.split(':')
+        .map(|p| if p.is_empty() { Err(OptionError::EmptyPath(list.to_string())) } else { Ok(PathBuf::from(p)) })
+        .collect()
+}
+
+/// `PATH[=PERM]:PATH[=PERM]...`; with no PERM the first branch is `rw`, the rest `ro` (AUFS).
+fn parse_aufs_branches(list: &str) -> Result<Vec<BranchSpec>, OptionError> {
+    list.split(':')
+        .enumerate()
+        .map(|(i, item)| {
+            let (path, perm) = match item.rsplit_once('=') {
+                Some((p, perm)) => (p, perm.parse()?),
+                None => (item, if i == 0 { Perm::Rw } else { Perm::Ro }),
+            };
+            if path.is_empty() {
+                return Err(OptionError::EmptyPath(list.to_string()));
+            }
+            Ok(BranchSpec { path: PathBuf::from(path), perm })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(opts: &[&str]) -> MountSpec {
+        MountSpec::parse(opts).expect("valid options")
+    }
+
+    #[test]
+    fn aufs_defaults_first_rw_rest_ro() {
+        let s = spec(&["br=./image1:./image2"]);
+        assert_eq!(s.branches[0].perm, Perm::Rw);
+        assert_eq!(s.branches[1].perm, Perm::Ro);
+        assert_eq!(s.whiteout, Format::Aufs);
+        assert_eq!(s.writable_branch(), Some(0));
+    }
+
+    #[test]
+    fn aufs_explicit_perms_and_dirs_alias() {
+        let s = spec(&["dirs=/a=ro:/b=ro+wh:/c=rw"]);
+        let perms: Vec<Perm> = s.branches.iter().map(|b| b.perm).collect();
+        assert_eq!(perms, vec![Perm::Ro, Perm::RoWh, Perm::Rw]);
+        assert_eq!(s.writable_branch(), Some(2));
+        assert_eq!(spec(&["br=/a=ro:/b=ro"]).writable_branch(), None);
+    }
+
+    #[test]
+    fn overlay_style() {
+        let s = spec(&["lowerdir=/l1:/l2,upperdir=/u,workdir=/w"]);
+        assert_eq!(s.branches.len(), 3);
+        assert_eq!(s.branches[0], BranchSpec { path: "/u".into(), perm: Perm::Rw });
+        assert_eq!(s.branches[1].perm, Perm::RoWh);
+        assert_eq!(s.whiteout, Format::Overlay);
+        assert_eq!(s.workdir, Some(PathBuf::from("/w")));
+        let ro = spec(&["lowerdir=/l1:/l2"]);
+        assert_eq!(ro.writable_branch(), None);
+        let forced = spec(&["lowerdir=/l1,upperdir=/u,workdir=/w", "whiteout=aufs"]);
+        assert_eq!(forced.whiteout, Format::Aufs);
+    }
+
+    #[test]
+    fn bad_options_are_refused() {
+        assert!(matches!(MountSpec::parse(&["br=/a", "frobnicate"]), Err(OptionError::Unknown(_))));
+        assert!(matches!(MountSpec::parse(&["br=/a=rx"]), Err(OptionError::BadPerm(_))));
+        assert!(matches!(MountSpec::parse(&["lowerdir=/a,upperdir=/u"]), Err(OptionError::UpperWithoutWork)));
+        assert!(matches!(MountSpec::parse(&["br=/a,lowerdir=/b"]), Err(OptionError::MixedStyles)));
+        assert!(matches!(MountSpec::parse::<&str>(&[]), Err(OptionError::NoBranches)));
+        assert!(matches!(MountSpec::parse(&["br=/a::/b"]), Err(OptionError::EmptyPath(_))));
+        assert!(matches!(MountSpec::parse(&["whiteout=zfs", "br=/a"]), Err(OptionError::BadWhiteout(_))));
+    }
+}

@@ -1,0 +1,701 @@
+//! Union semantics over opened branches: name resolution, merged listings, copy-up,
+//! whiteouts. Knows nothing of FUSE replies; every function answers with an errno.
+
+use std::collections::HashSet;
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use fuser::{Errno, FileType};
+use parking_lot::RwLock;
+use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, Stat};
+
+use crate::branch::{Branch, Perm};
+use crate::copyup::{self, Data};
+use crate::inode::{Ino, Node, ROOT, Table};
+use crate::sys::{self, errno};
+use crate::whiteout::{self, Format};
+
+pub const NAME_MAX: usize = 255;
+
+/// Where a name resolved.
+#[derive(Debug)]
+pub struct Found {
+    pub branch: u16,
+    pub stat: Stat,
+    /// Directories: the merged branches, top first.
+    pub dirs: Box<[u16]>,
+}
+
+/// One entry of a merged directory listing.
+#[derive(Clone, Debug)]
+pub struct DirEntry {
+    pub name: OsString,
+    pub kind: FileType,
+    /// Index into the directory's `dirs` of the branch the entry came from.
+    pub pos: u16,
+}
+
+#[derive(Debug)]
+pub struct Union {
+    pub branches: Vec<Branch>,
+    pub format: Format,
+    /// Topmost writable branch; `None` for a read-only union.
+    pub wb: Option<u16>,
+    /// Scratch dir on the writable branch's filesystem for atomic copy-up and replace.
+    work: Option<OwnedFd>,
+    pub table: RwLock<Table>,
+    /// Namespace lock: lookups and listings share it; changes to names take it alone.
+    pub ns: RwLock<()>,
+    scratch: AtomicU64,
+    /// The mount's id, as AUFS's `si_*`.
+    pub id: String,
+}
+
+/// The error a name check gives, if any: meta names are reserved, long ones refused.
+pub fn check_new_name(name: &OsStr) -> Result<(), Errno> {
+    if name.len() > NAME_MAX {
+        Err(Errno::ENAMETOOLONG)
+    } else if whiteout::is_meta_name(name) {
+        Err(Errno::EINVAL)
+    } else {
+        Ok(())
+    }
+}
+
+pub fn file_type(st: &Stat) -> FileType {
+    match sys::file_type_bits(st) {
+        libc::S_IFDIR => FileType::Directory,
+        libc::S_IFLNK => FileType::Symlink,
+        libc::S_IFCHR => FileType::CharDevice,
+        libc::S_IFBLK => FileType::BlockDevice,
+        libc::S_IFIFO => FileType::NamedPipe,
+        libc::S_IFSOCK => FileType::Socket,
+        _ => FileType::RegularFile,
+    }
+}
+
+impl Union {
+    pub fn new(branches: Vec<Branch>, format: Format, wb: Option<u16>, work: Option<OwnedFd>, id: String) -> Union {
+        let all: Box<[u16]> = (0..branches.len() as u16).collect();
+        let top = all.first().copied().unwrap_or(0);
+        let root = Node::new(ROOT, OsString::new(), FileType::Directory, top, all);
+        Union { branches, format, wb, work, table: RwLock::new(Table::new(root)), ns: RwLock::new(()), scratch: AtomicU64::new(0), id }
+    }
+
+    pub fn root(&self, b: u16) -> BorrowedFd<'_> {
+        self.branches[b as usize].root.as_fd()
+    }
+
+    fn perm(&self, b: u16) -> Perm {
+        self.branches[b as usize].perm
+    }
+
+    fn wb(&self) -> Result<u16, Errno> {
+        self.wb.ok_or(Errno::EROFS)
+    }
+
+    fn work(&self) -> Result<BorrowedFd<'_>, Errno> {
+        self.work.as_ref().map(|w| w.as_fd()).ok_or(Errno::EROFS)
+    }
+
+    fn scratch_name(&self) -> OsString {
+        OsString::from(format!("#{}", self.scratch.fetch_add(1, Ordering::Relaxed)))
+    }
+
+    /// Resolves `name` in directory `dir` across `candidates` (the directory's branches):
+    /// the first branch holding the name wins, a whiteout stops the search, and a
+    /// directory keeps merging lower directories until one is opaque.
+    pub fn resolve(&self, dir: &Path, candidates: &[u16], name: &OsStr) -> Result<Option<Found>, Errno> {
+        let rel = sys::join(dir, name);
+        let mut found: Option<Found> = None;
+        let mut dirs: Vec<u16> = Vec::new();
+        for &b in candidates {
+            let honours = self.perm(b).honours_whiteouts();
+            match sys::lstat_opt(self.root(b), &rel).map_err(errno)? {
+                Some(st) if whiteout::is_overlay_whiteout(&st) => {
+                    if honours {
+                        break;
+                    }
+                }
+                Some(st) => {
+                    let st_is_dir = sys::is_dir(&st);
+                    if found.is_none() {
+                        found = Some(Found { branch: b, stat: st, dirs: Box::new([]) });
+                        if !st_is_dir {
+                            break;
+                        }
+                    } else if !st_is_dir {
+                        break; // a non-directory below a directory ends the merge
+                    }
+                    dirs.push(b);
+                    if honours && whiteout::is_opaque(self.root(b), &rel).map_err(errno)? {
+                        break;
+                    }
+                }
+                None => {
+                    if honours && whiteout::has_aufs_whiteout(self.root(b), dir, name).map_err(errno)? {
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(f) = found.as_mut() {
+            f.dirs = dirs.into_boxed_slice();
+        }
+        Ok(found)
+    }
+
+    /// Path and merged branches of a directory node.
+    pub fn dir_info(&self, ino: Ino) -> Result<(PathBuf, Box<[u16]>), Errno> {
+        let t = self.table.read();
+        let n = t.get(ino)?;
+        if !n.is_dir() {
+            return Err(Errno::ENOTDIR);
+        }
+        Ok((t.path(ino)?, n.dirs.clone()))
+    }
+
+    /// Finds the node for `name` in `parent`, resolving and indexing it if new.
+    /// Callers hold `ns` (shared or exclusive).
+    pub fn child(&self, parent: Ino, name: &OsStr) -> Result<Ino, Errno> {
+        if let Some(ino) = self.table.read().child(parent, name) {
+            return Ok(ino);
+        }
+        let (dir, dirs) = self.dir_info(parent)?;
+        let found = self.resolve(&dir, &dirs, name)?.ok_or(Errno::ENOENT)?;
+        Ok(self.index(parent, name, found))
+    }
+
+    /// Like [`Union::child`], `None` when the name does not exist.
+    pub fn child_opt(&self, parent: Ino, name: &OsStr) -> Result<Option<Ino>, Errno> {
+        match self.child(parent, name) {
+            Ok(i) => Ok(Some(i)),
+            Err(e) if e == Errno::ENOENT => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Indexes a resolved entry, unless a concurrent lookup already did.
+    pub fn index(&self, parent: Ino, name: &OsStr, found: Found) -> Ino {
+        let mut t = self.table.write();
+        if let Some(ino) = t.child(parent, name) {
+            return ino;
+        }
+        t.insert(Node::new(parent, name.to_os_string(), file_type(&found.stat), found.branch, found.dirs))
+    }
+
+    /// The backing branch, path and stat of a node.
+    pub fn stat(&self, ino: Ino) -> Result<(u16, PathBuf, Stat), Errno> {
+        let (b, rel) = self.location(ino)?;
+        let st = sys::lstat(self.root(b), &rel).map_err(errno)?;
+        Ok((b, rel, st))
+    }
+
+    pub fn location(&self, ino: Ino) -> Result<(u16, PathBuf), Errno> {
+        let t = self.table.read();
+        let n = t.get(ino)?;
+        Ok((n.branch, t.path(ino)?))
+    }
+
+    /// Merged listing of a directory: shadowed names once, whiteouts and meta files hidden.
+    pub fn list(&self, dir: &Path, dirs: &[u16]) -> Result<Vec<DirEntry>, Errno> {
+        let mut seen: HashSet<OsString> = HashSet::new();
+        let mut out = Vec::new();
+        for (pos, &b) in dirs.iter().enumerate() {
+            let honours = self.perm(b).honours_whiteouts();
+            let fd = match sys::open_at(self.root(b), dir, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()) {
+                Ok(fd) => fd,
+                Err(rustix::io::Errno::NOENT) | Err(rustix::io::Errno::NOTDIR) => continue,
+                Err(e) => return Err(errno(e)),
+            };
+            let mut hidden: Vec<OsString> = Vec::new();
+            let mut entries = rustix::fs::Dir::read_from(&fd).map_err(errno)?;
+            while let Some(ent) = entries.read() {
+                let ent = ent.map_err(errno)?;
+                let name = OsStr::from_bytes(ent.file_name().to_bytes());
+                if name == "." || name == ".." {
+                    continue;
+                }
+                if whiteout::is_meta_name(name) {
+                    if let (true, Some(target)) = (honours, whiteout::whited_out_name(name)) {
+                        hidden.push(target.to_os_string());
+                    }
+                    continue;
+                }
+                let kind = match ent.file_type() {
+                    rustix::fs::FileType::RegularFile => FileType::RegularFile,
+                    rustix::fs::FileType::Directory => FileType::Directory,
+                    rustix::fs::FileType::Symlink => FileType::Symlink,
+                    rustix::fs::FileType::Fifo => FileType::NamedPipe,
+                    rustix::fs::FileType::Socket => FileType::Socket,
+                    rustix::fs::FileType::BlockDevice => FileType::BlockDevice,
+                    _ => {
+                        let st = sys::lstat(&fd, Path::new(name)).map_err(errno)?;
+                        if whiteout::is_overlay_whiteout(&st) {
+                            if honours {
+                                hidden.push(name.to_os_string());
+                            }
+                            continue;
+                        }
+                        file_type(&st)
+                    }
+                };
+                if seen.insert(name.to_os_string()) {
+                    out.push(DirEntry { name: name.to_os_string(), kind, pos: pos as u16 });
+                }
+            }
+            seen.extend(hidden);
+        }
+        Ok(out)
+    }
+
+    /// Is the directory empty as the union shows it?
+    pub fn is_empty_dir(&self, ino: Ino) -> Result<bool, Errno> {
+        let (dir, dirs) = self.dir_info(ino)?;
+        Ok(self.list(&dir, &dirs)?.is_empty())
+    }
+
+    /// Would `name` in `parent` still be visible from the branches strictly below `below`?
+    fn visible_below(&self, parent: Ino, name: &OsStr, below: u16) -> Result<Option<Found>, Errno> {
+        let (dir, dirs) = self.dir_info(parent)?;
+        let lower: Vec<u16> = dirs.iter().copied().filter(|&b| b > below).collect();
+        self.resolve(&dir, &lower, name)
+    }
+
+    /// Makes sure directory `ino` exists in the writable branch (parents first), copying
+    /// its metadata. Callers hold `ns` exclusively.
+    pub fn copy_up_dir(&self, ino: Ino) -> Result<(), Errno> {
+        let wb = self.wb()?;
+        let (parent, has) = {
+            let t = self.table.read();
+            let n = t.get(ino)?;
+            (n.parent, n.dirs.contains(&wb))
+        };
+        if has {
+            return Ok(());
+        }
+        if ino != ROOT {
+            self.copy_up_dir(parent)?;
+        }
+        let (src, rel, st) = self.stat(ino)?;
+        let work = self.work()?;
+        let tmp = self.scratch_name();
+        copyup::copy_entry(self.root(src), &rel, &st, work, &tmp, Data::Skip).map_err(errno)?;
+        if let Err(e) = rustix::fs::renameat_with(work, &tmp, self.root(wb), &rel, RenameFlags::NOREPLACE) {
+            let _ = rustix::fs::unlinkat(work, &tmp, AtFlags::REMOVEDIR);
+            return Err(errno(e));
+        }
+        let mut t = self.table.write();
+        let n = t.get_mut(ino)?;
+        let mut dirs = n.dirs.to_vec();
+        dirs.push(wb);
+        dirs.sort_unstable();
+        n.dirs = dirs.into_boxed_slice();
+        n.branch = n.branch.min(wb);
+        Ok(())
+    }
+
+    /// Makes a node writable: in place when its branch is writable, else by copying it up
+    /// into the writable branch. Returns `true` when a copy-up happened.
+    /// Callers hold `ns` exclusively.
+    pub fn copy_up(&self, ino: Ino, data: Data) -> Result<bool, Errno> {
+        let (branch, is_dir, parent) = {
+            let t = self.table.read();
+            let n = t.get(ino)?;
+            (n.branch, n.is_dir(), n.parent)
+        };
+        if self.perm(branch).is_writable() {
+            return Ok(false);
+        }
+        let wb = self.wb()?;
+        if branch < wb {
+            return Err(Errno::EROFS); // above the writable branch: nowhere to copy it
+        }
+        if is_dir {
+            self.copy_up_dir(ino)?;
+            return Ok(true);
+        }
+        self.copy_up_dir(parent)?;
+        let (_, rel, st) = self.stat(ino)?;
+        let work = self.work()?;
+        let tmp = self.scratch_name();
+        let copied = copyup::copy_entry(self.root(branch), &rel, &st, work, &tmp, data)
+            .and_then(|()| rustix::fs::renameat_with(work, &tmp, self.root(wb), &rel, RenameFlags::NOREPLACE));
+        if let Err(e) = copied {
+            let _ = rustix::fs::unlinkat(work, &tmp, AtFlags::empty());
+            return Err(errno(e));
+        }
+        self.table.write().get_mut(ino)?.branch = wb;
+        Ok(true)
+    }
+
+    /// Where a new entry named `name` goes in `parent`, and what must happen to whiteouts
+    /// there: the parent is copied up, and any whiteout for the name in the writable
+    /// branch is reported.
+    fn prepare_new(&self, parent: Ino, name: &OsStr) -> Result<NewEntry, Errno> {
+        check_new_name(name)?;
+        let wb = self.wb()?;
+        if self.child_opt(parent, name)?.is_some() {
+            return Err(Errno::EEXIST);
+        }
+        self.copy_up_dir(parent)?;
+        let dir = self.table.read().path(parent)?;
+        let rel = sys::join(&dir, name);
+        let aufs_wh = whiteout::has_aufs_whiteout(self.root(wb), &dir, name).map_err(errno)?;
+        let ovl_wh = match sys::lstat_opt(self.root(wb), &rel).map_err(errno)? {
+            Some(st) if whiteout::is_overlay_whiteout(&st) => true,
+            Some(_) => return Err(Errno::EEXIST),
+            None => false,
+        };
+        let parent_st = sys::lstat(self.root(wb), &dir).map_err(errno)?;
+        Ok(NewEntry { wb, dir, rel, aufs_wh, ovl_wh, parent_st })
+    }
+
+    /// Creates a new entry with `make(dirfd, name)`, owned by `owner`, replacing any
+    /// whiteout for the name atomically; returns its node. Directories created over a
+    /// whiteout become opaque. Callers hold `ns` exclusively.
+    pub fn create_entry(
+        &self,
+        parent: Ino,
+        name: &OsStr,
+        owner: (u32, u32),
+        is_dir: bool,
+        make: impl FnOnce(BorrowedFd<'_>, &OsStr) -> Result<Option<OwnedFd>, rustix::io::Errno>,
+    ) -> Result<(Ino, Option<OwnedFd>), Errno> {
+        let ne = self.prepare_new(parent, name)?;
+        let root = self.root(ne.wb);
+        // New entries take the group of a set-group-id parent, as the kernel would.
+        let gid = if ne.parent_st.st_mode & libc::S_ISGID != 0 { ne.parent_st.st_gid } else { owner.1 };
+        let chown = |dirfd: BorrowedFd<'_>, rel: &Path| {
+            rustix::fs::chownat(dirfd, rel, Some(rustix::process::Uid::from_raw(owner.0)), Some(rustix::process::Gid::from_raw(gid)), AtFlags::SYMLINK_NOFOLLOW)
+        };
+        let opaque = is_dir && (ne.aufs_wh || ne.ovl_wh);
+        let fd = if ne.ovl_wh || opaque {
+            // Build it aside, then swap it in: never a moment with neither or both.
+            let work = self.work()?;
+            let tmp = self.scratch_name();
+            let fd = make(work, &tmp).map_err(errno)?;
+            let placed = (|| {
+                chown(work, Path::new(&tmp))?;
+                if opaque {
+                    whiteout::set_opaque(self.format, work, Path::new(&tmp))?;
+                }
+                if ne.ovl_wh && is_dir {
+                    rustix::fs::renameat_with(work, &tmp, root, &ne.rel, RenameFlags::EXCHANGE)?;
+                    rustix::fs::unlinkat(work, &tmp, AtFlags::empty())
+                } else if ne.ovl_wh {
+                    rustix::fs::renameat(work, &tmp, root, &ne.rel)
+                } else {
+                    rustix::fs::renameat_with(work, &tmp, root, &ne.rel, RenameFlags::NOREPLACE)
+                }
+            })();
+            if let Err(e) = placed {
+                let _ = rustix::fs::unlinkat(work, &tmp, if is_dir { AtFlags::REMOVEDIR } else { AtFlags::empty() });
+                return Err(errno(e));
+            }
+            fd
+        } else {
+            let fd = make(root, &ne.rel.as_os_str().to_os_string()).map_err(errno)?;
+            if let Err(e) = chown(root, &ne.rel) {
+                let _ = rustix::fs::unlinkat(root, &ne.rel, if is_dir { AtFlags::REMOVEDIR } else { AtFlags::empty() });
+                return Err(errno(e));
+            }
+            fd
+        };
+        if ne.aufs_wh {
+            whiteout::remove_aufs_whiteout(root, &ne.dir, name).map_err(errno)?;
+        }
+        let st = sys::lstat(root, &ne.rel).map_err(errno)?;
+        let dirs: Box<[u16]> = if is_dir { Box::new([ne.wb]) } else { Box::new([]) };
+        let mut t = self.table.write();
+        let ino = t.insert(Node::new(parent, name.to_os_string(), file_type(&st), ne.wb, dirs));
+        Ok((ino, fd))
+    }
+
+    /// Removes `name` from `parent` as the union shows it: the entry goes from its branch
+    /// if that is writable, and a whiteout hides whatever lower branches still hold.
+    /// Callers hold `ns` exclusively.
+    pub fn remove(&self, parent: Ino, name: &OsStr, want_dir: bool) -> Result<(), Errno> {
+        let ino = self.child(parent, name)?;
+        let (branch, is_dir) = {
+            let t = self.table.read();
+            let n = t.get(ino)?;
+            (n.branch, n.is_dir())
+        };
+        match (want_dir, is_dir) {
+            (true, false) => return Err(Errno::ENOTDIR),
+            (false, true) => return Err(Errno::EISDIR),
+            _ => {}
+        }
+        if is_dir && !self.is_empty_dir(ino)? {
+            return Err(Errno::ENOTEMPTY);
+        }
+        let target = if self.perm(branch).is_writable() { branch } else { self.wb()? };
+        let needs_whiteout = self.visible_below(parent, name, target)?.is_some();
+        if target != branch {
+            self.copy_up_dir(parent)?;
+        }
+        let dir = self.table.read().path(parent)?;
+        let rel = sys::join(&dir, name);
+        let root = self.root(target);
+        let rm_flags = if is_dir { AtFlags::REMOVEDIR } else { AtFlags::empty() };
+        let aufs_fits = name.len() + whiteout::WH_PREFIX.len() <= NAME_MAX;
+
+        if target != branch {
+            whiteout::create_whiteout(self.format, root, &dir, name).map_err(errno)?;
+        } else if !needs_whiteout {
+            if is_dir {
+                clear_meta(root, &rel)?;
+            }
+            rustix::fs::unlinkat(root, &rel, rm_flags).map_err(errno)?;
+        } else if self.format == Format::Aufs && aufs_fits {
+            // Whiteout first: if removing then fails, the entry is still hidden, never lost.
+            whiteout::create_whiteout(Format::Aufs, root, &dir, name).map_err(errno)?;
+            let removed = if is_dir { clear_meta(root, &rel) } else { Ok(()) }
+                .and_then(|()| rustix::fs::unlinkat(root, &rel, rm_flags).map_err(errno));
+            if let Err(e) = removed {
+                let _ = whiteout::remove_aufs_whiteout(root, &dir, name);
+                return Err(e);
+            }
+        } else {
+            // The whiteout is built aside and swapped with the entry in one rename.
+            let work = self.work()?;
+            let tmp = self.scratch_name();
+            rustix::fs::mknodat(work, &tmp, rustix::fs::FileType::CharacterDevice, Mode::empty(), 0).map_err(errno)?;
+            let swapped = rustix::fs::renameat_with(work, &tmp, root, &rel, RenameFlags::EXCHANGE);
+            if let Err(e) = swapped {
+                let _ = rustix::fs::unlinkat(work, &tmp, AtFlags::empty());
+                return Err(errno(e));
+            }
+            if is_dir {
+                clear_meta(work, Path::new(&tmp))?;
+            }
+            rustix::fs::unlinkat(work, &tmp, rm_flags).map_err(errno)?;
+        }
+        self.table.write().remove_name(parent, name);
+        Ok(())
+    }
+
+    /// Renames within the union. Files from lower branches are copied up first; a
+    /// directory is renamed only when it lives wholly in the writable branch (else EXDEV,
+    /// as AUFS and overlayfs without redirect_dir). Callers hold `ns` exclusively.
+    pub fn rename(&self, parent: Ino, name: &OsStr, new_parent: Ino, new_name: &OsStr, flags: fuser::RenameFlags) -> Result<(), Errno> {
+        check_new_name(new_name)?;
+        let exchange = flags.contains(fuser::RenameFlags::RENAME_EXCHANGE);
+        let noreplace = flags.contains(fuser::RenameFlags::RENAME_NOREPLACE);
+        if flags.contains(fuser::RenameFlags::RENAME_WHITEOUT) || (exchange && noreplace) {
+            return Err(Errno::EINVAL);
+        }
+        let wb = self.wb()?;
+        let src = self.child(parent, name)?;
+        let dst = self.child_opt(new_parent, new_name)?;
+        if src == dst.unwrap_or(0) {
+            return Ok(()); // the same file under both names: POSIX says do nothing
+        }
+        match (dst, noreplace, exchange) {
+            (Some(_), true, _) => return Err(Errno::EEXIST),
+            (None, _, true) => return Err(Errno::ENOENT),
+            _ => {}
+        }
+        let src_dir = self.is_dir(src)?;
+        let dst_dir = dst.map(|d| self.is_dir(d)).transpose()?;
+        if !exchange {
+            match dst_dir {
+                Some(true) if !src_dir => return Err(Errno::EISDIR),
+                Some(false) if src_dir => return Err(Errno::ENOTDIR),
+                Some(true) if !self.is_empty_dir(dst.unwrap_or(0))? => return Err(Errno::ENOTEMPTY),
+                _ => {}
+            }
+        }
+        for (node, is_dir) in [(Some(src), src_dir), (dst.filter(|_| exchange), dst_dir.unwrap_or(false))] {
+            if let (Some(n), true) = (node, is_dir) {
+                if !self.is_upper_only(n, wb)? {
+                    return Err(Errno::EXDEV);
+                }
+            }
+        }
+        self.copy_up(src, Data::Copy)?;
+        if exchange {
+            if let Some(d) = dst {
+                self.copy_up(d, Data::Copy)?;
+            }
+        }
+        self.copy_up_dir(parent)?;
+        self.copy_up_dir(new_parent)?;
+        let (dir, new_dir) = {
+            let t = self.table.read();
+            (t.path(parent)?, t.path(new_parent)?)
+        };
+        let (rel, new_rel) = (sys::join(&dir, name), sys::join(&new_dir, new_name));
+        let root = self.root(wb);
+        let lower_src = self.visible_below(parent, name, wb)?;
+        let lower_dst = self.visible_below(new_parent, new_name, wb)?;
+        let lower_is_dir = |f: &Option<Found>| f.as_ref().is_some_and(|f| sys::is_dir(&f.stat));
+
+        if exchange {
+            rustix::fs::renameat_with(root, &rel, root, &new_rel, RenameFlags::EXCHANGE).map_err(errno)?;
+            // A directory that now sits over a lower directory must not merge with it.
+            if src_dir && lower_is_dir(&lower_dst) {
+                whiteout::set_opaque(self.format, root, &new_rel).map_err(errno)?;
+            }
+            if dst_dir == Some(true) && lower_is_dir(&lower_src) {
+                whiteout::set_opaque(self.format, root, &rel).map_err(errno)?;
+            }
+            self.table.write().exchange((parent, name), (new_parent, new_name));
+            return Ok(());
+        }
+
+        let aufs_wh_dst = whiteout::has_aufs_whiteout(root, &new_dir, new_name).map_err(errno)?;
+        match sys::lstat_opt(root, &new_rel).map_err(errno)? {
+            Some(st) if whiteout::is_overlay_whiteout(&st) && src_dir => {
+                rustix::fs::unlinkat(root, &new_rel, AtFlags::empty()).map_err(errno)?;
+            }
+            Some(st) if sys::is_dir(&st) => clear_meta(root, &new_rel)?,
+            _ => {}
+        }
+        if src_dir && lower_is_dir(&lower_dst) {
+            whiteout::set_opaque(self.format, root, &rel).map_err(errno)?;
+        }
+        let aufs_fits = name.len() + whiteout::WH_PREFIX.len() <= NAME_MAX;
+        if lower_src.is_none() {
+            rustix::fs::renameat(root, &rel, root, &new_rel).map_err(errno)?;
+        } else if self.format == Format::Aufs && aufs_fits {
+            whiteout::create_whiteout(Format::Aufs, root, &dir, name).map_err(errno)?;
+            if let Err(e) = rustix::fs::renameat(root, &rel, root, &new_rel) {
+                let _ = whiteout::remove_aufs_whiteout(root, &dir, name);
+                return Err(errno(e));
+            }
+        } else {
+            match rustix::fs::renameat_with(root, &rel, root, &new_rel, RenameFlags::WHITEOUT) {
+                Ok(()) => {}
+                Err(rustix::io::Errno::INVAL) => {
+                    rustix::fs::renameat(root, &rel, root, &new_rel).map_err(errno)?;
+                    whiteout::create_whiteout(Format::Overlay, root, &dir, name).map_err(errno)?;
+                }
+                Err(e) => return Err(errno(e)),
+            }
+        }
+        if aufs_wh_dst {
+            whiteout::remove_aufs_whiteout(root, &new_dir, new_name).map_err(errno)?;
+        }
+        self.table.write().rename(parent, name, new_parent, new_name);
+        Ok(())
+    }
+
+    /// A new name for an existing file. Callers hold `ns` exclusively.
+    pub fn link(&self, ino: Ino, new_parent: Ino, new_name: &OsStr) -> Result<(), Errno> {
+        if self.is_dir(ino)? {
+            return Err(Errno::EPERM);
+        }
+        let ne = self.prepare_new(new_parent, new_name)?;
+        self.copy_up(ino, Data::Copy)?;
+        let (b, rel) = self.location(ino)?;
+        if b != ne.wb {
+            return Err(Errno::EXDEV); // a link must live in the same branch as its file
+        }
+        let root = self.root(ne.wb);
+        if ne.ovl_wh {
+            rustix::fs::unlinkat(root, &ne.rel, AtFlags::empty()).map_err(errno)?;
+        }
+        rustix::fs::linkat(root, &rel, root, &ne.rel, AtFlags::empty()).map_err(errno)?;
+        if ne.aufs_wh {
+            whiteout::remove_aufs_whiteout(root, &ne.dir, new_name).map_err(errno)?;
+        }
+        self.table.write().add_alias(ino, new_parent, new_name);
+        Ok(())
+    }
+
+    fn is_dir(&self, ino: Ino) -> Result<bool, Errno> {
+        Ok(self.table.read().get(ino)?.is_dir())
+    }
+
+    /// A directory whose whole content lives in the writable branch.
+    fn is_upper_only(&self, ino: Ino, wb: u16) -> Result<bool, Errno> {
+        let t = self.table.read();
+        let n = t.get(ino)?;
+        Ok(&*n.dirs == [wb])
+    }
+
+    /// `statvfs` of the branch that receives writes (or the top one).
+    pub fn statvfs(&self) -> Result<rustix::fs::StatVfs, Errno> {
+        rustix::fs::fstatvfs(self.root(self.wb.unwrap_or(0))).map_err(errno)
+    }
+
+    /// Empties the work dir left by an earlier mount (crash leftovers).
+    pub fn clean_work(&self) -> Result<(), Errno> {
+        let Some(work) = &self.work else { return Ok(()) };
+        let mut names = Vec::new();
+        let mut d = rustix::fs::Dir::read_from(work).map_err(errno)?;
+        while let Some(ent) = d.read() {
+            let ent = ent.map_err(errno)?;
+            let n = OsStr::from_bytes(ent.file_name().to_bytes()).to_os_string();
+            if n != "." && n != ".." {
+                names.push(n);
+            }
+        }
+        for n in names {
+            remove_tree(work.as_fd(), Path::new(&n))?;
+        }
+        Ok(())
+    }
+}
+
+struct NewEntry {
+    wb: u16,
+    dir: PathBuf,
+    rel: PathBuf,
+    aufs_wh: bool,
+    ovl_wh: bool,
+    parent_st: Stat,
+}
+
+/// Removes the union's meta entries (whiteouts, opaque marker) from a directory that the
+/// union shows as empty, so it can be removed or replaced.
+fn clear_meta(root: BorrowedFd<'_>, rel: &Path) -> Result<(), Errno> {
+    let fd = sys::open_at(root, rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).map_err(errno)?;
+    let mut names = Vec::new();
+    let mut d = rustix::fs::Dir::read_from(&fd).map_err(errno)?;
+    while let Some(ent) = d.read() {
+        let ent = ent.map_err(errno)?;
+        let name = OsStr::from_bytes(ent.file_name().to_bytes()).to_os_string();
+        if name == "." || name == ".." {
+            continue;
+        }
+        let st = sys::lstat(&fd, Path::new(&name)).map_err(errno)?;
+        if whiteout::is_meta_name(&name) && !sys::is_dir(&st) || whiteout::is_overlay_whiteout(&st) {
+            names.push(name);
+        } else {
+            return Err(Errno::ENOTEMPTY);
+        }
+    }
+    for n in names {
+        rustix::fs::unlinkat(&fd, &n, AtFlags::empty()).map_err(errno)?;
+    }
+    Ok(())
+}
+
+/// `rm -rf` relative to a directory fd, never following symlinks.
+fn remove_tree(dirfd: BorrowedFd<'_>, rel: &Path) -> Result<(), Errno> {
+    let st = sys::lstat(dirfd, rel).map_err(errno)?;
+    if sys::is_dir(&st) {
+        let fd = sys::open_at(dirfd, rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).map_err(errno)?;
+        let mut names = Vec::new();
+        let mut d = rustix::fs::Dir::read_from(&fd).map_err(errno)?;
+        while let Some(ent) = d.read() {
+            let ent = ent.map_err(errno)?;
+            let n = OsStr::from_bytes(ent.file_name().to_bytes()).to_os_string();
+            if n != "." && n != ".." {
+                names.push(n);
+            }
+        }
+        for n in names {
+            remove_tree(fd.as_fd(), Path::new(&n))?;
+        }
+        rustix::fs::unlinkat(dirfd, rel, AtFlags::REMOVEDIR).map_err(errno)
+    } else {
+        rustix::fs::unlinkat(dirfd, rel, AtFlags::empty()).map_err(errno)
+    }
+}

@@ -1,0 +1,126 @@
+//! Whiteouts and opaque directories, in both on-disk formats.
+//!
+//! AUFS: a whiteout for `NAME` is an empty file `.wh.NAME` beside it; an opaque directory
+//! holds `.wh..wh..opq`; names starting `.wh..wh.` are the union's own meta files.
+//! OverlayFS: a whiteout is a character device 0/0 at `NAME`; an opaque directory carries
+//! `trusted.overlay.opaque=y` (or `user.overlay.opaque=y`).
+//! Both formats are always read; the mount's [`Format`] decides which one is written.
+
+use std::ffi::{OsStr, OsString};
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use rustix::fs::{AtFlags, Mode, OFlags, Stat};
+use rustix::io::Errno;
+
+use crate::sys;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Aufs,
+    Overlay,
+}
+
+pub const WH_PREFIX: &[u8] = b".wh.";
+pub const AUFS_OPAQUE: &str = ".wh..wh..opq";
+pub const OVL_OPAQUE_XATTRS: [&str; 2] = ["trusted.overlay.opaque", "user.overlay.opaque"];
+const NAME_MAX: usize = 255;
+
+/// Any name starting with `.wh.`: never listed, never creatable by users.
+pub fn is_meta_name(name: &OsStr) -> bool {
+    name.as_bytes().starts_with(WH_PREFIX)
+}
+
+/// The name an AUFS whiteout file hides (`.wh.foo` -> `foo`); `None` for other names and
+/// for the union's own `.wh..wh.*` meta files.
+pub fn whited_out_name(name: &OsStr) -> Option<&OsStr> {
+    let rest = name.as_bytes().strip_prefix(WH_PREFIX)?;
+    if rest.starts_with(WH_PREFIX) || rest.is_empty() { None } else { Some(OsStr::from_bytes(rest)) }
+}
+
+pub fn aufs_whiteout_name(name: &OsStr) -> OsString {
+    let mut n = OsString::from(".wh.");
+    n.push(name);
+    n
+}
+
+/// A character device with device number 0/0 is an OverlayFS whiteout.
+pub fn is_overlay_whiteout(st: &Stat) -> bool {
+    sys::file_type_bits(st) == libc::S_IFCHR && st.st_rdev == 0
+}
+
+/// Private xattrs of the overlay format: hidden from users, never copied up as-is.
+pub fn is_private_xattr(name: &OsStr) -> bool {
+    let n = name.as_bytes();
+    n.starts_with(b"trusted.overlay.") || n.starts_with(b"user.overlay.") || n.starts_with(b"trusted.strata.")
+}
+
+/// Does branch directory `dir` (relative to `root`) hold an AUFS whiteout for `name`?
+pub fn has_aufs_whiteout(root: impl AsFd, dir: &Path, name: &OsStr) -> Result<bool, Errno> {
+    if name.len() + WH_PREFIX.len() > NAME_MAX {
+        return Ok(false);
+    }
+    Ok(sys::lstat_opt(root, &sys::join(dir, &aufs_whiteout_name(name)))?.is_some())
+}
+
+/// Is directory `rel` marked opaque, in either format?
+pub fn is_opaque(root: impl AsFd, rel: &Path) -> Result<bool, Errno> {
+    let fd = match sys::open_at(root, rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT) | Err(Errno::NOTDIR) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    if sys::lstat_opt(&fd, Path::new(AUFS_OPAQUE))?.is_some() {
+        return Ok(true);
+    }
+    for attr in OVL_OPAQUE_XATTRS {
+        let mut v = [0u8; 4];
+        match rustix::fs::fgetxattr(&fd, attr, &mut v[..]) {
+            Ok(1) if v[0] == b'y' => return Ok(true),
+            Ok(_) | Err(Errno::NODATA) | Err(Errno::NOTSUP) | Err(Errno::RANGE) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(false)
+}
+
+/// Marks directory `rel` opaque in `format`.
+pub fn set_opaque(format: Format, root: impl AsFd, rel: &Path) -> Result<(), Errno> {
+    match format {
+        Format::Aufs => {
+            let fd = sys::open_at(&root, &sys::join(rel, OsStr::new(AUFS_OPAQUE)), OFlags::CREATE | OFlags::WRONLY, Mode::empty())?;
+            drop(fd);
+            Ok(())
+        }
+        Format::Overlay => {
+            let p = sys::PathFd::open(root, rel)?;
+            rustix::fs::lsetxattr(&p.proc, OVL_OPAQUE_XATTRS[0], b"y", rustix::fs::XattrFlags::empty())
+        }
+    }
+}
+
+/// Creates a whiteout for `name` in branch directory `dir`. Names too long for the
+/// `.wh.` prefix get an OverlayFS whiteout instead, which every Strata mount reads too;
+/// the caller must then make sure nothing else sits at `dir/name`.
+pub fn create_whiteout(format: Format, root: impl AsFd, dir: &Path, name: &OsStr) -> Result<(), Errno> {
+    if format == Format::Aufs && name.len() + WH_PREFIX.len() <= NAME_MAX {
+        let fd = sys::open_at(&root, &sys::join(dir, &aufs_whiteout_name(name)), OFlags::CREATE | OFlags::WRONLY, Mode::empty())?;
+        drop(fd);
+        Ok(())
+    } else {
+        rustix::fs::mknodat(root, sys::join(dir, name), rustix::fs::FileType::CharacterDevice, Mode::empty(), 0)
+    }
+}
+
+/// Removes an AUFS whiteout for `name` in `dir`, if there is one.
+pub fn remove_aufs_whiteout(root: impl AsFd, dir: &Path, name: &OsStr) -> Result<bool, Errno> {
+    if name.len() + WH_PREFIX.len() > NAME_MAX {
+        return Ok(false);
+    }
+    match rustix::fs::unlinkat(root, sys::join(dir, &aufs_whiteout_name(name)), AtFlags::empty()) {
+        Ok(()) => Ok(true),
+        Err(Errno::NOENT) => Ok(false),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,96 @@
+//! `strata mount`: check everything in the foreground, then (unless `-f`) fork a daemon
+//! and return once the mount is live, as mount(8) and fuse-overlayfs do.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+use std::process::ExitCode;
+
+use strata_union::{MountSpec, prepare};
+
+use crate::{EXIT_USAGE, fail};
+
+pub fn mount(options: &[String], foreground: bool, log_file: Option<&Path>, mountpoint: &Path) -> ExitCode {
+    let spec = match MountSpec::parse(options) {
+        Ok(s) => s,
+        Err(e) => return fail(EXIT_USAGE, &e),
+    };
+    let prepared = match prepare(spec, mountpoint) {
+        Ok(p) => p,
+        Err(e) => return fail(EXIT_USAGE, &e),
+    };
+    // The daemon's creations carry exactly the modes the kernel asks for.
+    rustix::process::umask(rustix::fs::Mode::empty());
+
+    if foreground {
+        init_logging(log_file, true);
+        return match prepared.serve(|_| {}) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(EXIT_USAGE, &e),
+        };
+    }
+
+    let (reader, writer) = match rustix::pipe::pipe() {
+        Ok(p) => p,
+        Err(e) => return fail(1, &format!("pipe: {e}")),
+    };
+    // SAFETY: the process is single-threaded here (no logging or FUSE threads yet), so the
+    // child may run arbitrary code after fork.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return fail(1, &format!("fork: {}", std::io::Error::last_os_error()));
+    }
+    if pid > 0 {
+        drop(writer);
+        return wait_ready(reader);
+    }
+    drop(reader);
+    let _ = rustix::process::setsid();
+    detach_stdio(log_file);
+    init_logging(log_file, false);
+    let mut status = File::from(writer);
+    let result = prepared.serve(|r| {
+        let msg = match r {
+            Ok(()) => String::new(),
+            Err(e) => e.to_string(),
+        };
+        let _ = status.write_all(msg.as_bytes()).and_then(|()| status.write_all(b"\n"));
+        let _ = status.flush();
+    });
+    drop(status);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::from(EXIT_USAGE),
+    }
+}
+
+/// Parent side: the daemon writes an empty line once the mount is live, or the error.
+fn wait_ready(reader: OwnedFd) -> ExitCode {
+    let mut msg = String::new();
+    let _ = BufReader::new(File::from(reader)).read_line(&mut msg);
+    match msg.strip_suffix('\n') {
+        Some("") => ExitCode::SUCCESS,
+        Some(err) => fail(EXIT_USAGE, &err),
+        None => fail(1, &"the mount daemon exited before the mount was live"),
+    }
+}
+
+fn detach_stdio(log_file: Option<&Path>) {
+    let Ok(null) = File::options().read(true).write(true).open("/dev/null") else { return };
+    let out = log_file.and_then(|p| File::options().create(true).append(true).open(p).ok());
+    let _ = rustix::stdio::dup2_stdin(null.as_fd());
+    let _ = rustix::stdio::dup2_stdout(null.as_fd());
+    let _ = match &out {
+        Some(f) => rustix::stdio::dup2_stderr(f.as_fd()),
+        None => rustix::stdio::dup2_stderr(null.as_fd()),
+    };
+}
+
+fn init_logging(log_file: Option<&Path>, foreground: bool) {
+    if !foreground && log_file.is_none() {
+        return;
+    }
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}

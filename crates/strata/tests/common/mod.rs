@@ -1,0 +1,193 @@
+//! Test harness: branches in a temp dir, a real `strata mount` in the background,
+//! unmounted on drop; helpers to snapshot trees.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use sha2::{Digest, Sha256};
+
+pub fn strata() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_strata"))
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("run strata")
+}
+
+/// A scratch area with named directories.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        // Not under /tmp's tmpfs necessarily: the base of TMPDIR, as the machine has it.
+        Scratch { dir: tempfile::Builder::new().prefix("strata-test").tempdir().expect("tempdir") }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn mkdir(&self, name: &str) -> PathBuf {
+        let p = self.path(name);
+        fs::create_dir_all(&p).expect("mkdir");
+        p
+    }
+
+    /// Writes `content` at `rel` inside directory `name`, creating parents.
+    pub fn write(&self, name: &str, rel: &str, content: &str) -> PathBuf {
+        let p = self.path(name).join(rel);
+        fs::create_dir_all(p.parent().unwrap()).expect("mkdir -p");
+        fs::write(&p, content).expect("write");
+        p
+    }
+}
+
+/// A live Strata mount; unmounted (lazily, so a failing test never leaves it) on drop.
+pub struct Mount {
+    pub mnt: PathBuf,
+}
+
+impl Mount {
+    pub fn new(options: &[&str], mnt: &Path) -> Mount {
+        Self::try_new(options, mnt).unwrap_or_else(|e| panic!("mount failed: {e}"))
+    }
+
+    pub fn try_new(options: &[&str], mnt: &Path) -> Result<Mount, String> {
+        fs::create_dir_all(mnt).expect("mountpoint");
+        let mut cmd = strata();
+        cmd.arg("mount");
+        for o in options {
+            cmd.arg("-o").arg(o);
+        }
+        let out = run(cmd.arg(mnt));
+        if out.status.success() {
+            Ok(Mount { mnt: mnt.to_path_buf() })
+        } else {
+            Err(format!("status {:?}: {}", out.status.code(), String::from_utf8_lossy(&out.stderr)))
+        }
+    }
+
+    pub fn p(&self, rel: &str) -> PathBuf {
+        self.mnt.join(rel)
+    }
+
+    pub fn unmount(self) {
+        let out = run(strata().arg("umount").arg(&self.mnt));
+        assert!(out.status.success(), "umount: {}", String::from_utf8_lossy(&out.stderr));
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = run(strata().arg("umount").arg("-l").arg(&self.mnt));
+    }
+}
+
+pub fn is_mounted(mnt: &Path) -> bool {
+    let abs = std::path::absolute(mnt).unwrap();
+    fs::read_to_string("/proc/self/mounts").unwrap().lines().any(|l| l.split(' ').nth(1) == Some(abs.to_str().unwrap()))
+}
+
+pub fn read(p: impl AsRef<Path>) -> String {
+    fs::read_to_string(p.as_ref()).unwrap_or_else(|e| panic!("read {}: {e}", p.as_ref().display()))
+}
+
+/// One line per entry: path, type, mode, owner, size, link count, content hash or
+/// symlink target, xattrs (user.* and security.*). Directories report no size/nlink
+/// (they differ legitimately between union implementations).
+pub fn tree(root: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+    let mut entries: Vec<_> = fs::read_dir(dir).unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display())).map(|e| e.unwrap()).collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let p = e.path();
+        let md = fs::symlink_metadata(&p).unwrap();
+        let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+        let ft = md.file_type();
+        let desc = if ft.is_dir() {
+            format!("dir {:o} {}:{}", md.mode() & 0o7777, md.uid(), md.gid())
+        } else if ft.is_symlink() {
+            format!("symlink -> {}", fs::read_link(&p).unwrap().display())
+        } else if ft.is_file() {
+            let data = fs::read(&p).unwrap();
+            format!("file {:o} {}:{} size={} nlink={} sha={:x}", md.mode() & 0o7777, md.uid(), md.gid(), md.len(), md.nlink(), Sha256::digest(&data))
+        } else if ft.is_fifo() {
+            format!("fifo {:o}", md.mode() & 0o7777)
+        } else if ft.is_char_device() {
+            format!("chr {:o} {}", md.mode() & 0o7777, md.rdev())
+        } else if ft.is_block_device() {
+            format!("blk {:o} {}", md.mode() & 0o7777, md.rdev())
+        } else {
+            format!("socket {:o}", md.mode() & 0o7777)
+        };
+        out.insert(rel, format!("{desc}{}", xattrs(&p)));
+        if ft.is_dir() {
+            walk(root, &p, out);
+        }
+    }
+}
+
+fn xattrs(p: &Path) -> String {
+    let mut buf = vec![0u8; 4096];
+    let Ok(n) = rustix::fs::llistxattr(p, &mut buf[..]) else { return String::new() };
+    let mut names: Vec<String> = buf[..n].split(|b| *b == 0).filter(|s| !s.is_empty()).map(|s| String::from_utf8_lossy(s).into_owned()).filter(|n| n.starts_with("user.")).collect();
+    names.sort();
+    names
+        .iter()
+        .map(|n| {
+            let mut v = vec![0u8; 4096];
+            let len = rustix::fs::lgetxattr(p, n.as_str(), &mut v[..]).unwrap_or(0);
+            format!(" {n}={}", String::from_utf8_lossy(&v[..len]))
+        })
+        .collect()
+}
+
+/// A fingerprint of a directory exactly as it is on disk (whiteouts and meta files
+/// included, times too): used to prove read-only branches never change.
+pub fn raw_fingerprint(root: &Path) -> String {
+    let mut lines = Vec::new();
+    fn go(root: &Path, dir: &Path, lines: &mut Vec<String>) {
+        let mut entries: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap()).collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let p = e.path();
+            let md = fs::symlink_metadata(&p).unwrap();
+            let data = if md.is_file() { format!("{:x}", Sha256::digest(fs::read(&p).unwrap())) } else { String::new() };
+            lines.push(format!(
+                "{} {:o} {} {} {} {} {}{}",
+                p.strip_prefix(root).unwrap().display(),
+                md.mode(),
+                md.uid(),
+                md.len(),
+                md.mtime_nsec() + md.mtime() * 1_000_000_000,
+                md.ctime() * 1_000_000_000 + md.ctime_nsec(),
+                data,
+                xattrs(&p)
+            ));
+            if md.is_dir() {
+                go(root, &p, lines);
+            }
+        }
+    }
+    go(root, root, &mut lines);
+    lines.join("\n")
+}
+
+pub fn errno_of(r: std::io::Result<impl Sized>) -> i32 {
+    match r {
+        Ok(_) => 0,
+        Err(e) => e.raw_os_error().unwrap_or(-1),
+    }
+}

@@ -89,11 +89,9 @@ fn timespec(t: Option<TimeOrNow>) -> Timespec {
         Some(TimeOrNow::Now) => Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_NOW },
         Some(TimeOrNow::SpecificTime(t)) => match t.duration_since(UNIX_EPOCH) {
             Ok(d) => Timespec { tv_sec: d.as_secs() as i64, tv_nsec: d.subsec_nanos() as _ },
-            Err(e) => {
-                let d = e.duration();
-                let (s, n) = if d.subsec_nanos() == 0 { (-(d.as_secs() as i64), 0) } else { (-(d.as_secs() as i64) - 1, 1_000_000_000 - d.subsec_nanos()) };
-                Timespec { tv_sec: s, tv_nsec: n as _ }
-            }
+            // fuser 0.18 decodes a kernel time (-s, n) before 1970 as EPOCH - (s + n ns);
+            // undo exactly that, so what the caller set is what lands on disk.
+            Err(e) => Timespec { tv_sec: -(e.duration().as_secs() as i64), tv_nsec: e.duration().subsec_nanos() as _ },
         },
     }
 }
@@ -129,6 +127,13 @@ impl StrataFs {
         let (_, _, st) = self.union.stat(ino)?;
         let merged = self.union.table.read().get(ino)?.dirs.len() > 1;
         Ok(to_attr(ino, &st, merged))
+    }
+
+    /// Attributes of a file whose names are all gone but which is still open (`statx` on
+    /// its descriptor arrives without a file handle).
+    fn attr_of_unlinked(&self, ino: Ino) -> Option<FileAttr> {
+        let f = self.files.lock().values().find(|f| f.ino == ino).cloned()?;
+        rustix::fs::fstat(&f.file).ok().map(|st| to_attr(ino, &st, false))
     }
 
     /// Attributes after a lookup-like reply: the kernel now holds one more reference.
@@ -355,14 +360,15 @@ impl Filesystem for StrataFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        if let Some(f) = fh.and_then(|fh| self.file(fh).ok()) {
-            return match rustix::fs::fstat(&f.file) {
-                Ok(st) => reply.attr(&self.ttl, &to_attr(ino.0, &st, false)),
-                Err(e) => reply.error(errno(e)),
-            };
-        }
-        let _ns = self.union.ns.read();
-        match self.attr_of(ino.0) {
+        let open = fh.and_then(|fh| self.file(fh).ok());
+        let attr = match open {
+            Some(f) => rustix::fs::fstat(&f.file).map(|st| to_attr(ino.0, &st, false)).map_err(errno),
+            None => {
+                let _ns = self.union.ns.read();
+                self.attr_of(ino.0).or_else(|e| self.attr_of_unlinked(ino.0).ok_or(e))
+            }
+        };
+        match attr {
             Ok(a) => reply.attr(&self.ttl, &a),
             Err(e) => reply.error(e),
         }
@@ -607,7 +613,7 @@ impl Filesystem for StrataFs {
         let r = self.make_writable(ino.0, Data::Copy).and_then(|()| {
             let (b, rel) = self.union.location(ino.0)?;
             let p = sys::PathFd::open(self.union.root(b), &rel).map_err(errno)?;
-            rustix::fs::lsetxattr(&p.proc, name, value, rustix::fs::XattrFlags::from_bits_retain(flags as u32)).map_err(errno)
+            rustix::fs::setxattr(&p.proc, name, value, rustix::fs::XattrFlags::from_bits_retain(flags as u32)).map_err(errno)
         });
         match r {
             Ok(()) => reply.ok(),
@@ -661,7 +667,7 @@ impl Filesystem for StrataFs {
         let r = self.make_writable(ino.0, Data::Copy).and_then(|()| {
             let (b, rel) = self.union.location(ino.0)?;
             let p = sys::PathFd::open(self.union.root(b), &rel).map_err(errno)?;
-            rustix::fs::lremovexattr(&p.proc, name).map_err(errno)
+            rustix::fs::removexattr(&p.proc, name).map_err(errno)
         });
         match r {
             Ok(()) => reply.ok(),

@@ -67,17 +67,18 @@ impl PathFd {
     }
 }
 
-/// Reads an xattr fully; `Ok(None)` when it does not exist.
+/// Reads an xattr fully; `Ok(None)` when it does not exist. Follows symlinks: use it on
+/// [`PathFd::proc`] names, which lead to the entry itself whatever its type.
 pub fn get_xattr(path: &Path, name: &OsStr) -> Result<Option<Vec<u8>>, SysErrno> {
     let mut buf = vec![0u8; 256];
     loop {
-        match rustix::fs::lgetxattr(path, name, &mut buf[..]) {
+        match rustix::fs::getxattr(path, name, &mut buf[..]) {
             Ok(n) => {
                 buf.truncate(n);
                 return Ok(Some(buf));
             }
             Err(SysErrno::RANGE) => {
-                let n = rustix::fs::lgetxattr_query(path, name)?;
+                let n = rustix::fs::getxattr_query(path, name)?;
                 buf.resize(n.max(buf.len() * 2), 0);
             }
             Err(SysErrno::NODATA) | Err(SysErrno::NOTSUP) => return Ok(None),
@@ -90,13 +91,13 @@ pub fn get_xattr(path: &Path, name: &OsStr) -> Result<Option<Vec<u8>>, SysErrno>
 pub fn list_xattrs(path: &Path) -> Result<Vec<OsString>, SysErrno> {
     let mut buf = vec![0u8; 1024];
     loop {
-        match rustix::fs::llistxattr(path, &mut buf[..]) {
+        match rustix::fs::listxattr(path, &mut buf[..]) {
             Ok(n) => {
                 buf.truncate(n);
                 break;
             }
             Err(SysErrno::RANGE) => {
-                let n = rustix::fs::llistxattr_query(path)?;
+                let n = rustix::fs::listxattr_query(path)?;
                 buf.resize(n.max(buf.len() * 2), 0);
             }
             Err(SysErrno::NOTSUP) => return Ok(Vec::new()),
@@ -113,7 +114,7 @@ pub fn copy_xattrs(src: &Path, dst: &Path, keep: impl Fn(&OsStr) -> bool) -> Res
             continue;
         }
         if let Some(value) = get_xattr(src, &name)? {
-            rustix::fs::lsetxattr(dst, &name, &value, rustix::fs::XattrFlags::empty())?;
+            rustix::fs::setxattr(dst, &name, &value, rustix::fs::XattrFlags::empty())?;
         }
     }
     Ok(())

@@ -95,7 +95,7 @@ pub fn set_opaque(format: Format, root: impl AsFd, rel: &Path) -> Result<(), Err
         }
         Format::Overlay => {
             let p = sys::PathFd::open(root, rel)?;
-            rustix::fs::lsetxattr(&p.proc, OVL_OPAQUE_XATTRS[0], b"y", rustix::fs::XattrFlags::empty())
+            rustix::fs::setxattr(&p.proc, OVL_OPAQUE_XATTRS[0], b"y", rustix::fs::XattrFlags::empty())
         }
     }
 }

@@ -1,0 +1,217 @@
+//! OverlayFS compatibility: upper dirs written in overlay format are read back by kernel
+//! overlayfs as the same tree, both whiteout formats are read, and a property-based
+//! differential test runs the same random operations on Strata and on kernel overlayfs.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use proptest::prelude::*;
+
+/// Kernel overlayfs with the features Strata leaves to later work turned off, so both
+/// answer the same (EXDEV for lower directory renames, no hard-link index).
+fn kernel_overlay(lower: &str, upper: &Path, work: &Path, mnt: &Path) -> KernelMount {
+    fs::create_dir_all(mnt).unwrap();
+    let opts = format!("lowerdir={lower},upperdir={},workdir={},redirect_dir=off,index=off,metacopy=off,xino=off", upper.display(), work.display());
+    let out = Command::new("mount").args(["-t", "overlay", "overlay", "-o", &opts]).arg(mnt).output().expect("mount(8)");
+    assert!(out.status.success(), "kernel overlay mount: {}", String::from_utf8_lossy(&out.stderr));
+    KernelMount(mnt.to_path_buf())
+}
+
+struct KernelMount(std::path::PathBuf);
+
+impl Drop for KernelMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Two lowers: shadowing, a whiteout (char device) and an opaque dir in the upper lower.
+fn lowers(s: &Scratch) -> String {
+    s.write("l2", "a", "l2 a\n");
+    s.write("l2", "shadowed", "from l2\n");
+    s.write("l2", "gone", "whited out by l1\n");
+    s.write("l2", "d1/x", "l2 d1/x\n");
+    s.write("l2", "d1/d2/y", "l2 y\n");
+    s.write("l2", "opq/hidden", "hidden by opaque l1/opq\n");
+    s.write("l2", "d3/z", "z\n");
+    s.write("l1", "shadowed", "from l1\n");
+    s.write("l1", "d1/b", "l1 d1/b\n");
+    s.write("l1", "opq/visible", "v\n");
+    rustix::fs::mknodat(rustix::fs::CWD, &s.path("l1/gone"), rustix::fs::FileType::CharacterDevice, rustix::fs::Mode::empty(), 0).unwrap();
+    rustix::fs::lsetxattr(&s.path("l1/opq"), "trusted.overlay.opaque", b"y", rustix::fs::XattrFlags::empty()).unwrap();
+    std::os::unix::fs::symlink("a", s.path("l1/sym")).unwrap();
+    fs::set_permissions(s.path("l2/d3"), fs::Permissions::from_mode(0o750)).unwrap();
+    format!("{}:{}", s.path("l1").display(), s.path("l2").display())
+}
+
+#[test]
+fn overlay_upper_reads_back_in_kernel_overlayfs() {
+    let s = Scratch::new();
+    let lower = lowers(&s);
+    s.mkdir("upper");
+    s.mkdir("work");
+    let opts = format!("lowerdir={lower},upperdir={},workdir={}", s.path("upper").display(), s.path("work").display());
+    let m = Mount::new(&[&opts], &s.path("mnt"));
+    assert!(!m.p("gone").exists());
+    assert!(!m.p("opq/hidden").exists());
+    assert_eq!(read(m.p("shadowed")), "from l1\n");
+
+    fs::remove_file(m.p("a")).unwrap();
+    fs::remove_dir_all(m.p("d1")).unwrap();
+    fs::create_dir(m.p("d1")).unwrap(); // over a whiteout: opaque
+    fs::write(m.p("d1/new"), "new\n").unwrap();
+    fs::write(m.p("shadowed"), "changed\n").unwrap();
+    fs::rename(m.p("d3/z"), m.p("z-moved")).unwrap();
+    fs::set_permissions(m.p("d3"), fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::symlink("z-moved", m.p("sym2")).unwrap();
+    fs::write(m.p("gone"), "back\n").unwrap(); // over a lower whiteout
+    let long = "L".repeat(250);
+    fs::write(s.path("l2").join(&long), "long").unwrap_or(());
+    fs::remove_dir_all(m.p("opq")).unwrap();
+    let seen = tree(&m.mnt);
+    m.unmount();
+
+    // Only overlay-format markers in the upper dir.
+    for e in walk_names(&s.path("upper")) {
+        assert!(!e.contains(".wh."), "AUFS name in an overlay upper: {e}");
+    }
+    let k = kernel_overlay(&lower, &s.path("upper"), &s.path("work"), &s.path("kmnt"));
+    assert_eq!(tree(&k.0), seen, "kernel overlayfs reads the Strata upper differently");
+}
+
+fn walk_names(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).unwrap().flatten() {
+        out.push(e.file_name().to_string_lossy().into_owned());
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk_names(&e.path()));
+        }
+    }
+    out
+}
+
+#[test]
+fn both_whiteout_formats_are_read() {
+    let s = Scratch::new();
+    s.write("low", "f1", "1");
+    s.write("low", "f2", "2");
+    s.write("low", "dir/old", "old");
+    s.write("mid", ".wh.f1", ""); // AUFS whiteout
+    rustix::fs::mknodat(rustix::fs::CWD, &s.path("mid/f2"), rustix::fs::FileType::CharacterDevice, rustix::fs::Mode::empty(), 0).unwrap();
+    s.write("mid", "dir/.wh..wh..opq", "");
+    s.write("mid", "dir/new", "new");
+    s.mkdir("up");
+    let br = format!("br={}=rw:{}=ro+wh:{}=ro+wh", s.path("up").display(), s.path("mid").display(), s.path("low").display());
+    let m = Mount::new(&[&br], &s.path("mnt"));
+    let names: Vec<String> = {
+        let mut v: Vec<String> = fs::read_dir(&m.mnt).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names, ["dir"]);
+    let dir: Vec<String> = fs::read_dir(m.p("dir")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert_eq!(dir, ["new"]);
+    m.unmount();
+    // A plain `ro` branch ignores its whiteouts (AUFS).
+    let br = format!("br={}=rw:{}=ro:{}=ro", s.path("up").display(), s.path("mid").display(), s.path("low").display());
+    let m = Mount::new(&[&br], &s.path("mnt"));
+    assert_eq!(read(m.p("f1")), "1");
+    assert_eq!(read(m.p("dir/old")), "old");
+}
+
+// ---- differential test -------------------------------------------------------------
+
+// The root and d1 repeat: operations land where entries exist more often.
+const DIRS: &[&str] = &["", "", "", "d1/", "d1/", "d1/d2/", "d3/", "opq/", "n/"];
+const NAMES: &[&str] = &["a", "b", "shadowed", "gone", "x", "y", "z", "d1", "d2", "n", "sym"];
+
+#[derive(Clone, Debug)]
+enum Op {
+    Write(usize, usize, u8),
+    Append(usize, usize, u8),
+    Truncate(usize, usize, u64),
+    Unlink(usize, usize),
+    Mkdir(usize, usize),
+    Rmdir(usize, usize),
+    RmRf(usize, usize),
+    Rename(usize, usize, usize, usize),
+    Chmod(usize, usize, u32),
+    Symlink(usize, usize),
+    Link(usize, usize, usize, usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let d = 0..DIRS.len();
+    let n = 0..NAMES.len();
+    prop_oneof![
+        (d.clone(), n.clone(), any::<u8>()).prop_map(|(a, b, c)| Op::Write(a, b, c)),
+        (d.clone(), n.clone(), any::<u8>()).prop_map(|(a, b, c)| Op::Append(a, b, c)),
+        (d.clone(), n.clone(), 0..20u64).prop_map(|(a, b, c)| Op::Truncate(a, b, c)),
+        (d.clone(), n.clone()).prop_map(|(a, b)| Op::Unlink(a, b)),
+        (d.clone(), n.clone()).prop_map(|(a, b)| Op::Mkdir(a, b)),
+        (d.clone(), n.clone()).prop_map(|(a, b)| Op::Rmdir(a, b)),
+        (d.clone(), n.clone()).prop_map(|(a, b)| Op::RmRf(a, b)),
+        (d.clone(), n.clone(), d.clone(), n.clone()).prop_map(|(a, b, c, e)| Op::Rename(a, b, c, e)),
+        (d.clone(), n.clone(), prop::sample::select(vec![0o600u32, 0o755, 0o4711, 0o640])).prop_map(|(a, b, c)| Op::Chmod(a, b, c)),
+        (d.clone(), n.clone()).prop_map(|(a, b)| Op::Symlink(a, b)),
+        (d.clone(), n.clone(), d, n).prop_map(|(a, b, c, e)| Op::Link(a, b, c, e)),
+    ]
+}
+
+fn apply(root: &Path, op: &Op) -> i32 {
+    let p = |d: usize, n: usize| root.join(format!("{}{}", DIRS[d], NAMES[n]));
+    match op {
+        Op::Write(d, n, c) => errno_of(fs::write(p(*d, *n), vec![*c; (*c as usize % 7) + 1])),
+        Op::Append(d, n, c) => errno_of(fs::OpenOptions::new().append(true).open(p(*d, *n)).and_then(|mut f| std::io::Write::write_all(&mut f, &[*c]))),
+        Op::Truncate(d, n, l) => errno_of(fs::OpenOptions::new().write(true).open(p(*d, *n)).and_then(|f| f.set_len(*l))),
+        Op::Unlink(d, n) => errno_of(fs::remove_file(p(*d, *n))),
+        Op::Mkdir(d, n) => errno_of(fs::create_dir(p(*d, *n))),
+        Op::Rmdir(d, n) => errno_of(fs::remove_dir(p(*d, *n))),
+        Op::RmRf(d, n) => {
+            let t = p(*d, *n);
+            if fs::symlink_metadata(&t).map(|m| m.is_dir()).unwrap_or(false) { errno_of(fs::remove_dir_all(t)) } else { errno_of(fs::remove_file(t)) }
+        }
+        Op::Rename(a, b, c, e) => errno_of(fs::rename(p(*a, *b), p(*c, *e))),
+        Op::Chmod(d, n, m) => errno_of(fs::set_permissions(p(*d, *n), fs::Permissions::from_mode(*m))),
+        Op::Symlink(d, n) => errno_of(std::os::unix::fs::symlink("target", p(*d, *n))),
+        Op::Link(a, b, c, e) => errno_of(fs::hard_link(p(*a, *b), p(*c, *e))),
+    }
+}
+
+fn differential(ops: &[Op], aufs: bool) -> Result<(), TestCaseError> {
+    let s = Scratch::new();
+    let lower = lowers(&s);
+    for d in ["su", "sw", "ku", "kw"] {
+        s.mkdir(d);
+    }
+    let mut opts = vec![format!("lowerdir={lower},upperdir={},workdir={}", s.path("su").display(), s.path("sw").display())];
+    if aufs {
+        opts.push("whiteout=aufs".into());
+    }
+    let opts: Vec<&str> = opts.iter().map(String::as_str).collect();
+    let m = Mount::new(&opts, &s.path("smnt"));
+    let k = kernel_overlay(&lower, &s.path("ku"), &s.path("kw"), &s.path("kmnt"));
+    for (i, op) in ops.iter().enumerate() {
+        let ks = apply(&k.0, op);
+        let ss = apply(&m.mnt, op);
+        prop_assert_eq!(ss, ks, "step {} {:?}: errno differs (strata {}, kernel {})", i, op, ss, ks);
+        let (st, kt) = (tree(&m.mnt), tree(&k.0));
+        prop_assert_eq!(st, kt, "step {} {:?}: trees differ", i, op);
+    }
+    drop(m);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, max_shrink_iters: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn differential_against_kernel_overlayfs(ops in prop::collection::vec(op(), 1..30), aufs in any::<bool>()) {
+        differential(&ops, aufs)?;
+    }
+}

@@ -5,7 +5,7 @@ use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
-use rustix::fs::{AtFlags, Mode, OFlags, SeekFrom, Stat, Timestamps, Timespec};
+use rustix::fs::{AtFlags, Mode, OFlags, SeekFrom, Stat, Timespec, Timestamps};
 use rustix::io::Errno;
 
 use crate::sys;
@@ -21,13 +21,25 @@ pub enum Data {
 /// Copies `src_rel` (of kind given by `st`) from `src_root` to `dst_name` in `work`, with
 /// owner, mode, xattrs (not the union's private ones) and times. Directories are created
 /// empty. Returns the open file for regular files.
-pub fn copy_entry(src_root: impl AsFd, src_rel: &Path, st: &Stat, work: impl AsFd, dst_name: &OsStr, data: Data) -> Result<(), Errno> {
+pub fn copy_entry(
+    src_root: impl AsFd,
+    src_rel: &Path,
+    st: &Stat,
+    work: impl AsFd,
+    dst_name: &OsStr,
+    data: Data,
+) -> Result<(), Errno> {
     let work = work.as_fd();
     let src_root = src_root.as_fd();
     let mode = Mode::from_raw_mode(st.st_mode & 0o7777);
     match sys::file_type_bits(st) {
         libc::S_IFREG => {
-            let dst = sys::open_at(work, Path::new(dst_name), OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY, Mode::from_raw_mode(0o600))?;
+            let dst = sys::open_at(
+                work,
+                Path::new(dst_name),
+                OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY,
+                Mode::from_raw_mode(0o600),
+            )?;
             if data == Data::Copy && st.st_size > 0 {
                 let src = sys::open_at(src_root, src_rel, OFlags::RDONLY, Mode::empty())?;
                 copy_data(&src, &dst, st.st_size as u64)?;
@@ -48,7 +60,13 @@ pub fn copy_entry(src_root: impl AsFd, src_rel: &Path, st: &Stat, work: impl AsF
 }
 
 /// Owner, xattrs, mode (after chown, which may clear set-id bits) and times.
-pub fn copy_metadata(src_root: impl AsFd, src_rel: &Path, st: &Stat, dst_root: impl AsFd, dst_rel: &Path) -> Result<(), Errno> {
+pub fn copy_metadata(
+    src_root: impl AsFd,
+    src_rel: &Path,
+    st: &Stat,
+    dst_root: impl AsFd,
+    dst_rel: &Path,
+) -> Result<(), Errno> {
     let dst_root = dst_root.as_fd();
     rustix::fs::chownat(
         dst_root,

@@ -7,8 +7,8 @@ use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
@@ -29,12 +29,33 @@ use crate::whiteout;
 
 /// Virtual xattr on the mount root listing the branches (read by `strata branches`).
 pub const BRANCHES_XATTR: &str = "trusted.strata.branches";
+/// Virtual xattr on the mount root with the daemon's counters, one `name value` a line.
+pub const STATS_XATTR: &str = "trusted.strata.stats";
+
+/// What the daemon has served: tells whether passthrough keeps file I/O away from it.
+#[derive(Default)]
+struct Stats {
+    passthrough_opens: AtomicU64,
+    daemon_opens: AtomicU64,
+    daemon_reads: AtomicU64,
+    daemon_writes: AtomicU64,
+}
 
 struct OpenFile {
     ino: Ino,
     file: OwnedFd,
     /// Keeps the passthrough registration alive while this handle is open.
     _backing: Option<Arc<BackingId>>,
+}
+
+/// The attribute changes of one `setattr` request.
+struct AttrChange {
+    mode: Option<u32>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    size: Option<u64>,
+    atime: Option<TimeOrNow>,
+    mtime: Option<TimeOrNow>,
 }
 
 struct OpenDir {
@@ -51,6 +72,7 @@ pub struct StrataFs {
     files: Mutex<HashMap<u64, Arc<OpenFile>>>,
     dirs: Mutex<HashMap<u64, Arc<Mutex<OpenDir>>>>,
     next_fh: AtomicU64,
+    stats: Stats,
 }
 
 fn time(sec: i64, nsec: u32) -> SystemTime {
@@ -98,7 +120,13 @@ fn timespec(t: Option<TimeOrNow>) -> Timespec {
 
 /// Flags the backing open keeps; creation and truncation are the union's business.
 fn backing_flags(flags: i32) -> OFlags {
-    let keep = libc::O_ACCMODE | libc::O_APPEND | libc::O_DIRECT | libc::O_SYNC | libc::O_DSYNC | libc::O_NOATIME | libc::O_NONBLOCK;
+    let keep = libc::O_ACCMODE
+        | libc::O_APPEND
+        | libc::O_DIRECT
+        | libc::O_SYNC
+        | libc::O_DSYNC
+        | libc::O_NOATIME
+        | libc::O_NONBLOCK;
     OFlags::from_bits_retain((flags & keep) as u32)
 }
 
@@ -116,6 +144,7 @@ impl StrataFs {
             files: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
+            stats: Stats::default(),
         }
     }
 
@@ -170,7 +199,12 @@ impl StrataFs {
 
     /// Opens the backing file of `ino` and replies through `reply_open`, registering the
     /// passthrough backing file when possible.
-    fn open_backing(&self, ino: Ino, flags: i32, register: impl FnOnce(&OwnedFd) -> std::io::Result<BackingId>) -> Result<(u64, Option<Arc<BackingId>>), Errno> {
+    fn open_backing(
+        &self,
+        ino: Ino,
+        flags: i32,
+        register: impl FnOnce(&OwnedFd) -> std::io::Result<BackingId>,
+    ) -> Result<(u64, Option<Arc<BackingId>>), Errno> {
         let (branch, rel) = self.union.location(ino)?;
         let file = sys::open_at(self.union.root(branch), &rel, backing_flags(flags), Mode::empty()).map_err(errno)?;
         let mut backing = None;
@@ -198,6 +232,8 @@ impl StrataFs {
         } else {
             self.union.table.write().get_mut(ino)?.opens += 1;
         }
+        let counter = if backing.is_some() { &self.stats.passthrough_opens } else { &self.stats.daemon_opens };
+        counter.fetch_add(1, Ordering::Relaxed);
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.files.lock().insert(fh, Arc::new(OpenFile { ino, file, _backing: backing.clone() }));
         Ok((fh, backing))
@@ -207,51 +243,74 @@ impl StrataFs {
         if flags & libc::O_DIRECT != 0 { FopenFlags::FOPEN_DIRECT_IO } else { FopenFlags::FOPEN_KEEP_CACHE }
     }
 
-    fn do_setattr(&self, ino: Ino, fh: Option<FileHandle>, mode: Option<u32>, uid: Option<u32>, gid: Option<u32>, size: Option<u64>, atime: Option<TimeOrNow>, mtime: Option<TimeOrNow>) -> Result<FileAttr, Errno> {
+    fn do_setattr(&self, ino: Ino, fh: Option<FileHandle>, c: AttrChange) -> Result<FileAttr, Errno> {
         let _ns = self.union.ns.write();
         let open = fh.map(|fh| self.file(fh)).transpose()?;
         let linked = self.union.table.read().get(ino)?.linked;
         if !linked {
             // Unlinked but open: only the descriptor reaches the file.
             let f = open.ok_or(Errno::ESTALE)?;
-            if let Some(m) = mode {
+            if let Some(m) = c.mode {
                 rustix::fs::fchmod(&f.file, Mode::from_raw_mode(m & 0o7777)).map_err(errno)?;
             }
-            if uid.is_some() || gid.is_some() {
-                rustix::fs::fchown(&f.file, uid.map(rustix::process::Uid::from_raw), gid.map(rustix::process::Gid::from_raw)).map_err(errno)?;
+            if c.uid.is_some() || c.gid.is_some() {
+                rustix::fs::fchown(
+                    &f.file,
+                    c.uid.map(rustix::process::Uid::from_raw),
+                    c.gid.map(rustix::process::Gid::from_raw),
+                )
+                .map_err(errno)?;
             }
-            if let Some(s) = size {
+            if let Some(s) = c.size {
                 rustix::fs::ftruncate(&f.file, s).map_err(errno)?;
             }
-            if atime.is_some() || mtime.is_some() {
-                rustix::fs::futimens(&f.file, &Timestamps { last_access: timespec(atime), last_modification: timespec(mtime) }).map_err(errno)?;
+            if c.atime.is_some() || c.mtime.is_some() {
+                rustix::fs::futimens(
+                    &f.file,
+                    &Timestamps { last_access: timespec(c.atime), last_modification: timespec(c.mtime) },
+                )
+                .map_err(errno)?;
             }
             let st = rustix::fs::fstat(&f.file).map_err(errno)?;
             return Ok(to_attr(ino, &st, false));
         }
-        let data = if size == Some(0) { Data::Skip } else { Data::Copy };
+        let data = if c.size == Some(0) { Data::Skip } else { Data::Copy };
         self.make_writable(ino, data)?;
         let (b, rel) = self.union.location(ino)?;
         let root = self.union.root(b);
-        if let Some(m) = mode {
+        if let Some(m) = c.mode {
             let p = sys::PathFd::open(root, &rel).map_err(errno)?;
             rustix::fs::chmod(&p.proc, Mode::from_raw_mode(m & 0o7777)).map_err(errno)?;
         }
-        if uid.is_some() || gid.is_some() {
-            rustix::fs::chownat(root, &rel, uid.map(rustix::process::Uid::from_raw), gid.map(rustix::process::Gid::from_raw), AtFlags::SYMLINK_NOFOLLOW).map_err(errno)?;
+        if c.uid.is_some() || c.gid.is_some() {
+            rustix::fs::chownat(
+                root,
+                &rel,
+                c.uid.map(rustix::process::Uid::from_raw),
+                c.gid.map(rustix::process::Gid::from_raw),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(errno)?;
         }
-        if let Some(s) = size {
+        if let Some(s) = c.size {
             let f = sys::open_at(root, &rel, OFlags::WRONLY, Mode::empty()).map_err(errno)?;
             rustix::fs::ftruncate(&f, s).map_err(errno)?;
         }
-        if atime.is_some() || mtime.is_some() {
-            let ts = Timestamps { last_access: timespec(atime), last_modification: timespec(mtime) };
+        if c.atime.is_some() || c.mtime.is_some() {
+            let ts = Timestamps { last_access: timespec(c.atime), last_modification: timespec(c.mtime) };
             rustix::fs::utimensat(root, &rel, &ts, AtFlags::SYMLINK_NOFOLLOW).map_err(errno)?;
         }
         self.attr_of(ino)
     }
 
-    fn new_entry(&self, req: &Request, parent: Ino, name: &OsStr, is_dir: bool, make: impl FnOnce(rustix::fd::BorrowedFd<'_>, &OsStr) -> Result<Option<OwnedFd>, rustix::io::Errno>) -> Result<(Ino, FileAttr, Option<OwnedFd>), Errno> {
+    fn new_entry(
+        &self,
+        req: &Request,
+        parent: Ino,
+        name: &OsStr,
+        is_dir: bool,
+        make: impl FnOnce(rustix::fd::BorrowedFd<'_>, &OsStr) -> Result<Option<OwnedFd>, rustix::io::Errno>,
+    ) -> Result<(Ino, FileAttr, Option<OwnedFd>), Errno> {
         let _ns = self.union.ns.write();
         let (ino, fd) = self.union.create_entry(parent, name, (req.uid(), req.gid()), is_dir, make)?;
         Ok((ino, self.entry_attr(ino)?, fd))
@@ -264,6 +323,19 @@ impl StrataFs {
         }
         s.push_str(&format!("si_{}\n", self.union.id));
         s
+    }
+
+    fn stats_text(&self) -> String {
+        let st = &self.stats;
+        format!(
+            "passthrough {}\npassthrough_opens {}\ndaemon_opens {}\ndaemon_reads {}\ndaemon_writes {}\ninodes {}\n",
+            self.passthrough.load(Ordering::Relaxed) as u8,
+            st.passthrough_opens.load(Ordering::Relaxed),
+            st.daemon_opens.load(Ordering::Relaxed),
+            st.daemon_reads.load(Ordering::Relaxed),
+            st.daemon_writes.load(Ordering::Relaxed),
+            self.union.table.read().len(),
+        )
     }
 
     fn reply_xattr(reply: ReplyXattr, size: u32, data: &[u8]) {
@@ -291,7 +363,12 @@ impl StrataFs {
 
     /// The entries of an open directory from `offset` on, as (next offset, inode, kind, name),
     /// `.` and `..` first.
-    fn listing(&self, ino: Ino, fh: FileHandle, offset: u64) -> Result<Vec<(u64, Ino, fuser::FileType, std::ffi::OsString)>, Errno> {
+    fn listing(
+        &self,
+        ino: Ino,
+        fh: FileHandle,
+        offset: u64,
+    ) -> Result<Vec<(u64, Ino, fuser::FileType, std::ffi::OsString)>, Errno> {
         let (dir_ino, entries) = self.dir_entries(fh, offset)?;
         let (dir, dirs) = self.union.dir_info(dir_ino)?;
         let parent = self.union.table.read().get(dir_ino)?.parent;
@@ -392,7 +469,7 @@ impl Filesystem for StrataFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        match self.do_setattr(ino.0, fh, mode, uid, gid, size, atime, mtime) {
+        match self.do_setattr(ino.0, fh, AttrChange { mode, uid, gid, size, atime, mtime }) {
             Ok(a) => reply.attr(&self.ttl, &a),
             Err(e) => reply.error(e),
         }
@@ -400,14 +477,26 @@ impl Filesystem for StrataFs {
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         let _ns = self.union.ns.read();
-        let r = self.union.location(ino.0).and_then(|(b, rel)| rustix::fs::readlinkat(self.union.root(b), &rel, Vec::new()).map_err(errno));
+        let r = self
+            .union
+            .location(ino.0)
+            .and_then(|(b, rel)| rustix::fs::readlinkat(self.union.root(b), &rel, Vec::new()).map_err(errno));
         match r {
             Ok(target) => reply.data(target.as_bytes()),
             Err(e) => reply.error(e),
         }
     }
 
-    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, rdev: u32, reply: ReplyEntry) {
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
         let r = self.new_entry(req, parent.0, name, false, |dirfd, n| {
             let kind = rustix::fs::FileType::from_raw_mode(mode & libc::S_IFMT);
             rustix::fs::mknodat(dirfd, n, kind, Mode::from_raw_mode(mode & 0o7777), rdev.into()).map(|()| None)
@@ -419,7 +508,9 @@ impl Filesystem for StrataFs {
     }
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
-        let r = self.new_entry(req, parent.0, name, true, |dirfd, n| rustix::fs::mkdirat(dirfd, n, Mode::from_raw_mode(mode & 0o7777)).map(|()| None));
+        let r = self.new_entry(req, parent.0, name, true, |dirfd, n| {
+            rustix::fs::mkdirat(dirfd, n, Mode::from_raw_mode(mode & 0o7777)).map(|()| None)
+        });
         match r {
             Ok((_, attr, _)) => reply.entry(&self.ttl, &attr, Generation(0)),
             Err(e) => reply.error(e),
@@ -443,14 +534,25 @@ impl Filesystem for StrataFs {
     }
 
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
-        let r = self.new_entry(req, parent.0, link_name, false, |dirfd, n| rustix::fs::symlinkat(target, dirfd, n).map(|()| None));
+        let r = self.new_entry(req, parent.0, link_name, false, |dirfd, n| {
+            rustix::fs::symlinkat(target, dirfd, n).map(|()| None)
+        });
         match r {
             Ok((_, attr, _)) => reply.entry(&self.ttl, &attr, Generation(0)),
             Err(e) => reply.error(e),
         }
     }
 
-    fn rename(&self, _req: &Request, parent: INodeNo, name: &OsStr, newparent: INodeNo, newname: &OsStr, flags: RenameFlags, reply: ReplyEmpty) {
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
         let _ns = self.union.ns.write();
         match self.union.rename(parent.0, name, newparent.0, newname, flags) {
             Ok(()) => reply.ok(),
@@ -483,7 +585,18 @@ impl Filesystem for StrataFs {
         }
     }
 
-    fn read(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, size: u32, _flags: OpenFlags, _lock: Option<LockOwner>, reply: ReplyData) {
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        self.stats.daemon_reads.fetch_add(1, Ordering::Relaxed);
         let r = self.file(fh).and_then(|f| {
             let mut buf = vec![0u8; size as usize];
             let n = rustix::io::pread(&f.file, &mut buf, offset).map_err(errno)?;
@@ -496,7 +609,19 @@ impl Filesystem for StrataFs {
         }
     }
 
-    fn write(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, data: &[u8], _wf: WriteFlags, flags: OpenFlags, _lock: Option<LockOwner>, reply: ReplyWrite) {
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _wf: WriteFlags,
+        flags: OpenFlags,
+        _lock: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        self.stats.daemon_writes.fetch_add(1, Ordering::Relaxed);
         let r = self.file(fh).and_then(|f| {
             if flags.0 & libc::O_APPEND != 0 {
                 rustix::io::write(&f.file, data).map_err(errno)
@@ -514,7 +639,16 @@ impl Filesystem for StrataFs {
         reply.ok();
     }
 
-    fn release(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, _lock: Option<LockOwner>, _flush: bool, reply: ReplyEmpty) {
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
         if let Some(f) = self.files.lock().remove(&fh.0) {
             let mut t = self.union.table.write();
             if let Ok(n) = t.get_mut(f.ino) {
@@ -526,7 +660,9 @@ impl Filesystem for StrataFs {
     }
 
     fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
-        let r = self.file(fh).and_then(|f| if datasync { rustix::fs::fdatasync(&f.file) } else { rustix::fs::fsync(&f.file) }.map_err(errno));
+        let r = self.file(fh).and_then(|f| {
+            if datasync { rustix::fs::fdatasync(&f.file) } else { rustix::fs::fsync(&f.file) }.map_err(errno)
+        });
         match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
@@ -572,10 +708,10 @@ impl Filesystem for StrataFs {
                 break;
             }
             // The kernel takes a reference on every entry it accepted, except . and ..
-            if off > 2 {
-                if let Ok(n) = self.union.table.write().get_mut(child) {
-                    n.lookups += 1;
-                }
+            if off > 2
+                && let Ok(n) = self.union.table.write().get_mut(child)
+            {
+                n.lookups += 1;
             }
         }
         reply.ok();
@@ -589,7 +725,8 @@ impl Filesystem for StrataFs {
     fn fsyncdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
         let _ns = self.union.ns.read();
         let r = self.union.location(ino.0).and_then(|(b, rel)| {
-            let fd = sys::open_at(self.union.root(b), &rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).map_err(errno)?;
+            let fd = sys::open_at(self.union.root(b), &rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
+                .map_err(errno)?;
             rustix::fs::fsync(&fd).map_err(errno)
         });
         match r {
@@ -600,12 +737,30 @@ impl Filesystem for StrataFs {
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         match self.union.statvfs() {
-            Ok(s) => reply.statfs(s.f_blocks, s.f_bfree, s.f_bavail, s.f_files, s.f_ffree, s.f_bsize as u32, crate::union::NAME_MAX as u32, s.f_frsize as u32),
+            Ok(s) => reply.statfs(
+                s.f_blocks,
+                s.f_bfree,
+                s.f_bavail,
+                s.f_files,
+                s.f_ffree,
+                s.f_bsize as u32,
+                crate::union::NAME_MAX as u32,
+                s.f_frsize as u32,
+            ),
             Err(e) => reply.error(e),
         }
     }
 
-    fn setxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, value: &[u8], flags: i32, _position: u32, reply: ReplyEmpty) {
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
         if whiteout::is_private_xattr(name) {
             return reply.error(Errno::EPERM);
         }
@@ -613,7 +768,8 @@ impl Filesystem for StrataFs {
         let r = self.make_writable(ino.0, Data::Copy).and_then(|()| {
             let (b, rel) = self.union.location(ino.0)?;
             let p = sys::PathFd::open(self.union.root(b), &rel).map_err(errno)?;
-            rustix::fs::setxattr(&p.proc, name, value, rustix::fs::XattrFlags::from_bits_retain(flags as u32)).map_err(errno)
+            rustix::fs::setxattr(&p.proc, name, value, rustix::fs::XattrFlags::from_bits_retain(flags as u32))
+                .map_err(errno)
         });
         match r {
             Ok(()) => reply.ok(),
@@ -624,6 +780,9 @@ impl Filesystem for StrataFs {
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         if ino.0 == ROOT && name == BRANCHES_XATTR {
             return Self::reply_xattr(reply, size, self.branches_text().as_bytes());
+        }
+        if ino.0 == ROOT && name == STATS_XATTR {
+            return Self::reply_xattr(reply, size, self.stats_text().as_bytes());
         }
         if whiteout::is_private_xattr(name) {
             return reply.error(Errno::ENODATA);
@@ -684,7 +843,16 @@ impl Filesystem for StrataFs {
         }
     }
 
-    fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, flags: i32, reply: ReplyCreate) {
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
         let r = (|| {
             let (ino, attr, fd) = {
                 let _ns = self.union.ns.write();
@@ -705,10 +873,16 @@ impl Filesystem for StrataFs {
                     }
                     (existing, self.entry_attr(existing)?, None)
                 } else {
-                    let (ino, fd) = self.union.create_entry(parent.0, name, (req.uid(), req.gid()), false, |dirfd, n| {
-                        let f = rustix::fs::openat(dirfd, n, backing_flags(flags) | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC, Mode::from_raw_mode(mode & 0o7777))?;
-                        Ok(Some(f))
-                    })?;
+                    let (ino, fd) =
+                        self.union.create_entry(parent.0, name, (req.uid(), req.gid()), false, |dirfd, n| {
+                            let f = rustix::fs::openat(
+                                dirfd,
+                                n,
+                                backing_flags(flags) | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
+                                Mode::from_raw_mode(mode & 0o7777),
+                            )?;
+                            Ok(Some(f))
+                        })?;
                     (ino, self.entry_attr(ino)?, fd)
                 }
             };
@@ -732,6 +906,9 @@ impl Filesystem for StrataFs {
                         }
                     }
                     self.union.table.write().get_mut(ino)?.opens += 1;
+                    let counter =
+                        if backing.is_some() { &self.stats.passthrough_opens } else { &self.stats.daemon_opens };
+                    counter.fetch_add(1, Ordering::Relaxed);
                     let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
                     self.files.lock().insert(fh, Arc::new(OpenFile { ino, file: fd, _backing: backing.clone() }));
                     (fh, backing)
@@ -741,14 +918,30 @@ impl Filesystem for StrataFs {
             Ok((attr, fh, backing))
         })();
         match r {
-            Ok((attr, fh, Some(id))) => reply.created_passthrough(&self.ttl, &attr, Generation(0), FileHandle(fh), FopenFlags::empty(), &id),
-            Ok((attr, fh, None)) => reply.created(&self.ttl, &attr, Generation(0), FileHandle(fh), Self::fopen_flags(flags)),
+            Ok((attr, fh, Some(id))) => {
+                reply.created_passthrough(&self.ttl, &attr, Generation(0), FileHandle(fh), FopenFlags::empty(), &id)
+            }
+            Ok((attr, fh, None)) => {
+                reply.created(&self.ttl, &attr, Generation(0), FileHandle(fh), Self::fopen_flags(flags))
+            }
             Err(e) => reply.error(e),
         }
     }
 
-    fn fallocate(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, length: u64, mode: i32, reply: ReplyEmpty) {
-        let r = self.file(fh).and_then(|f| rustix::fs::fallocate(&f.file, rustix::fs::FallocateFlags::from_bits_retain(mode as u32), offset, length).map_err(errno));
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let r = self.file(fh).and_then(|f| {
+            rustix::fs::fallocate(&f.file, rustix::fs::FallocateFlags::from_bits_retain(mode as u32), offset, length)
+                .map_err(errno)
+        });
         match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),

@@ -165,11 +165,12 @@ impl Table {
         self.children.insert(ka.clone(), ib);
         self.children.insert(kb.clone(), ia);
         for (ino, from, to) in [(ia, &ka, &kb), (ib, &kb, &ka)] {
-            if let Some(node) = self.nodes.get_mut(&ino) {
-                if node.parent == from.0 && node.name == from.1 {
-                    node.parent = to.0;
-                    node.name = to.1.clone();
-                }
+            if let Some(node) = self.nodes.get_mut(&ino)
+                && node.parent == from.0
+                && node.name == from.1
+            {
+                node.parent = to.0;
+                node.name = to.1.clone();
             }
         }
     }

@@ -66,7 +66,8 @@ pub fn prepare(mut spec: MountSpec, mountpoint: &Path) -> Result<Prepared, Mount
         (Some(w), None) => Some(spec.branches[w].path.join(AUFS_WORKDIR)),
     };
     if let Some(dir) = &spec.workdir {
-        spec.workdir = Some(dir.canonicalize().map_err(|e| MountError::Workdir { workdir: dir.clone(), reason: e.to_string() })?);
+        spec.workdir =
+            Some(dir.canonicalize().map_err(|e| MountError::Workdir { workdir: dir.clone(), reason: e.to_string() })?);
     }
 
     let branches = spec
@@ -81,7 +82,10 @@ pub fn prepare(mut spec: MountSpec, mountpoint: &Path) -> Result<Prepared, Mount
     let work = workdir.map(|w| open_workdir(&w)).transpose()?;
     let format = spec.whiteout;
     let union = Union::new(branches, format, wb.map(|w| w as u16), work, mount_id());
-    union.clean_work().map_err(|e| MountError::Workdir { workdir: PathBuf::from("work"), reason: std::io::Error::from_raw_os_error(e.code()).to_string() })?;
+    union.clean_work().map_err(|e| MountError::Workdir {
+        workdir: PathBuf::from("work"),
+        reason: std::io::Error::from_raw_os_error(e.code()).to_string(),
+    })?;
     Ok(Prepared { spec, mountpoint, union: Arc::new(union) })
 }
 
@@ -111,13 +115,15 @@ fn open_workdir(path: &Path) -> Result<OwnedFd, MountError> {
         Err(e) => return Err(err(e)),
     }
     std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o700)).map_err(err)?;
-    rustix::fs::open(path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).map_err(|e| err(e.into()))
+    rustix::fs::open(path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| err(e.into()))
 }
 
 fn mount_id() -> String {
     let mut b = [0u8; 8];
     if rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty()).is_err() {
-        b = (std::process::id() as u64 ^ std::time::UNIX_EPOCH.elapsed().map(|d| d.as_nanos() as u64).unwrap_or(0)).to_le_bytes();
+        b = (std::process::id() as u64 ^ std::time::UNIX_EPOCH.elapsed().map(|d| d.as_nanos() as u64).unwrap_or(0))
+            .to_le_bytes();
     }
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -156,7 +162,11 @@ impl Prepared {
         info!(mountpoint = %mountpoint.display(), id = %self.union.id, "mounted");
         let mut unmounter = session.unmount_callable();
         let mp = mountpoint.clone();
-        let signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT, signal_hook::consts::SIGHUP]);
+        let signals = signal_hook::iterator::Signals::new([
+            signal_hook::consts::SIGTERM,
+            signal_hook::consts::SIGINT,
+            signal_hook::consts::SIGHUP,
+        ]);
         if let Ok(mut signals) = signals {
             std::thread::spawn(move || {
                 if let Some(sig) = signals.forever().next() {
@@ -184,8 +194,7 @@ pub fn unmount(mountpoint: &Path, lazy: bool) -> Result<(), std::io::Error> {
             let (_, mp, ty) = (f.next()?, f.next()?, f.next()?);
             Some((unescape_mount_path(mp), ty.to_string()))
         })
-        .filter(|(mp, _)| *mp == abs)
-        .last();
+        .rfind(|(mp, _)| *mp == abs);
     match entry {
         None => return Err(std::io::Error::other(format!("{}: not mounted", abs.display()))),
         Some((_, ty)) if ty != FS_TYPE => {
@@ -198,7 +207,10 @@ pub fn unmount(mountpoint: &Path, lazy: bool) -> Result<(), std::io::Error> {
     rustix::mount::unmount(&abs, flags).map_err(|e| {
         let e = std::io::Error::from(e);
         if e.raw_os_error() == Some(libc::EBUSY) {
-            std::io::Error::other(format!("{}: target is busy (a process uses it; -l detaches it lazily)", abs.display()))
+            std::io::Error::other(format!(
+                "{}: target is busy (a process uses it; -l detaches it lazily)",
+                abs.display()
+            ))
         } else {
             std::io::Error::other(format!("{}: {e}", abs.display()))
         }
@@ -224,7 +236,8 @@ fn unescape_mount_path(s: &str) -> PathBuf {
 
 /// The branch list of a live mount, top first, as `PATH=PERM` lines, then `si_<id>`.
 pub fn branches_of(mountpoint: &Path) -> Result<String, std::io::Error> {
-    let v = crate::sys::get_xattr(mountpoint, OsStr::new(BRANCHES_XATTR)).map_err(std::io::Error::from)?;
+    let v = crate::sys::get_xattr(mountpoint, OsStr::new(BRANCHES_XATTR))
+        .map_err(|e| std::io::Error::other(format!("{}: {}", mountpoint.display(), std::io::Error::from(e))))?;
     let v = v.ok_or_else(|| std::io::Error::other(format!("{}: not a Strata mount", mountpoint.display())))?;
     Ok(String::from_utf8_lossy(&v).into_owned())
 }

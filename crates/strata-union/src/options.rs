@@ -49,7 +49,8 @@ impl MountSpec {
                 Some((k, v)) => (k, Some(v)),
                 None => (opt.as_str(), None),
             };
-            let need = |v: Option<&str>| v.map(str::to_string).ok_or_else(|| OptionError::MissingValue(key.to_string()));
+            let need =
+                |v: Option<&str>| v.map(str::to_string).ok_or_else(|| OptionError::MissingValue(key.to_string()));
             match key {
                 "br" | "dirs" => aufs = Some(parse_aufs_branches(&need(value)?)?),
                 "lowerdir" => lower = Some(parse_paths(&need(value)?)?),

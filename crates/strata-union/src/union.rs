@@ -82,7 +82,16 @@ impl Union {
         let all: Box<[u16]> = (0..branches.len() as u16).collect();
         let top = all.first().copied().unwrap_or(0);
         let root = Node::new(ROOT, OsString::new(), FileType::Directory, top, all);
-        Union { branches, format, wb, work, table: RwLock::new(Table::new(root)), ns: RwLock::new(()), scratch: AtomicU64::new(0), id }
+        Union {
+            branches,
+            format,
+            wb,
+            work,
+            table: RwLock::new(Table::new(root)),
+            ns: RwLock::new(()),
+            scratch: AtomicU64::new(0),
+            id,
+        }
     }
 
     pub fn root(&self, b: u16) -> BorrowedFd<'_> {
@@ -370,7 +379,13 @@ impl Union {
         // New entries take the group of a set-group-id parent, as the kernel would.
         let gid = if ne.parent_st.st_mode & libc::S_ISGID != 0 { ne.parent_st.st_gid } else { owner.1 };
         let chown = |dirfd: BorrowedFd<'_>, rel: &Path| {
-            rustix::fs::chownat(dirfd, rel, Some(rustix::process::Uid::from_raw(owner.0)), Some(rustix::process::Gid::from_raw(gid)), AtFlags::SYMLINK_NOFOLLOW)
+            rustix::fs::chownat(
+                dirfd,
+                rel,
+                Some(rustix::process::Uid::from_raw(owner.0)),
+                Some(rustix::process::Gid::from_raw(gid)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
         };
         let opaque = is_dir && (ne.aufs_wh || ne.ovl_wh);
         let fd = if ne.ovl_wh || opaque {
@@ -398,7 +413,7 @@ impl Union {
             }
             fd
         } else {
-            let fd = make(root, &ne.rel.as_os_str().to_os_string()).map_err(errno)?;
+            let fd = make(root, ne.rel.as_os_str()).map_err(errno)?;
             if let Err(e) = chown(root, &ne.rel) {
                 let _ = rustix::fs::unlinkat(root, &ne.rel, if is_dir { AtFlags::REMOVEDIR } else { AtFlags::empty() });
                 return Err(errno(e));
@@ -434,6 +449,9 @@ impl Union {
             return Err(Errno::ENOTEMPTY);
         }
         let target = if self.perm(branch).is_writable() { branch } else { self.wb()? };
+        if target > branch {
+            return Err(Errno::EROFS); // above the writable branch: no whiteout could hide it
+        }
         let needs_whiteout = self.visible_below(parent, name, target)?.is_some();
         if target != branch {
             self.copy_up_dir(parent)?;
@@ -482,7 +500,14 @@ impl Union {
     /// Renames within the union. Files from lower branches are copied up first; a
     /// directory is renamed only when it lives wholly in the writable branch (else EXDEV,
     /// as AUFS and overlayfs without redirect_dir). Callers hold `ns` exclusively.
-    pub fn rename(&self, parent: Ino, name: &OsStr, new_parent: Ino, new_name: &OsStr, flags: fuser::RenameFlags) -> Result<(), Errno> {
+    pub fn rename(
+        &self,
+        parent: Ino,
+        name: &OsStr,
+        new_parent: Ino,
+        new_name: &OsStr,
+        flags: fuser::RenameFlags,
+    ) -> Result<(), Errno> {
         check_new_name(new_name)?;
         let exchange = flags.contains(fuser::RenameFlags::RENAME_EXCHANGE);
         let noreplace = flags.contains(fuser::RenameFlags::RENAME_NOREPLACE);
@@ -511,17 +536,15 @@ impl Union {
             }
         }
         for (node, is_dir) in [(Some(src), src_dir), (dst.filter(|_| exchange), dst_dir.unwrap_or(false))] {
-            if let (Some(n), true) = (node, is_dir) {
-                if !self.is_upper_only(n, wb)? {
-                    return Err(Errno::EXDEV);
-                }
+            if let (Some(n), true) = (node, is_dir)
+                && !self.is_upper_only(n, wb)?
+            {
+                return Err(Errno::EXDEV);
             }
         }
         self.copy_up(src, Data::Copy)?;
-        if exchange {
-            if let Some(d) = dst {
-                self.copy_up(d, Data::Copy)?;
-            }
+        if let (true, Some(d)) = (exchange, dst) {
+            self.copy_up(d, Data::Copy)?;
         }
         self.copy_up_dir(parent)?;
         self.copy_up_dir(new_parent)?;
@@ -616,7 +639,7 @@ impl Union {
     fn is_upper_only(&self, ino: Ino, wb: u16) -> Result<bool, Errno> {
         let t = self.table.read();
         let n = t.get(ino)?;
-        Ok(&*n.dirs == [wb])
+        Ok(*n.dirs == [wb])
     }
 
     /// `statvfs` of the branch that receives writes (or the top one).

@@ -89,7 +89,12 @@ pub fn is_opaque(root: impl AsFd, rel: &Path) -> Result<bool, Errno> {
 pub fn set_opaque(format: Format, root: impl AsFd, rel: &Path) -> Result<(), Errno> {
     match format {
         Format::Aufs => {
-            let fd = sys::open_at(&root, &sys::join(rel, OsStr::new(AUFS_OPAQUE)), OFlags::CREATE | OFlags::WRONLY, Mode::empty())?;
+            let fd = sys::open_at(
+                &root,
+                &sys::join(rel, OsStr::new(AUFS_OPAQUE)),
+                OFlags::CREATE | OFlags::WRONLY,
+                Mode::empty(),
+            )?;
             drop(fd);
             Ok(())
         }
@@ -105,7 +110,12 @@ pub fn set_opaque(format: Format, root: impl AsFd, rel: &Path) -> Result<(), Err
 /// the caller must then make sure nothing else sits at `dir/name`.
 pub fn create_whiteout(format: Format, root: impl AsFd, dir: &Path, name: &OsStr) -> Result<(), Errno> {
     if format == Format::Aufs && name.len() + WH_PREFIX.len() <= NAME_MAX {
-        let fd = sys::open_at(&root, &sys::join(dir, &aufs_whiteout_name(name)), OFlags::CREATE | OFlags::WRONLY, Mode::empty())?;
+        let fd = sys::open_at(
+            &root,
+            &sys::join(dir, &aufs_whiteout_name(name)),
+            OFlags::CREATE | OFlags::WRONLY,
+            Mode::empty(),
+        )?;
         drop(fd);
         Ok(())
     } else {

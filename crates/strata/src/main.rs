@@ -46,7 +46,9 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Mount { options, foreground, log_file, mountpoint } => daemon::mount(&options, foreground, log_file.as_deref(), &mountpoint),
+        Command::Mount { options, foreground, log_file, mountpoint } => {
+            daemon::mount(&options, foreground, log_file.as_deref(), &mountpoint)
+        }
         Command::Umount { lazy, mountpoint } => match strata_union::unmount(&mountpoint, lazy) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(EXIT_USAGE, &e),
@@ -56,7 +58,7 @@ fn main() -> ExitCode {
                 print!("{text}");
                 ExitCode::SUCCESS
             }
-            Err(e) => fail(EXIT_USAGE, &format!("{}: {e}", mountpoint.display())),
+            Err(e) => fail(EXIT_USAGE, &e),
         },
     }
 }

@@ -16,8 +16,13 @@ use proptest::prelude::*;
 /// answer the same (EXDEV for lower directory renames, no hard-link index).
 fn kernel_overlay(lower: &str, upper: &Path, work: &Path, mnt: &Path) -> KernelMount {
     fs::create_dir_all(mnt).unwrap();
-    let opts = format!("lowerdir={lower},upperdir={},workdir={},redirect_dir=off,index=off,metacopy=off,xino=off", upper.display(), work.display());
-    let out = Command::new("mount").args(["-t", "overlay", "overlay", "-o", &opts]).arg(mnt).output().expect("mount(8)");
+    let opts = format!(
+        "lowerdir={lower},upperdir={},workdir={},redirect_dir=off,index=off,metacopy=off,xino=off",
+        upper.display(),
+        work.display()
+    );
+    let out =
+        Command::new("mount").args(["-t", "overlay", "overlay", "-o", &opts]).arg(mnt).output().expect("mount(8)");
     assert!(out.status.success(), "kernel overlay mount: {}", String::from_utf8_lossy(&out.stderr));
     KernelMount(mnt.to_path_buf())
 }
@@ -42,8 +47,15 @@ fn lowers(s: &Scratch) -> String {
     s.write("l1", "shadowed", "from l1\n");
     s.write("l1", "d1/b", "l1 d1/b\n");
     s.write("l1", "opq/visible", "v\n");
-    rustix::fs::mknodat(rustix::fs::CWD, &s.path("l1/gone"), rustix::fs::FileType::CharacterDevice, rustix::fs::Mode::empty(), 0).unwrap();
-    rustix::fs::lsetxattr(&s.path("l1/opq"), "trusted.overlay.opaque", b"y", rustix::fs::XattrFlags::empty()).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        s.path("l1/gone"),
+        rustix::fs::FileType::CharacterDevice,
+        rustix::fs::Mode::empty(),
+        0,
+    )
+    .unwrap();
+    rustix::fs::lsetxattr(s.path("l1/opq"), "trusted.overlay.opaque", b"y", rustix::fs::XattrFlags::empty()).unwrap();
     std::os::unix::fs::symlink("a", s.path("l1/sym")).unwrap();
     fs::set_permissions(s.path("l2/d3"), fs::Permissions::from_mode(0o750)).unwrap();
     format!("{}:{}", s.path("l1").display(), s.path("l2").display())
@@ -102,19 +114,29 @@ fn both_whiteout_formats_are_read() {
     s.write("low", "f2", "2");
     s.write("low", "dir/old", "old");
     s.write("mid", ".wh.f1", ""); // AUFS whiteout
-    rustix::fs::mknodat(rustix::fs::CWD, &s.path("mid/f2"), rustix::fs::FileType::CharacterDevice, rustix::fs::Mode::empty(), 0).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        s.path("mid/f2"),
+        rustix::fs::FileType::CharacterDevice,
+        rustix::fs::Mode::empty(),
+        0,
+    )
+    .unwrap();
     s.write("mid", "dir/.wh..wh..opq", "");
     s.write("mid", "dir/new", "new");
     s.mkdir("up");
-    let br = format!("br={}=rw:{}=ro+wh:{}=ro+wh", s.path("up").display(), s.path("mid").display(), s.path("low").display());
+    let br =
+        format!("br={}=rw:{}=ro+wh:{}=ro+wh", s.path("up").display(), s.path("mid").display(), s.path("low").display());
     let m = Mount::new(&[&br], &s.path("mnt"));
     let names: Vec<String> = {
-        let mut v: Vec<String> = fs::read_dir(&m.mnt).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        let mut v: Vec<String> =
+            fs::read_dir(&m.mnt).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         v.sort();
         v
     };
     assert_eq!(names, ["dir"]);
-    let dir: Vec<String> = fs::read_dir(m.p("dir")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let dir: Vec<String> =
+        fs::read_dir(m.p("dir")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     assert_eq!(dir, ["new"]);
     m.unmount();
     // A plain `ro` branch ignores its whiteouts (AUFS).
@@ -157,7 +179,8 @@ fn op() -> impl Strategy<Value = Op> {
         (d.clone(), n.clone()).prop_map(|(a, b)| Op::Rmdir(a, b)),
         (d.clone(), n.clone()).prop_map(|(a, b)| Op::RmRf(a, b)),
         (d.clone(), n.clone(), d.clone(), n.clone()).prop_map(|(a, b, c, e)| Op::Rename(a, b, c, e)),
-        (d.clone(), n.clone(), prop::sample::select(vec![0o600u32, 0o755, 0o4711, 0o640])).prop_map(|(a, b, c)| Op::Chmod(a, b, c)),
+        (d.clone(), n.clone(), prop::sample::select(vec![0o600u32, 0o755, 0o4711, 0o640]))
+            .prop_map(|(a, b, c)| Op::Chmod(a, b, c)),
         (d.clone(), n.clone()).prop_map(|(a, b)| Op::Symlink(a, b)),
         (d.clone(), n.clone(), d, n).prop_map(|(a, b, c, e)| Op::Link(a, b, c, e)),
     ]
@@ -167,14 +190,25 @@ fn apply(root: &Path, op: &Op) -> i32 {
     let p = |d: usize, n: usize| root.join(format!("{}{}", DIRS[d], NAMES[n]));
     match op {
         Op::Write(d, n, c) => errno_of(fs::write(p(*d, *n), vec![*c; (*c as usize % 7) + 1])),
-        Op::Append(d, n, c) => errno_of(fs::OpenOptions::new().append(true).open(p(*d, *n)).and_then(|mut f| std::io::Write::write_all(&mut f, &[*c]))),
-        Op::Truncate(d, n, l) => errno_of(fs::OpenOptions::new().write(true).open(p(*d, *n)).and_then(|f| f.set_len(*l))),
+        Op::Append(d, n, c) => errno_of(
+            fs::OpenOptions::new()
+                .append(true)
+                .open(p(*d, *n))
+                .and_then(|mut f| std::io::Write::write_all(&mut f, &[*c])),
+        ),
+        Op::Truncate(d, n, l) => {
+            errno_of(fs::OpenOptions::new().write(true).open(p(*d, *n)).and_then(|f| f.set_len(*l)))
+        }
         Op::Unlink(d, n) => errno_of(fs::remove_file(p(*d, *n))),
         Op::Mkdir(d, n) => errno_of(fs::create_dir(p(*d, *n))),
         Op::Rmdir(d, n) => errno_of(fs::remove_dir(p(*d, *n))),
         Op::RmRf(d, n) => {
             let t = p(*d, *n);
-            if fs::symlink_metadata(&t).map(|m| m.is_dir()).unwrap_or(false) { errno_of(fs::remove_dir_all(t)) } else { errno_of(fs::remove_file(t)) }
+            if fs::symlink_metadata(&t).map(|m| m.is_dir()).unwrap_or(false) {
+                errno_of(fs::remove_dir_all(t))
+            } else {
+                errno_of(fs::remove_file(t))
+            }
         }
         Op::Rename(a, b, c, e) => errno_of(fs::rename(p(*a, *b), p(*c, *e))),
         Op::Chmod(d, n, m) => errno_of(fs::set_permissions(p(*d, *n), fs::Permissions::from_mode(*m))),
@@ -189,7 +223,8 @@ fn differential(ops: &[Op], aufs: bool) -> Result<(), TestCaseError> {
     for d in ["su", "sw", "ku", "kw"] {
         s.mkdir(d);
     }
-    let mut opts = vec![format!("lowerdir={lower},upperdir={},workdir={}", s.path("su").display(), s.path("sw").display())];
+    let mut opts =
+        vec![format!("lowerdir={lower},upperdir={},workdir={}", s.path("su").display(), s.path("sw").display())];
     if aufs {
         opts.push("whiteout=aufs".into());
     }

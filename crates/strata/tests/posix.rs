@@ -11,7 +11,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt
 use std::path::Path;
 
 use common::*;
-use rustix::fs::{AtFlags, Mode, Timespec, Timestamps, CWD};
+use rustix::fs::{AtFlags, CWD, Mode, Timespec, Timestamps};
 
 struct Fx {
     s: Scratch,
@@ -42,7 +42,14 @@ fn setattr_mode_owner_size_times() {
     let p = f.m.p("file");
     fs::set_permissions(&p, fs::Permissions::from_mode(0o640)).unwrap();
     assert_eq!(fs::metadata(&p).unwrap().mode() & 0o7777, 0o640);
-    rustix::fs::chownat(CWD, &p, Some(rustix::process::Uid::from_raw(1234)), Some(rustix::process::Gid::from_raw(5678)), AtFlags::empty()).unwrap();
+    rustix::fs::chownat(
+        CWD,
+        &p,
+        Some(rustix::process::Uid::from_raw(1234)),
+        Some(rustix::process::Gid::from_raw(5678)),
+        AtFlags::empty(),
+    )
+    .unwrap();
     let md = fs::metadata(&p).unwrap();
     assert_eq!((md.uid(), md.gid()), (1234, 5678));
     // The lower file is untouched; the copy carries the new metadata.
@@ -56,14 +63,19 @@ fn setattr_mode_owner_size_times() {
     assert_eq!(fs::metadata(&p).unwrap().len(), 10_000);
 
     // utimensat with explicit times, UTIME_OMIT and UTIME_NOW.
-    let set = |a: Timespec, m: Timespec| rustix::fs::utimensat(CWD, &p, &Timestamps { last_access: a, last_modification: m }, AtFlags::empty()).unwrap();
+    let set = |a: Timespec, m: Timespec| {
+        rustix::fs::utimensat(CWD, &p, &Timestamps { last_access: a, last_modification: m }, AtFlags::empty()).unwrap()
+    };
     set(Timespec { tv_sec: 1_000_000_000, tv_nsec: 5 }, Timespec { tv_sec: 1_500_000_000, tv_nsec: 7 });
     let md = fs::metadata(&p).unwrap();
     assert_eq!((md.atime(), md.atime_nsec(), md.mtime(), md.mtime_nsec()), (1_000_000_000, 5, 1_500_000_000, 7));
     set(Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_OMIT }, Timespec { tv_sec: 1_600_000_000, tv_nsec: 0 });
     let md = fs::metadata(&p).unwrap();
     assert_eq!((md.atime(), md.mtime()), (1_000_000_000, 1_600_000_000));
-    set(Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_NOW }, Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_OMIT });
+    set(
+        Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_NOW },
+        Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_OMIT },
+    );
     let md = fs::metadata(&p).unwrap();
     assert!(md.atime() > 1_700_000_000);
     assert_eq!(md.mtime(), 1_600_000_000);
@@ -89,9 +101,13 @@ fn open_flags() {
     OpenOptions::new().write(true).create_new(true).open(f.m.p("dir/sub/new")).unwrap();
     assert!(f.s.path("upper/dir/sub/new").exists());
     // The copied-up parents keep the lower dirs' metadata.
-    assert_eq!(fs::metadata(f.s.path("upper/dir/sub")).unwrap().mode() & 0o777, fs::metadata(f.s.path("lower/dir/sub")).unwrap().mode() & 0o777);
+    assert_eq!(
+        fs::metadata(f.s.path("upper/dir/sub")).unwrap().mode() & 0o777,
+        fs::metadata(f.s.path("lower/dir/sub")).unwrap().mode() & 0o777
+    );
     // O_CREAT without O_EXCL on an existing lower file opens it.
-    let mut h = OpenOptions::new().read(true).write(true).create(true).open(f.m.p("dir/sub/deep")).unwrap();
+    let mut h =
+        OpenOptions::new().read(true).write(true).create(true).truncate(false).open(f.m.p("dir/sub/deep")).unwrap();
     let mut s = String::new();
     h.read_to_string(&mut s).unwrap();
     assert_eq!(s, "deep\n");
@@ -120,7 +136,14 @@ fn mmap_shared_writable() {
     let len = 11;
     // SAFETY: test-only mapping of a file we own, unmapped below.
     unsafe {
-        let ptr = libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, file.as_raw_fd(), 0);
+        let ptr = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        );
         assert_ne!(ptr, libc::MAP_FAILED);
         let s = std::slice::from_raw_parts_mut(ptr as *mut u8, len);
         assert_eq!(&s[..5], b"lower");
@@ -138,7 +161,7 @@ fn mmap_shared_writable() {
 fn fsync_fallocate_and_holes() {
     let f = fixture(&[]);
     let p = f.m.p("sparse");
-    let mut h = OpenOptions::new().read(true).write(true).create(true).open(&p).unwrap();
+    let mut h = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&p).unwrap();
     h.write_all(b"head").unwrap();
     h.seek(SeekFrom::Start(1 << 20)).unwrap();
     h.write_all(b"tail").unwrap();
@@ -151,7 +174,8 @@ fn fsync_fallocate_and_holes() {
     assert_eq!(hole, 4096, "SEEK_HOLE finds the hole after the first block");
     rustix::fs::fallocate(&h, rustix::fs::FallocateFlags::empty(), 0, 8 << 20).unwrap();
     assert_eq!(fs::metadata(&p).unwrap().len(), 8 << 20);
-    rustix::fs::fallocate(&h, rustix::fs::FallocateFlags::KEEP_SIZE | rustix::fs::FallocateFlags::PUNCH_HOLE, 0, 4096).unwrap();
+    rustix::fs::fallocate(&h, rustix::fs::FallocateFlags::KEEP_SIZE | rustix::fs::FallocateFlags::PUNCH_HOLE, 0, 4096)
+        .unwrap();
     let mut b = [1u8; 4];
     h.seek(SeekFrom::Start(0)).unwrap();
     h.read_exact(&mut b).unwrap();
@@ -168,7 +192,14 @@ fn special_files_symlinks_and_links() {
     rustix::fs::mknodat(CWD, &sock, rustix::fs::FileType::Socket, Mode::from_raw_mode(0o600), 0).unwrap();
     assert!(fs::symlink_metadata(&sock).unwrap().file_type().is_socket());
     let dev = f.m.p("null");
-    rustix::fs::mknodat(CWD, &dev, rustix::fs::FileType::CharacterDevice, Mode::from_raw_mode(0o666), rustix::fs::makedev(1, 3)).unwrap();
+    rustix::fs::mknodat(
+        CWD,
+        &dev,
+        rustix::fs::FileType::CharacterDevice,
+        Mode::from_raw_mode(0o666),
+        rustix::fs::makedev(1, 3),
+    )
+    .unwrap();
     let md = fs::symlink_metadata(&dev).unwrap();
     assert!(md.file_type().is_char_device());
     assert_eq!(md.rdev(), rustix::fs::makedev(1, 3));
@@ -328,10 +359,16 @@ fn readdir_offsets_are_stable() {
 fn statfs_access_and_names() {
     let f = fixture(&[]);
     let st = rustix::fs::statfs(&f.m.mnt).unwrap();
-    let up = rustix::fs::statfs(&f.s.path("upper")).unwrap();
+    let up = rustix::fs::statfs(f.s.path("upper")).unwrap();
     assert_eq!(st.f_blocks, up.f_blocks, "statfs reports the writable branch");
     assert_eq!(rustix::fs::statvfs(&f.m.mnt).unwrap().f_namemax, 255);
-    rustix::fs::accessat(CWD, &f.m.p("file"), rustix::fs::Access::READ_OK | rustix::fs::Access::WRITE_OK, AtFlags::empty()).unwrap();
+    rustix::fs::accessat(
+        CWD,
+        f.m.p("file"),
+        rustix::fs::Access::READ_OK | rustix::fs::Access::WRITE_OK,
+        AtFlags::empty(),
+    )
+    .unwrap();
 
     // Names: 255 bytes fine (even when a whiteout is needed), 256 too long, .wh.* refused.
     let long = "n".repeat(255);
@@ -369,8 +406,14 @@ fn xattrs_all_namespaces() {
         let n = rustix::fs::lgetxattr(&p, name, &mut buf[..]).unwrap();
         assert_eq!(&buf[..n], b"v1");
     }
-    assert_eq!(rustix::fs::lsetxattr(&p, "user.k", b"x", rustix::fs::XattrFlags::CREATE), Err(rustix::io::Errno::EXIST));
-    assert_eq!(rustix::fs::lsetxattr(&p, "user.none", b"x", rustix::fs::XattrFlags::REPLACE), Err(rustix::io::Errno::NODATA));
+    assert_eq!(
+        rustix::fs::lsetxattr(&p, "user.k", b"x", rustix::fs::XattrFlags::CREATE),
+        Err(rustix::io::Errno::EXIST)
+    );
+    assert_eq!(
+        rustix::fs::lsetxattr(&p, "user.none", b"x", rustix::fs::XattrFlags::REPLACE),
+        Err(rustix::io::Errno::NODATA)
+    );
     let mut list = [0u8; 256];
     let n = rustix::fs::llistxattr(&p, &mut list[..]).unwrap();
     let names: Vec<&[u8]> = list[..n].split(|b| *b == 0).filter(|s| !s.is_empty()).collect();
@@ -381,9 +424,15 @@ fn xattrs_all_namespaces() {
     let mut buf = [0u8; 16];
     assert_eq!(rustix::fs::lgetxattr(&p, "user.k", &mut buf[..]), Err(rustix::io::Errno::NODATA));
     // The lower file never got them.
-    assert_eq!(rustix::fs::lgetxattr(f.s.path("lower/file"), "trusted.k", &mut buf[..]), Err(rustix::io::Errno::NODATA));
+    assert_eq!(
+        rustix::fs::lgetxattr(f.s.path("lower/file"), "trusted.k", &mut buf[..]),
+        Err(rustix::io::Errno::NODATA)
+    );
     // The union's private xattrs are neither visible nor settable.
-    assert_eq!(rustix::fs::lsetxattr(&f.m.p("dir"), "trusted.overlay.opaque", b"y", rustix::fs::XattrFlags::empty()), Err(rustix::io::Errno::PERM));
+    assert_eq!(
+        rustix::fs::lsetxattr(f.m.p("dir"), "trusted.overlay.opaque", b"y", rustix::fs::XattrFlags::empty()),
+        Err(rustix::io::Errno::PERM)
+    );
 }
 
 #[test]
@@ -393,20 +442,22 @@ fn posix_and_flock_locks() {
     let a = OpenOptions::new().read(true).write(true).open(&p).unwrap();
     let b = OpenOptions::new().read(true).write(true).open(&p).unwrap();
     rustix::fs::flock(&a, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
-    assert_eq!(rustix::fs::flock(&b, rustix::fs::FlockOperation::NonBlockingLockExclusive), Err(rustix::io::Errno::WOULDBLOCK));
+    assert_eq!(
+        rustix::fs::flock(&b, rustix::fs::FlockOperation::NonBlockingLockExclusive),
+        Err(rustix::io::Errno::WOULDBLOCK)
+    );
     rustix::fs::flock(&a, rustix::fs::FlockOperation::Unlock).unwrap();
     rustix::fs::flock(&b, rustix::fs::FlockOperation::NonBlockingLockShared).unwrap();
     // POSIX record lock, seen from a child process (locks are per process).
-    let lk = libc::flock { l_type: libc::F_WRLCK as i16, l_whence: libc::SEEK_SET as i16, l_start: 0, l_len: 0, l_pid: 0 };
+    let lk =
+        libc::flock { l_type: libc::F_WRLCK as i16, l_whence: libc::SEEK_SET as i16, l_start: 0, l_len: 0, l_pid: 0 };
     // SAFETY: fcntl on an owned descriptor with a valid struct.
     assert_eq!(unsafe { libc::fcntl(a.as_raw_fd(), libc::F_SETLK, &lk) }, 0);
     let out = std::process::Command::new("flock").args(["--nonblock", "--exclusive"]).arg(&p).arg("true").output();
     if let Ok(out) = out {
         assert!(!out.status.success(), "flock(1) must not get the lock held by b");
     }
-    let probe = format!(
-        "import fcntl,sys\nf=open(sys.argv[1],'r+')\ntry:\n fcntl.lockf(f, fcntl.LOCK_EX|fcntl.LOCK_NB)\n print('got')\nexcept OSError:\n print('busy')"
-    );
+    let probe = "import fcntl,sys\nf=open(sys.argv[1],'r+')\ntry:\n fcntl.lockf(f, fcntl.LOCK_EX|fcntl.LOCK_NB)\n print('got')\nexcept OSError:\n print('busy')";
     if let Ok(out) = std::process::Command::new("python3").arg("-c").arg(probe).arg(&p).output() {
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "busy");
     }
@@ -427,14 +478,30 @@ fn copy_up_keeps_metadata_xattrs_and_holes() {
     }
     rustix::fs::lsetxattr(&p, "user.color", b"blue", rustix::fs::XattrFlags::empty()).unwrap();
     rustix::fs::lsetxattr(&p, "trusted.t", b"1", rustix::fs::XattrFlags::empty()).unwrap();
-    rustix::fs::chownat(CWD, &p, Some(rustix::process::Uid::from_raw(1000)), Some(rustix::process::Gid::from_raw(1001)), AtFlags::empty()).unwrap();
+    rustix::fs::chownat(
+        CWD,
+        &p,
+        Some(rustix::process::Uid::from_raw(1000)),
+        Some(rustix::process::Gid::from_raw(1001)),
+        AtFlags::empty(),
+    )
+    .unwrap();
     fs::set_permissions(&p, fs::Permissions::from_mode(0o4751)).unwrap();
-    rustix::fs::utimensat(CWD, &p, &Timestamps { last_access: Timespec { tv_sec: 1111, tv_nsec: 1 }, last_modification: Timespec { tv_sec: 2222, tv_nsec: 2 } }, AtFlags::empty()).unwrap();
+    rustix::fs::utimensat(
+        CWD,
+        &p,
+        &Timestamps {
+            last_access: Timespec { tv_sec: 1111, tv_nsec: 1 },
+            last_modification: Timespec { tv_sec: 2222, tv_nsec: 2 },
+        },
+        AtFlags::empty(),
+    )
+    .unwrap();
     let br = format!("br={}=rw:{}=ro", s.path("upper").display(), lower.display());
     let m = Mount::new(&[&br], &s.path("mnt"));
     let ino_before = fs::metadata(m.p("big")).unwrap().ino();
     // A metadata-only change (an xattr) copies the whole file up.
-    rustix::fs::lsetxattr(&m.p("big"), "user.extra", b"x", rustix::fs::XattrFlags::empty()).unwrap();
+    rustix::fs::lsetxattr(m.p("big"), "user.extra", b"x", rustix::fs::XattrFlags::empty()).unwrap();
     let up = s.path("upper/big");
     let md = fs::metadata(&up).unwrap();
     assert_eq!((md.uid(), md.gid(), md.mode() & 0o7777), (1000, 1001, 0o4751));

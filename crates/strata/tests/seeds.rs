@@ -17,11 +17,17 @@ fn seed_000_aufs_three_layers() {
     s.write("image-layer-low", "image-layer-low.txt", "I am image layer low.\n");
     s.write("image-layer-low", "x.txt", "x.txt from image layer low.\n");
     let (high, low) = (raw_fingerprint(&s.path("image-layer-high")), raw_fingerprint(&s.path("image-layer-low")));
-    let dirs = format!("dirs={}:{}:{}", s.path("container-layer").display(), s.path("image-layer-high").display(), s.path("image-layer-low").display());
+    let dirs = format!(
+        "dirs={}:{}:{}",
+        s.path("container-layer").display(),
+        s.path("image-layer-high").display(),
+        s.path("image-layer-low").display()
+    );
     let m = Mount::new(&[&dirs], &s.path("aufs-mnt"));
 
     // The upper layer covers the lower one.
-    let mut names: Vec<String> = fs::read_dir(&m.mnt).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let mut names: Vec<String> =
+        fs::read_dir(&m.mnt).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     names.sort();
     assert_eq!(names, ["image-layer-high.txt", "image-layer-low.txt", "x.txt"]);
     assert_eq!(read(m.p("x.txt")), "x.txt from image layer high.\n");
@@ -36,7 +42,13 @@ fn seed_000_aufs_three_layers() {
     assert!(lines[3].starts_with("si_") && lines[3].len() == 19, "mount id line: {}", lines[3]);
 
     // A new file lands in the read-write layer.
-    fs::OpenOptions::new().create(true).append(true).open(m.p("container-layer.txt")).unwrap().write_all(b"I am container layer.\n").unwrap();
+    fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(m.p("container-layer.txt"))
+        .unwrap()
+        .write_all(b"I am container layer.\n")
+        .unwrap();
     assert_eq!(read(m.p("container-layer.txt")), "I am container layer.\n");
     assert_eq!(read(s.path("container-layer/container-layer.txt")), "I am container layer.\n");
 
@@ -53,7 +65,8 @@ fn seed_000_aufs_three_layers() {
     assert_eq!(read(s.path("image-layer-high/image-layer-high.txt")), "I am image layer high.\n");
     assert!(s.path("container-layer/.wh.image-layer-high.txt").exists());
     // Whiteouts and the work dir never show through the union.
-    let listed: Vec<String> = fs::read_dir(&m.mnt).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let listed: Vec<String> =
+        fs::read_dir(&m.mnt).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     assert!(listed.iter().all(|n| !n.starts_with(".wh.")), "{listed:?}");
 
     m.unmount();
@@ -69,27 +82,38 @@ fn seed_002_four_image_layers() {
     for n in 1..=4 {
         s.write(&format!("image-layer{n}"), &format!("image-layer{n}.txt"), &format!("I am image layer {n}\n"));
     }
-    let dirs = format!(
-        "dirs=./container-layer:./image-layer4:./image-layer3:./image-layer2:./image-layer1"
-    );
+    let dirs = "dirs=./container-layer:./image-layer4:./image-layer3:./image-layer2:./image-layer1";
     // Relative branch paths, as in the seed: resolved against the current directory.
     let mnt = s.path("mnt");
     fs::create_dir_all(&mnt).unwrap();
-    let out = run(strata().current_dir(s.dir.path()).args(["mount", "-o", &dirs, "./mnt"]));
+    let out = run(strata().current_dir(s.dir.path()).args(["mount", "-o", dirs, "./mnt"]));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let m = Mount { mnt };
-    let mut names: Vec<String> = fs::read_dir(&m.mnt).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let mut names: Vec<String> =
+        fs::read_dir(&m.mnt).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     names.sort();
-    assert_eq!(names, ["container-layer.txt", "image-layer1.txt", "image-layer2.txt", "image-layer3.txt", "image-layer4.txt"]);
+    assert_eq!(
+        names,
+        ["container-layer.txt", "image-layer1.txt", "image-layer2.txt", "image-layer3.txt", "image-layer4.txt"]
+    );
     let text = String::from_utf8(run(strata().arg("branches").arg(&m.mnt)).stdout).unwrap();
     let perms: Vec<&str> = text.lines().take(5).map(|l| l.rsplit('=').next().unwrap()).collect();
     assert_eq!(perms, ["rw", "ro", "ro", "ro", "ro"]);
     assert!(text.lines().next().unwrap().starts_with(&s.path("container-layer").display().to_string()));
 
-    fs::OpenOptions::new().append(true).open(m.p("image-layer4.txt")).unwrap().write_all(b"\nwrite to mnt's image-layer1.txt\n").unwrap();
+    fs::OpenOptions::new()
+        .append(true)
+        .open(m.p("image-layer4.txt"))
+        .unwrap()
+        .write_all(b"\nwrite to mnt's image-layer1.txt\n")
+        .unwrap();
     assert_eq!(read(m.p("image-layer4.txt")), "I am image layer 4\n\nwrite to mnt's image-layer1.txt\n");
     assert_eq!(read(s.path("image-layer4/image-layer4.txt")), "I am image layer 4\n");
-    let mut upper: Vec<String> = fs::read_dir(s.path("container-layer")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).filter(|n| !n.starts_with(".wh.")).collect();
+    let mut upper: Vec<String> = fs::read_dir(s.path("container-layer"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| !n.starts_with(".wh."))
+        .collect();
     upper.sort();
     assert_eq!(upper, ["container-layer.txt", "image-layer4.txt"]);
 }
@@ -146,7 +170,8 @@ fn seed_004_br_default_ro_and_rw_mounts() {
     s.write("image2", "003", "image2\n");
     let br = format!("br={}:{}", s.path("image1").display(), s.path("image2").display());
     let m = Mount::new(&[&br], &s.path("container"));
-    let mut names: Vec<String> = fs::read_dir(&m.mnt).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let mut names: Vec<String> =
+        fs::read_dir(&m.mnt).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     names.sort();
     assert_eq!(names, ["001", "002", "003"]);
     assert_eq!(read(m.p("002")), "image1\n");
@@ -181,4 +206,22 @@ fn seed_004_br_default_ro_and_rw_mounts() {
     assert_eq!(read(s.path("image2/003")), "image2\nrw\n");
     assert!(!s.path("image1/003").exists());
     m.unmount();
+}
+
+/// A branch above the writable one cannot be changed: EROFS, never a silent no-op.
+#[test]
+fn entries_above_the_writable_branch_are_read_only() {
+    let s = Scratch::new();
+    s.write("top", "f", "top");
+    s.write("mid", "g", "mid");
+    let br = format!("br={}=ro:{}=rw", s.path("top").display(), s.path("mid").display());
+    let m = Mount::new(&[&br], &s.path("mnt"));
+    assert_eq!(errno_of(fs::remove_file(m.p("f"))), libc::EROFS);
+    assert_eq!(errno_of(fs::OpenOptions::new().append(true).open(m.p("f"))), libc::EROFS);
+    assert_eq!(read(m.p("f")), "top");
+    // The writable branch below still takes changes and new files.
+    fs::write(m.p("g"), "changed").unwrap();
+    fs::write(m.p("h"), "new").unwrap();
+    assert_eq!(read(s.path("mid/g")), "changed");
+    assert_eq!(read(s.path("mid/h")), "new");
 }

@@ -109,7 +109,8 @@ pub fn tree(root: &Path) -> BTreeMap<String, String> {
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
-    let mut entries: Vec<_> = fs::read_dir(dir).unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display())).map(|e| e.unwrap()).collect();
+    let mut entries: Vec<_> =
+        fs::read_dir(dir).unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display())).map(|e| e.unwrap()).collect();
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
         let p = e.path();
@@ -122,7 +123,15 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
             format!("symlink -> {}", fs::read_link(&p).unwrap().display())
         } else if ft.is_file() {
             let data = fs::read(&p).unwrap();
-            format!("file {:o} {}:{} size={} nlink={} sha={:x}", md.mode() & 0o7777, md.uid(), md.gid(), md.len(), md.nlink(), Sha256::digest(&data))
+            format!(
+                "file {:o} {}:{} size={} nlink={} sha={:x}",
+                md.mode() & 0o7777,
+                md.uid(),
+                md.gid(),
+                md.len(),
+                md.nlink(),
+                Sha256::digest(&data)
+            )
         } else if ft.is_fifo() {
             format!("fifo {:o}", md.mode() & 0o7777)
         } else if ft.is_char_device() {
@@ -142,7 +151,12 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
 fn xattrs(p: &Path) -> String {
     let mut buf = vec![0u8; 4096];
     let Ok(n) = rustix::fs::llistxattr(p, &mut buf[..]) else { return String::new() };
-    let mut names: Vec<String> = buf[..n].split(|b| *b == 0).filter(|s| !s.is_empty()).map(|s| String::from_utf8_lossy(s).into_owned()).filter(|n| n.starts_with("user.")).collect();
+    let mut names: Vec<String> = buf[..n]
+        .split(|b| *b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .filter(|n| n.starts_with("user."))
+        .collect();
     names.sort();
     names
         .iter()
@@ -164,7 +178,8 @@ pub fn raw_fingerprint(root: &Path) -> String {
         for e in entries {
             let p = e.path();
             let md = fs::symlink_metadata(&p).unwrap();
-            let data = if md.is_file() { format!("{:x}", Sha256::digest(fs::read(&p).unwrap())) } else { String::new() };
+            let data =
+                if md.is_file() { format!("{:x}", Sha256::digest(fs::read(&p).unwrap())) } else { String::new() };
             lines.push(format!(
                 "{} {:o} {} {} {} {} {}{}",
                 p.strip_prefix(root).unwrap().display(),

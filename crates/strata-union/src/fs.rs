@@ -105,6 +105,27 @@ fn to_attr(ino: Ino, st: &Stat, merged: bool) -> FileAttr {
     }
 }
 
+/// The attributes of a negative entry (node id 0).
+fn negative_attr() -> FileAttr {
+    FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: UNIX_EPOCH,
+        mtime: UNIX_EPOCH,
+        ctime: UNIX_EPOCH,
+        crtime: UNIX_EPOCH,
+        kind: fuser::FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 0,
+        flags: 0,
+    }
+}
+
 fn timespec(t: Option<TimeOrNow>) -> Timespec {
     match t {
         None => Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_OMIT },
@@ -325,6 +346,25 @@ impl StrataFs {
         s
     }
 
+    /// The xattr names of a node, read once and kept until they may change.
+    fn xattr_names(&self, ino: Ino) -> Result<Box<[std::ffi::OsString]>, Errno> {
+        if let Some(names) = &self.union.table.read().get(ino)?.xattr_names {
+            return Ok(names.clone());
+        }
+        let (b, rel) = self.union.location(ino)?;
+        let p = sys::PathFd::open(self.union.root(b), &rel).map_err(errno)?;
+        let names: Box<[std::ffi::OsString]> = sys::list_xattrs(&p.proc).map_err(errno)?.into();
+        self.union.table.write().get_mut(ino)?.xattr_names = Some(names.clone());
+        Ok(names)
+    }
+
+    /// Forgets the cached xattr names of a node whose xattrs change.
+    fn xattrs_changed(&self, ino: Ino) {
+        if let Ok(n) = self.union.table.write().get_mut(ino) {
+            n.xattr_names = None;
+        }
+    }
+
     fn stats_text(&self) -> String {
         let st = &self.stats;
         format!(
@@ -406,7 +446,9 @@ impl Filesystem for StrataFs {
             | InitFlags::FUSE_READDIRPLUS_AUTO
             | InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_CACHE_SYMLINKS
-            | InitFlags::FUSE_EXPLICIT_INVAL_DATA;
+            | InitFlags::FUSE_EXPLICIT_INVAL_DATA
+            // The kernel then checks ACLs in permission checks and caches them.
+            | InitFlags::FUSE_POSIX_ACL;
         let _ = cfg.add_capabilities(wanted & cfg.capabilities());
         if self.want_passthrough {
             if cfg.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok() && cfg.set_max_stack_depth(2).is_ok() {
@@ -428,6 +470,8 @@ impl Filesystem for StrataFs {
         let _ns = self.union.ns.read();
         match self.union.child(parent.0, name).and_then(|ino| self.entry_attr(ino)) {
             Ok(attr) => reply.entry(&self.ttl, &attr, Generation(0)),
+            // Node id 0: the kernel caches the absence too (the daemon is the only writer).
+            Err(e) if e == Errno::ENOENT => reply.entry(&self.ttl, &negative_attr(), Generation(0)),
             Err(e) => reply.error(e),
         }
     }
@@ -636,7 +680,8 @@ impl Filesystem for StrataFs {
     }
 
     fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock: LockOwner, reply: ReplyEmpty) {
-        reply.ok();
+        // Nothing to do on close(2): ENOSYS makes the kernel stop sending FLUSH at all.
+        reply.error(Errno::ENOSYS);
     }
 
     fn release(
@@ -771,6 +816,7 @@ impl Filesystem for StrataFs {
             rustix::fs::setxattr(&p.proc, name, value, rustix::fs::XattrFlags::from_bits_retain(flags as u32))
                 .map_err(errno)
         });
+        self.xattrs_changed(ino.0);
         match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
@@ -788,6 +834,11 @@ impl Filesystem for StrataFs {
             return reply.error(Errno::ENODATA);
         }
         let _ns = self.union.ns.read();
+        match self.xattr_names(ino.0) {
+            Ok(names) if !names.iter().any(|n| n == name) => return reply.error(Errno::ENODATA),
+            Ok(_) => {}
+            Err(e) => return reply.error(e),
+        }
         let r = self.union.location(ino.0).and_then(|(b, rel)| {
             let p = sys::PathFd::open(self.union.root(b), &rel).map_err(errno)?;
             sys::get_xattr(&p.proc, name).map_err(errno)
@@ -801,11 +852,7 @@ impl Filesystem for StrataFs {
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let _ns = self.union.ns.read();
-        let r = self.union.location(ino.0).and_then(|(b, rel)| {
-            let p = sys::PathFd::open(self.union.root(b), &rel).map_err(errno)?;
-            sys::list_xattrs(&p.proc).map_err(errno)
-        });
-        match r {
+        match self.xattr_names(ino.0) {
             Ok(names) => {
                 let mut buf = Vec::new();
                 for n in names.iter().filter(|n| !whiteout::is_private_xattr(n)) {
@@ -828,6 +875,7 @@ impl Filesystem for StrataFs {
             let p = sys::PathFd::open(self.union.root(b), &rel).map_err(errno)?;
             rustix::fs::removexattr(&p.proc, name).map_err(errno)
         });
+        self.xattrs_changed(ino.0);
         match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),

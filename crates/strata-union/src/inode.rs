@@ -33,11 +33,15 @@ pub struct Node {
     /// The passthrough backing file registered for this node, and its branch: the kernel
     /// allows one backing file per inode at a time.
     pub backing: Option<(u16, Weak<BackingId>)>,
+    /// The entry's xattr names, once read: the kernel asks for `security.capability` on
+    /// every write and `ls -l` for ACLs and SELinux labels on every file, and most files
+    /// have none. Dropped whenever the entry's xattrs may change.
+    pub xattr_names: Option<Box<[OsString]>>,
 }
 
 impl Node {
     pub fn new(parent: Ino, name: OsString, kind: FileType, branch: u16, dirs: Box<[u16]>) -> Node {
-        Node { parent, name, kind, branch, dirs, lookups: 0, opens: 0, linked: true, backing: None }
+        Node { parent, name, kind, branch, dirs, lookups: 0, opens: 0, linked: true, backing: None, xattr_names: None }
     }
 
     pub fn is_dir(&self) -> bool {

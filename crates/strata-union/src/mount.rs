@@ -147,7 +147,8 @@ impl Prepared {
         let mut config = Config::default();
         config.mount_options = options;
         config.acl = if self.spec.allow_other { SessionACL::All } else { SessionACL::Owner };
-        config.n_threads = Some(std::thread::available_parallelism().map_or(2, |n| n.get()).max(2) * 2);
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        config.n_threads = Some(self.spec.threads.unwrap_or(cpus * 2));
         config.clone_fd = true;
 
         let fs = StrataFs::new(self.union.clone(), Duration::from_secs(self.spec.cache_timeout), self.spec.passthrough);

@@ -26,6 +26,8 @@ pub struct MountSpec {
     pub passthrough: bool,
     /// Let users other than root use the mount (FUSE `allow_other`).
     pub allow_other: bool,
+    /// Request threads; `None` picks twice the CPU count.
+    pub threads: Option<usize>,
 }
 
 /// Options FUSE and fuse-overlayfs users commonly pass that change nothing here.
@@ -43,6 +45,7 @@ impl MountSpec {
         let mut cache_timeout = 86_400;
         let mut passthrough = true;
         let mut allow_other = true;
+        let mut threads = None;
 
         for opt in options.iter().flat_map(|o| split_options(o.as_ref())) {
             let (key, value) = match opt.split_once('=') {
@@ -63,6 +66,10 @@ impl MountSpec {
                 "timeout" | "cache_timeout" => {
                     let v = need(value)?;
                     cache_timeout = v.parse().map_err(|_| OptionError::Unknown(opt.clone()))?;
+                }
+                "threads" => {
+                    let v = need(value)?;
+                    threads = Some(v.parse().ok().filter(|n| *n > 0).ok_or_else(|| OptionError::Unknown(opt.clone()))?);
                 }
                 "passthrough" => passthrough = true,
                 "nopassthrough" => passthrough = false,
@@ -103,6 +110,7 @@ impl MountSpec {
             cache_timeout,
             passthrough,
             allow_other,
+            threads,
         })
     }
 

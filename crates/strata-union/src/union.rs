@@ -337,7 +337,10 @@ impl Union {
             let _ = rustix::fs::unlinkat(work, &tmp, AtFlags::empty());
             return Err(errno(e));
         }
-        self.table.write().get_mut(ino)?.branch = wb;
+        let mut t = self.table.write();
+        let n = t.get_mut(ino)?;
+        n.branch = wb;
+        n.xattr_names = None;
         Ok(true)
     }
 

@@ -17,14 +17,14 @@ use fuser::{
     ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request,
     TimeOrNow, WriteFlags,
 };
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLockUpgradableReadGuard, RwLockWriteGuard};
 use rustix::fs::{AtFlags, Mode, OFlags, Stat, Timespec, Timestamps};
 use tracing::{debug, warn};
 
 use crate::copyup::Data;
 use crate::inode::{Ino, Node, ROOT};
 use crate::sys::{self, errno};
-use crate::union::{DirEntry, Union, check_new_name, file_type};
+use crate::union::{DirEntry, Staged, Union, check_new_name, file_type};
 use crate::whiteout;
 
 /// Virtual xattr on the mount root listing the branches (read by `strata branches`).
@@ -202,8 +202,8 @@ impl StrataFs {
     /// inode, so the copied-up file gets a fresh node and the request answers ESTALE: the
     /// kernel then looks the name up again and retries (old descriptors keep reading the
     /// lower file, as with kernel overlayfs).
-    fn make_writable(&self, ino: Ino, data: Data) -> Result<(), Errno> {
-        if !self.union.copy_up(ino, data)? {
+    fn make_writable(&self, ino: Ino, data: Data, staged: Option<Staged>) -> Result<(), Errno> {
+        if !self.union.copy_up(ino, data, staged)? {
             return Ok(());
         }
         let mut t = self.union.table.write();
@@ -216,6 +216,14 @@ impl StrataFs {
         t.insert(fresh);
         debug!(ino, "copied up under open passthrough readers: new inode for the name");
         Err(Errno::ESTALE)
+    }
+
+    /// The namespace lock for a change to `ino` that may need a copy-up: the file data is
+    /// copied while lookups still run, then the lock is taken alone for the rest.
+    fn lock_for_change(&self, ino: Ino, data: Data) -> Result<(RwLockWriteGuard<'_, ()>, Option<Staged>), Errno> {
+        let ns = self.union.ns.upgradable_read();
+        let staged = self.union.stage_copy_up(ino, data)?;
+        Ok((RwLockUpgradableReadGuard::upgrade(ns), staged))
     }
 
     /// Opens the backing file of `ino` and replies through `reply_open`, registering the
@@ -265,7 +273,8 @@ impl StrataFs {
     }
 
     fn do_setattr(&self, ino: Ino, fh: Option<FileHandle>, c: AttrChange) -> Result<FileAttr, Errno> {
-        let _ns = self.union.ns.write();
+        let data = if c.size == Some(0) { Data::Skip } else { Data::Copy };
+        let (_ns, staged) = self.lock_for_change(ino, data)?;
         let open = fh.map(|fh| self.file(fh)).transpose()?;
         let linked = self.union.table.read().get(ino)?.linked;
         if !linked {
@@ -295,8 +304,7 @@ impl StrataFs {
             let st = rustix::fs::fstat(&f.file).map_err(errno)?;
             return Ok(to_attr(ino, &st, false));
         }
-        let data = if c.size == Some(0) { Data::Skip } else { Data::Copy };
-        self.make_writable(ino, data)?;
+        self.make_writable(ino, data, staged)?;
         let (b, rel) = self.union.location(ino)?;
         let root = self.union.root(b);
         if let Some(m) = c.mode {
@@ -615,9 +623,11 @@ impl Filesystem for StrataFs {
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let flags = flags.0;
         let opened = if wants_write(flags) {
-            let _ns = self.union.ns.write();
             let data = if flags & libc::O_TRUNC != 0 { Data::Skip } else { Data::Copy };
-            self.make_writable(ino.0, data).and_then(|()| self.open_backing(ino.0, flags, |f| reply.open_backing(f)))
+            self.lock_for_change(ino.0, data).and_then(|(_ns, staged)| {
+                self.make_writable(ino.0, data, staged)?;
+                self.open_backing(ino.0, flags, |f| reply.open_backing(f))
+            })
         } else {
             let _ns = self.union.ns.read();
             self.open_backing(ino.0, flags, |f| reply.open_backing(f))
@@ -809,8 +819,8 @@ impl Filesystem for StrataFs {
         if whiteout::is_private_xattr(name) {
             return reply.error(Errno::EPERM);
         }
-        let _ns = self.union.ns.write();
-        let r = self.make_writable(ino.0, Data::Copy).and_then(|()| {
+        let r = self.lock_for_change(ino.0, Data::Copy).and_then(|(_ns, staged)| {
+            self.make_writable(ino.0, Data::Copy, staged)?;
             let (b, rel) = self.union.location(ino.0)?;
             let p = sys::PathFd::open(self.union.root(b), &rel).map_err(errno)?;
             rustix::fs::setxattr(&p.proc, name, value, rustix::fs::XattrFlags::from_bits_retain(flags as u32))
@@ -869,8 +879,8 @@ impl Filesystem for StrataFs {
         if whiteout::is_private_xattr(name) {
             return reply.error(Errno::EPERM);
         }
-        let _ns = self.union.ns.write();
-        let r = self.make_writable(ino.0, Data::Copy).and_then(|()| {
+        let r = self.lock_for_change(ino.0, Data::Copy).and_then(|(_ns, staged)| {
+            self.make_writable(ino.0, Data::Copy, staged)?;
             let (b, rel) = self.union.location(ino.0)?;
             let p = sys::PathFd::open(self.union.root(b), &rel).map_err(errno)?;
             rustix::fs::removexattr(&p.proc, name).map_err(errno)
@@ -912,7 +922,7 @@ impl Filesystem for StrataFs {
                     }
                     if wants_write(flags) {
                         let data = if flags & libc::O_TRUNC != 0 { Data::Skip } else { Data::Copy };
-                        self.make_writable(existing, data)?;
+                        self.make_writable(existing, data, None)?;
                     }
                     if flags & libc::O_TRUNC != 0 {
                         let (b, rel) = self.union.location(existing)?;

@@ -307,33 +307,79 @@ impl Union {
         Ok(())
     }
 
+    /// Copies a lower regular file into the work dir ahead of [`Union::copy_up`]: the slow
+    /// data copy needs only a stable namespace, so callers hold `ns` upgradable (other
+    /// changes wait, lookups go on) and upgrade it for the copy-up proper.
+    pub fn stage_copy_up(&self, ino: Ino, data: Data) -> Result<Option<Staged>, Errno> {
+        let (branch, kind, linked) = {
+            let t = self.table.read();
+            let n = t.get(ino)?;
+            (n.branch, n.kind, n.linked)
+        };
+        if !linked
+            || kind != FileType::RegularFile
+            || self.perm(branch).is_writable()
+            || self.wb.is_none_or(|wb| branch < wb)
+        {
+            return Ok(None);
+        }
+        let (_, rel, st) = self.stat(ino)?;
+        let work = self.work()?;
+        let tmp = self.scratch_name();
+        if let Err(e) = copyup::copy_entry(self.root(branch), &rel, &st, work, &tmp, data) {
+            let _ = rustix::fs::unlinkat(work, &tmp, AtFlags::empty());
+            return Err(errno(e));
+        }
+        Ok(Some(Staged { ino, tmp }))
+    }
+
     /// Makes a node writable: in place when its branch is writable, else by copying it up
-    /// into the writable branch. Returns `true` when a copy-up happened.
-    /// Callers hold `ns` exclusively.
-    pub fn copy_up(&self, ino: Ino, data: Data) -> Result<bool, Errno> {
+    /// into the writable branch (using `staged` if given). Returns `true` when a copy-up
+    /// happened. Callers hold `ns` exclusively.
+    pub fn copy_up(&self, ino: Ino, data: Data, staged: Option<Staged>) -> Result<bool, Errno> {
         let (branch, is_dir, parent) = {
             let t = self.table.read();
             let n = t.get(ino)?;
             (n.branch, n.is_dir(), n.parent)
         };
+        let work = self.work.as_ref().map(|w| w.as_fd());
+        let staged = staged.filter(|s| s.ino == ino).map(|s| s.tmp);
+        let discard = |tmp: &Option<OsString>| {
+            if let (Some(t), Some(w)) = (tmp, work) {
+                let _ = rustix::fs::unlinkat(w, t, AtFlags::empty());
+            }
+        };
         if self.perm(branch).is_writable() {
+            discard(&staged);
             return Ok(false);
         }
         let wb = self.wb()?;
         if branch < wb {
+            discard(&staged);
             return Err(Errno::EROFS); // above the writable branch: nowhere to copy it
         }
         if is_dir {
             self.copy_up_dir(ino)?;
             return Ok(true);
         }
-        self.copy_up_dir(parent)?;
+        if let Err(e) = self.copy_up_dir(parent) {
+            discard(&staged);
+            return Err(e);
+        }
         let (_, rel, st) = self.stat(ino)?;
         let work = self.work()?;
-        let tmp = self.scratch_name();
-        let copied = copyup::copy_entry(self.root(branch), &rel, &st, work, &tmp, data)
-            .and_then(|()| rustix::fs::renameat_with(work, &tmp, self.root(wb), &rel, RenameFlags::NOREPLACE));
-        if let Err(e) = copied {
+        let tmp = match staged {
+            Some(t) => t,
+            None => {
+                let t = self.scratch_name();
+                if let Err(e) = copyup::copy_entry(self.root(branch), &rel, &st, work, &t, data) {
+                    let _ = rustix::fs::unlinkat(work, &t, AtFlags::empty());
+                    return Err(errno(e));
+                }
+                t
+            }
+        };
+        if let Err(e) = rustix::fs::renameat_with(work, &tmp, self.root(wb), &rel, RenameFlags::NOREPLACE) {
             let _ = rustix::fs::unlinkat(work, &tmp, AtFlags::empty());
             return Err(errno(e));
         }
@@ -545,9 +591,9 @@ impl Union {
                 return Err(Errno::EXDEV);
             }
         }
-        self.copy_up(src, Data::Copy)?;
+        self.copy_up(src, Data::Copy, None)?;
         if let (true, Some(d)) = (exchange, dst) {
-            self.copy_up(d, Data::Copy)?;
+            self.copy_up(d, Data::Copy, None)?;
         }
         self.copy_up_dir(parent)?;
         self.copy_up_dir(new_parent)?;
@@ -617,7 +663,7 @@ impl Union {
             return Err(Errno::EPERM);
         }
         let ne = self.prepare_new(new_parent, new_name)?;
-        self.copy_up(ino, Data::Copy)?;
+        self.copy_up(ino, Data::Copy, None)?;
         let (b, rel) = self.location(ino)?;
         if b != ne.wb {
             return Err(Errno::EXDEV); // a link must live in the same branch as its file
@@ -667,6 +713,13 @@ impl Union {
         }
         Ok(())
     }
+}
+
+/// A copy-up prepared in the work dir by [`Union::stage_copy_up`].
+#[derive(Debug)]
+pub struct Staged {
+    ino: Ino,
+    tmp: OsString,
 }
 
 struct NewEntry {

@@ -92,10 +92,13 @@ fn init_logging(log_file: Option<&Path>, foreground: bool) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     // In the background, stderr already points at the log file (or nowhere).
-    let file = if foreground { log_file.and_then(|p| File::options().create(true).append(true).open(p).ok()) } else { None };
+    let file =
+        if foreground { log_file.and_then(|p| File::options().create(true).append(true).open(p).ok()) } else { None };
     let _ = match file {
         Some(f) => builder.with_ansi(false).with_writer(std::sync::Mutex::new(f)).try_init(),
-        None if foreground || log_file.is_some() => builder.with_ansi(foreground).with_writer(std::io::stderr).try_init(),
+        None if foreground || log_file.is_some() => {
+            builder.with_ansi(foreground).with_writer(std::io::stderr).try_init()
+        }
         None => Ok(()),
     };
 }

@@ -521,3 +521,32 @@ fn copy_up_keeps_metadata_xattrs_and_holes() {
     // No leftovers in the work dir.
     assert_eq!(fs::read_dir(s.path("upper/.wh..wh.work")).unwrap().count(), 0);
 }
+
+/// POSIX ACLs take part in permission checks (the kernel checks them, the daemon stores
+/// them), for lower files and for copied-up ones.
+#[test]
+fn acls_grant_access() {
+    let f = fixture(&[]);
+    let secret = f.s.path("lower/secret");
+    fs::write(&secret, "acl data\n").unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+    let as_nobody = |p: &Path| {
+        std::process::Command::new("runuser").args(["-u", "nobody", "--", "cat"]).arg(p).output().expect("runuser")
+    };
+    assert!(!as_nobody(&f.m.p("secret")).status.success(), "mode 0600 keeps nobody out");
+    let out = std::process::Command::new("setfacl").args(["-m", "u:nobody:r"]).arg(f.m.p("secret")).output().unwrap();
+    assert!(out.status.success(), "setfacl: {}", String::from_utf8_lossy(&out.stderr));
+    let out = as_nobody(&f.m.p("secret"));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "acl data\n", "{}", String::from_utf8_lossy(&out.stderr));
+    // The ACL lives on the copied-up file; the lower file is unchanged.
+    let get = std::process::Command::new("getfacl").arg("-c").arg(f.s.path("upper/secret")).output().unwrap();
+    assert!(String::from_utf8_lossy(&get.stdout).contains("user:nobody:r--"));
+    let lower = std::process::Command::new("getfacl").arg("-c").arg(&secret).output().unwrap();
+    assert!(!String::from_utf8_lossy(&lower.stdout).contains("nobody"));
+    // An ACL already in a lower layer is honoured too.
+    let other = f.s.path("lower/other");
+    fs::write(&other, "lower acl\n").unwrap();
+    fs::set_permissions(&other, fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(std::process::Command::new("setfacl").args(["-m", "u:nobody:r"]).arg(&other).status().unwrap().success());
+    assert_eq!(String::from_utf8_lossy(&as_nobody(&f.m.p("other")).stdout), "lower acl\n");
+}

@@ -726,7 +726,11 @@ impl Filesystem for StrataFs {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let _ns = self.union.ns.read();
-        let r = self.union.dir_info(ino.0).and_then(|(dir, dirs)| self.union.list(&dir, &dirs));
+        let r = self.union.dir_info(ino.0).and_then(|(dir, dirs)| {
+            let entries = self.union.list(&dir, &dirs)?;
+            self.union.listed(ino.0, &dirs, &entries);
+            Ok(entries)
+        });
         match r {
             Ok(entries) => {
                 let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);

@@ -10,6 +10,7 @@ pub mod error;
 pub mod fs;
 pub mod inode;
 pub mod mount;
+pub mod names;
 pub mod options;
 pub mod sys;
 pub mod union;

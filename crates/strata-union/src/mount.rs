@@ -187,7 +187,7 @@ impl Prepared {
 /// Unmounts a Strata mount, also one whose daemon died ("Transport endpoint is not
 /// connected"). `lazy` detaches a busy mount.
 pub fn unmount(mountpoint: &Path, lazy: bool) -> Result<(), std::io::Error> {
-    let abs = std::path::absolute(mountpoint)?;
+    let abs = mount_path(mountpoint)?;
     let entry = std::fs::read_to_string("/proc/self/mounts")?
         .lines()
         .filter_map(|l| {
@@ -216,6 +216,16 @@ pub fn unmount(mountpoint: &Path, lazy: bool) -> Result<(), std::io::Error> {
             std::io::Error::other(format!("{}: {e}", abs.display()))
         }
     })
+}
+
+/// The absolute, symlink-free path of a mountpoint, without touching the mountpoint
+/// itself (a dead daemon's mount answers ENOTCONN): the parent is resolved instead.
+fn mount_path(p: &Path) -> std::io::Result<PathBuf> {
+    let abs = std::path::absolute(p)?;
+    match (abs.parent(), abs.file_name()) {
+        (Some(parent), Some(name)) => Ok(parent.canonicalize()?.join(name)),
+        _ => abs.canonicalize(),
+    }
 }
 
 /// `/proc/mounts` escapes space, tab, newline and backslash as octal.

@@ -15,6 +15,7 @@ use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, Stat};
 use crate::branch::{Branch, Perm};
 use crate::copyup::{self, Data};
 use crate::inode::{Ino, Node, ROOT, Table};
+use crate::names::{Hint, INDEX_MIN_BRANCHES, NameIndexes};
 use crate::sys::{self, errno};
 use crate::whiteout::{self, Format};
 
@@ -49,6 +50,8 @@ pub struct Union {
     pub table: RwLock<Table>,
     /// Namespace lock: lookups and listings share it; changes to names take it alone.
     pub ns: RwLock<()>,
+    /// Name indexes of directories merged from many branches.
+    names: NameIndexes,
     scratch: AtomicU64,
     /// The mount's id, as AUFS's `si_*`.
     pub id: String,
@@ -89,6 +92,7 @@ impl Union {
             work,
             table: RwLock::new(Table::new(root)),
             ns: RwLock::new(()),
+            names: NameIndexes::default(),
             scratch: AtomicU64::new(0),
             id,
         }
@@ -174,8 +178,39 @@ impl Union {
             return Ok(ino);
         }
         let (dir, dirs) = self.dir_info(parent)?;
-        let found = self.resolve(&dir, &dirs, name)?.ok_or(Errno::ENOENT)?;
+        let from = self.first_candidate(parent, &dir, &dirs, name)?.ok_or(Errno::ENOENT)?;
+        let found = self.resolve(&dir, &dirs[from..], name)?.ok_or(Errno::ENOENT)?;
         Ok(self.index(parent, name, found))
+    }
+
+    /// Where in `dirs` a lookup of `name` must start; `None` when the directory's name
+    /// index knows the name is absent. Builds the index for many-branch directories.
+    fn first_candidate(&self, parent: Ino, dir: &Path, dirs: &[u16], name: &OsStr) -> Result<Option<usize>, Errno> {
+        if dirs.len() < INDEX_MIN_BRANCHES {
+            return Ok(Some(0));
+        }
+        let mut hint = self.names.hint(parent, name);
+        if hint == Hint::Unknown {
+            self.names.build(parent, dirs, &self.list(dir, dirs)?);
+            hint = self.names.hint(parent, name);
+        }
+        Ok(match hint {
+            Hint::Absent => None,
+            Hint::In(b) => Some(dirs.iter().position(|d| *d == b).unwrap_or(0)),
+            Hint::Unknown => Some(0),
+        })
+    }
+
+    /// A fresh merged listing of `dir` doubles as its name index.
+    pub fn listed(&self, dir: Ino, dirs: &[u16], entries: &[DirEntry]) {
+        if dirs.len() >= INDEX_MIN_BRANCHES {
+            self.names.build(dir, dirs, entries);
+        }
+    }
+
+    /// Keeps the name index of `dir` exact after a change made through the union.
+    fn name_changed(&self, dir: Ino, name: &OsStr, now_in: Option<u16>) {
+        self.names.set(dir, name, now_in);
     }
 
     /// Like [`Union::child`], `None` when the name does not exist.
@@ -387,6 +422,9 @@ impl Union {
         let n = t.get_mut(ino)?;
         n.branch = wb;
         n.xattr_names = None;
+        let name = n.name.clone();
+        drop(t);
+        self.name_changed(parent, &name, Some(wb));
         Ok(true)
     }
 
@@ -476,6 +514,8 @@ impl Union {
         let dirs: Box<[u16]> = if is_dir { Box::new([ne.wb]) } else { Box::new([]) };
         let mut t = self.table.write();
         let ino = t.insert(Node::new(parent, name.to_os_string(), file_type(&st), ne.wb, dirs));
+        drop(t);
+        self.name_changed(parent, name, Some(ne.wb));
         Ok((ino, fd))
     }
 
@@ -543,6 +583,10 @@ impl Union {
             rustix::fs::unlinkat(work, &tmp, rm_flags).map_err(errno)?;
         }
         self.table.write().remove_name(parent, name);
+        self.name_changed(parent, name, None);
+        if is_dir {
+            self.names.forget(ino);
+        }
         Ok(())
     }
 
@@ -617,6 +661,8 @@ impl Union {
                 whiteout::set_opaque(self.format, root, &rel).map_err(errno)?;
             }
             self.table.write().exchange((parent, name), (new_parent, new_name));
+            self.name_changed(parent, name, Some(wb));
+            self.name_changed(new_parent, new_name, Some(wb));
             return Ok(());
         }
 
@@ -654,6 +700,8 @@ impl Union {
             whiteout::remove_aufs_whiteout(root, &new_dir, new_name).map_err(errno)?;
         }
         self.table.write().rename(parent, name, new_parent, new_name);
+        self.name_changed(parent, name, None);
+        self.name_changed(new_parent, new_name, Some(wb));
         Ok(())
     }
 
@@ -677,6 +725,7 @@ impl Union {
             whiteout::remove_aufs_whiteout(root, &ne.dir, new_name).map_err(errno)?;
         }
         self.table.write().add_alias(ino, new_parent, new_name);
+        self.name_changed(new_parent, new_name, Some(ne.wb));
         Ok(())
     }
 

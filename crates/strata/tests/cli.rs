@@ -119,6 +119,18 @@ fn umount_cleans_a_dead_daemons_mount() {
 }
 
 #[test]
+fn umount_takes_relative_paths() {
+    let s = Scratch::new();
+    s.write("a", "f", "a");
+    let br = format!("br={}", s.path("a").display());
+    let m = Mount::new(&[&br], &s.path("mnt"));
+    let out = run(strata().current_dir(s.path("a")).args(["umount", "../mnt"]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!is_mounted(&m.mnt));
+    std::mem::forget(m);
+}
+
+#[test]
 fn umount_refuses_what_is_not_a_strata_mount() {
     let s = Scratch::new();
     let out = run(strata().arg("umount").arg(s.dir.path()));

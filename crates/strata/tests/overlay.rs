@@ -219,7 +219,16 @@ fn apply(root: &Path, op: &Op) -> i32 {
 
 fn differential(ops: &[Op], aufs: bool) -> Result<(), TestCaseError> {
     let s = Scratch::new();
-    let lower = lowers(&s);
+    // Eight empty layers on top make every directory a many-branch one, so the name
+    // index (built from 8 branches on) is checked against the kernel too.
+    let mut padding = Vec::new();
+    for i in 0..8 {
+        for d in ["d1/d2", "d3", "n"] {
+            s.mkdir(&format!("pad{i}/{d}"));
+        }
+        padding.push(s.path(&format!("pad{i}")).display().to_string());
+    }
+    let lower = format!("{}:{}", padding.join(":"), lowers(&s));
     for d in ["su", "sw", "ku", "kw"] {
         s.mkdir(d);
     }

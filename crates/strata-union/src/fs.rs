@@ -29,6 +29,9 @@ use crate::whiteout;
 
 /// Virtual xattr on the mount root listing the branches (read by `strata branches`).
 pub const BRANCHES_XATTR: &str = "trusted.strata.branches";
+/// Virtual xattr on the mount root with the daemon's process id (`strata umount` waits
+/// for it to finish writing its state).
+pub const PID_XATTR: &str = "trusted.strata.pid";
 /// Virtual xattr on the mount root with the daemon's counters, one `name value` a line.
 pub const STATS_XATTR: &str = "trusted.strata.stats";
 
@@ -468,6 +471,12 @@ impl Filesystem for StrataFs {
         Ok(())
     }
 
+    fn destroy(&mut self) {
+        if let Err(e) = self.union.save_inode_numbers() {
+            warn!("inode numbers not kept for the next mount: {e}");
+        }
+    }
+
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         if name.len() > crate::union::NAME_MAX {
             return reply.error(Errno::ENAMETOOLONG);
@@ -840,6 +849,9 @@ impl Filesystem for StrataFs {
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         if ino.0 == ROOT && name == BRANCHES_XATTR {
             return Self::reply_xattr(reply, size, self.branches_text().as_bytes());
+        }
+        if ino.0 == ROOT && name == PID_XATTR {
+            return Self::reply_xattr(reply, size, std::process::id().to_string().as_bytes());
         }
         if ino.0 == ROOT && name == STATS_XATTR {
             return Self::reply_xattr(reply, size, self.stats_text().as_bytes());

@@ -56,13 +56,25 @@ pub struct Table {
     /// Further names of nodes with hard links made through the union.
     aliases: HashMap<Ino, Vec<(Ino, OsString)>>,
     next: Ino,
+    /// Numbers the previous mount gave to names (see `persist`).
+    hints: HashMap<(Ino, OsString), Ino>,
 }
 
 impl Table {
     pub fn new(root: Node) -> Table {
-        let mut t = Table { next: ROOT + 1, ..Table::default() };
+        Self::with_hints(root, crate::persist::Hints::default())
+    }
+
+    /// A table that gives names the numbers they had in a previous mount.
+    pub fn with_hints(root: Node, hints: crate::persist::Hints) -> Table {
+        let mut t = Table { next: hints.next.max(ROOT + 1), hints: hints.by_name, ..Table::default() };
         t.nodes.insert(ROOT, root);
         t
+    }
+
+    /// Every linked name with its number, for `persist::save`.
+    pub fn names(&self) -> impl Iterator<Item = (Ino, Ino, OsString)> + '_ {
+        self.children.iter().map(|((parent, name), ino)| (*ino, *parent, name.clone()))
     }
 
     pub fn get(&self, ino: Ino) -> Result<&Node, Errno> {
@@ -101,8 +113,11 @@ impl Table {
 
     /// Adds a node under `(node.parent, node.name)`, replacing whatever was indexed there.
     pub fn insert(&mut self, node: Node) -> Ino {
-        let ino = self.next;
-        self.next += 1;
+        let hinted = self.hints.remove(&(node.parent, node.name.clone())).filter(|i| !self.nodes.contains_key(i));
+        let ino = hinted.unwrap_or_else(|| {
+            self.next += 1;
+            self.next - 1
+        });
         if let Some(old) = self.children.insert((node.parent, node.name.clone()), ino) {
             self.drop_name(old, node.parent, &node.name);
         }

@@ -12,6 +12,7 @@ pub mod inode;
 pub mod mount;
 pub mod names;
 pub mod options;
+pub mod persist;
 pub mod sys;
 pub mod union;
 pub mod whiteout;

@@ -14,13 +14,15 @@ use tracing::info;
 
 use crate::branch::{Branch, BranchSpec};
 use crate::error::MountError;
-use crate::fs::{BRANCHES_XATTR, StrataFs};
+use crate::fs::{BRANCHES_XATTR, PID_XATTR, StrataFs};
 use crate::options::MountSpec;
 use crate::union::Union;
 use crate::whiteout::Format;
 
 /// The work dir inside an AUFS-style writable branch (a meta name: never listed).
 pub const AUFS_WORKDIR: &str = ".wh..wh.work";
+/// Mount state kept between mounts (inode numbers) in an AUFS-style writable branch.
+pub const AUFS_STATEDIR: &str = ".wh..wh.strata";
 pub const FS_TYPE: &str = "fuse.strata";
 
 /// A union whose branches are checked and open, ready to be served.
@@ -80,8 +82,13 @@ pub fn prepare(mut spec: MountSpec, mountpoint: &Path) -> Result<Prepared, Mount
         })
         .collect::<Result<Vec<_>, MountError>>()?;
     let work = workdir.map(|w| open_workdir(&w)).transpose()?;
+    let inode_map = match (wb, &spec.workdir) {
+        (None, _) => None,
+        (Some(_), Some(dir)) => Some(dir.join("strata").join("inodes")),
+        (Some(w), None) => Some(spec.branches[w].path.join(AUFS_STATEDIR).join("inodes")),
+    };
     let format = spec.whiteout;
-    let union = Union::new(branches, format, wb.map(|w| w as u16), work, mount_id());
+    let union = Union::new(branches, format, wb.map(|w| w as u16), work, mount_id(), inode_map);
     union.clean_work().map_err(|e| MountError::Workdir {
         workdir: PathBuf::from("work"),
         reason: std::io::Error::from_raw_os_error(e.code()).to_string(),
@@ -204,6 +211,7 @@ pub fn unmount(mountpoint: &Path, lazy: bool) -> Result<(), std::io::Error> {
         Some(_) => {}
     }
     let dead = matches!(std::fs::metadata(&abs), Err(e) if e.raw_os_error() == Some(libc::ENOTCONN));
+    let daemon = if dead { None } else { daemon_pid(&abs) };
     let flags = if lazy || dead { rustix::mount::UnmountFlags::DETACH } else { rustix::mount::UnmountFlags::empty() };
     rustix::mount::unmount(&abs, flags).map_err(|e| {
         let e = std::io::Error::from(e);
@@ -215,7 +223,28 @@ pub fn unmount(mountpoint: &Path, lazy: bool) -> Result<(), std::io::Error> {
         } else {
             std::io::Error::other(format!("{}: {e}", abs.display()))
         }
-    })
+    })?;
+    // The daemon writes its state (inode numbers) as it ends: wait, so that the branches
+    // are at rest when this returns.
+    if let (Some(pid), false) = (daemon, lazy) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while process_alive(pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    Ok(())
+}
+
+/// Running, as opposed to gone or a zombie waiting for init to reap it.
+fn process_alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    // The state follows the parenthesised command name, which may itself hold spaces.
+    stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).is_some_and(|st| st != "Z" && st != "X")
+}
+
+fn daemon_pid(mountpoint: &Path) -> Option<u32> {
+    let v = crate::sys::get_xattr(mountpoint, OsStr::new(PID_XATTR)).ok()??;
+    std::str::from_utf8(&v).ok()?.parse().ok()
 }
 
 /// The absolute, symlink-free path of a mountpoint, without touching the mountpoint

@@ -16,6 +16,7 @@ use crate::branch::{Branch, Perm};
 use crate::copyup::{self, Data};
 use crate::inode::{Ino, Node, ROOT, Table};
 use crate::names::{Hint, INDEX_MIN_BRANCHES, NameIndexes};
+use crate::persist;
 use crate::sys::{self, errno};
 use crate::whiteout::{self, Format};
 
@@ -55,6 +56,8 @@ pub struct Union {
     scratch: AtomicU64,
     /// The mount's id, as AUFS's `si_*`.
     pub id: String,
+    /// Where inode numbers are kept across mounts, and the branch identity they belong to.
+    inode_map: Option<(PathBuf, String)>,
 }
 
 /// The error a name check gives, if any: meta names are reserved, long ones refused.
@@ -81,21 +84,37 @@ pub fn file_type(st: &Stat) -> FileType {
 }
 
 impl Union {
-    pub fn new(branches: Vec<Branch>, format: Format, wb: Option<u16>, work: Option<OwnedFd>, id: String) -> Union {
+    pub fn new(
+        branches: Vec<Branch>,
+        format: Format,
+        wb: Option<u16>,
+        work: Option<OwnedFd>,
+        id: String,
+        inode_map: Option<PathBuf>,
+    ) -> Union {
         let all: Box<[u16]> = (0..branches.len() as u16).collect();
         let top = all.first().copied().unwrap_or(0);
         let root = Node::new(ROOT, OsString::new(), FileType::Directory, top, all);
+        let inode_map = inode_map.and_then(|p| persist::fingerprint(&branches).ok().map(|f| (p, f)));
+        let hints = inode_map.as_ref().map(|(p, f)| persist::load(p, f)).unwrap_or_default();
         Union {
             branches,
             format,
             wb,
             work,
-            table: RwLock::new(Table::new(root)),
+            table: RwLock::new(Table::with_hints(root, hints)),
             ns: RwLock::new(()),
             names: NameIndexes::default(),
             scratch: AtomicU64::new(0),
             id,
+            inode_map,
         }
+    }
+
+    /// Keeps this mount's inode numbers for the next mount of the same branches.
+    pub fn save_inode_numbers(&self) -> std::io::Result<()> {
+        let Some((path, fingerprint)) = &self.inode_map else { return Ok(()) };
+        persist::save(path, fingerprint, self.table.read().names())
     }
 
     pub fn root(&self, b: u16) -> BorrowedFd<'_> {
@@ -624,7 +643,6 @@ impl Union {
             match dst_dir {
                 Some(true) if !src_dir => return Err(Errno::EISDIR),
                 Some(false) if src_dir => return Err(Errno::ENOTDIR),
-                Some(true) if !self.is_empty_dir(dst.unwrap_or(0))? => return Err(Errno::ENOTEMPTY),
                 _ => {}
             }
         }
@@ -634,6 +652,12 @@ impl Union {
             {
                 return Err(Errno::EXDEV);
             }
+        }
+        // As overlayfs: a directory that cannot move is EXDEV before its target is checked.
+        if let (false, Some(true), Some(d)) = (exchange, dst_dir, dst)
+            && !self.is_empty_dir(d)?
+        {
+            return Err(Errno::ENOTEMPTY);
         }
         self.copy_up(src, Data::Copy, None)?;
         if let (true, Some(d)) = (exchange, dst) {

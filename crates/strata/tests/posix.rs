@@ -550,3 +550,54 @@ fn acls_grant_access() {
     assert!(std::process::Command::new("setfacl").args(["-m", "u:nobody:r"]).arg(&other).status().unwrap().success());
     assert_eq!(String::from_utf8_lossy(&as_nobody(&f.m.p("other")).stdout), "lower acl\n");
 }
+
+/// Inode numbers: stable across copy-up and rename within a mount, `d_ino == st_ino`,
+/// and the same after unmount and remount over unchanged branches.
+#[test]
+fn inode_numbers_survive_remount() {
+    let s = Scratch::new();
+    s.write("lower", "file", "x");
+    s.write("lower", "dir/sub/deep", "deep");
+    s.write("lower", "other", "o");
+    for (style, opts) in [
+        ("aufs", format!("br={}=rw:{}=ro", s.mkdir("upper").display(), s.path("lower").display())),
+        (
+            "overlay",
+            format!(
+                "lowerdir={},upperdir={},workdir={}",
+                s.path("lower").display(),
+                s.mkdir("up2").display(),
+                s.mkdir("work2").display()
+            ),
+        ),
+    ] {
+        let m = Mount::new(&[&opts], &s.path("mnt"));
+        let ino = |p: &str| fs::symlink_metadata(m.p(p)).unwrap().ino();
+        let before: Vec<u64> = ["file", "dir", "dir/sub", "dir/sub/deep", "other"].iter().map(|p| ino(p)).collect();
+        fs::write(m.p("dir/sub/deep"), "copied up").unwrap();
+        fs::rename(m.p("other"), m.p("moved")).unwrap();
+        assert_eq!(ino("dir/sub/deep"), before[3], "{style}: copy-up keeps st_ino");
+        assert_eq!(ino("moved"), before[4], "{style}: rename keeps st_ino");
+        fs::write(m.p("new"), "n").unwrap();
+        let new = ino("new");
+        m.unmount();
+        let m = Mount::new(&[&opts], &s.path("mnt"));
+        let ino = |p: &str| fs::symlink_metadata(m.p(p)).unwrap().ino();
+        // Looked up in another order than before, on purpose.
+        assert_eq!(ino("new"), new, "{style}");
+        assert_eq!(ino("moved"), before[4], "{style}");
+        assert_eq!(ino("dir/sub/deep"), before[3], "{style}");
+        assert_eq!(ino("dir/sub"), before[2], "{style}");
+        assert_eq!(ino("file"), before[0], "{style}");
+        // A brand-new name never reuses an old number.
+        fs::write(m.p("newer"), "n").unwrap();
+        assert!(!before.contains(&ino("newer")) && ino("newer") != new, "{style}");
+        for e in fs::read_dir(&m.mnt).unwrap() {
+            let e = e.unwrap();
+            assert_eq!(std::os::unix::fs::DirEntryExt::ino(&e), fs::symlink_metadata(e.path()).unwrap().ino());
+        }
+        // The state file is a meta name: never listed.
+        assert!(fs::read_dir(&m.mnt).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().starts_with(".wh.")));
+        m.unmount();
+    }
+}

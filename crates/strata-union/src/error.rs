@@ -7,6 +7,8 @@ use std::path::PathBuf;
 pub enum OptionError {
     #[error("unknown mount option '{0}'")]
     Unknown(String),
+    #[error("mount option '{0}' is not supported by Strata")]
+    Unsupported(String),
     #[error("mount option '{0}' needs a value")]
     MissingValue(String),
     #[error("bad branch permission '{0}' (expected rw, ro or ro+wh)")]

@@ -145,9 +145,12 @@ impl Prepared {
             MountOption::FSName("strata".into()),
             MountOption::CUSTOM("subtype=strata".into()),
             MountOption::DefaultPermissions,
-            MountOption::Dev,
-            MountOption::Suid,
+            if self.spec.nodev { MountOption::NoDev } else { MountOption::Dev },
+            if self.spec.nosuid { MountOption::NoSuid } else { MountOption::Suid },
         ];
+        if self.spec.noexec {
+            options.push(MountOption::NoExec);
+        }
         if read_only {
             options.push(MountOption::RO);
         }

@@ -28,10 +28,42 @@ pub struct MountSpec {
     pub allow_other: bool,
     /// Request threads; `None` picks twice the CPU count.
     pub threads: Option<usize>,
+    /// Mount flags passed on to the kernel.
+    pub nodev: bool,
+    pub nosuid: bool,
+    pub noexec: bool,
 }
 
 /// Options FUSE and fuse-overlayfs users commonly pass that change nothing here.
-const ACCEPTED_NOOPS: &[&str] = &["rw", "dev", "suid", "exec", "noatime", "relatime", "default_permissions"];
+const ACCEPTED_NOOPS: &[&str] = &["rw", "dev", "suid", "exec", "noatime", "relatime", "default_permissions", "debug"];
+
+/// fuse-overlayfs options taken for drop-in use (podman's `mount_program`), with the value
+/// that means what Strata does anyway; any other value is refused.
+const FUSE_OVERLAYFS_COMPAT: &[(&str, &[&str])] = &[
+    ("fsync", &["0", "1"]),
+    ("threaded", &["0", "1"]),
+    ("fast_ino", &["0", "1"]),
+    ("writeback", &["0", "1"]),
+    ("redirect_dir", &["off", "nofollow"]),
+    ("index", &["off"]),
+    ("metacopy", &["off"]),
+    ("xino", &["off", "auto", "on"]),
+    ("context", &[]),
+];
+
+/// fuse-overlayfs options whose behaviour Strata does not have.
+const UNSUPPORTED: &[&str] = &[
+    "uidmapping",
+    "gidmapping",
+    "squash_to_root",
+    "squash_to_uid",
+    "squash_to_gid",
+    "plugins",
+    "xattr_permissions",
+    "userxattr",
+    "static_nlink",
+    "noxattrs",
+];
 
 impl MountSpec {
     /// Parses the comma-separated option strings given with `-o` (in order).
@@ -46,6 +78,7 @@ impl MountSpec {
         let mut passthrough = true;
         let mut allow_other = true;
         let mut threads = None;
+        let (mut nodev, mut nosuid, mut noexec) = (false, false, false);
 
         for opt in options.iter().flat_map(|o| split_options(o.as_ref())) {
             let (key, value) = match opt.split_once('=') {
@@ -73,6 +106,14 @@ impl MountSpec {
                 }
                 "passthrough" => passthrough = true,
                 "nopassthrough" => passthrough = false,
+                "nodev" => nodev = true,
+                "nosuid" => nosuid = true,
+                "noexec" => noexec = true,
+                "volatile" | "noacl" | "ino32_t" => {}
+                k if UNSUPPORTED.contains(&k) => return Err(OptionError::Unsupported(opt.clone())),
+                k if FUSE_OVERLAYFS_COMPAT
+                    .iter()
+                    .any(|(name, ok)| *name == k && value.is_some_and(|v| ok.is_empty() || ok.contains(&v))) => {}
                 "allow_other" => allow_other = true,
                 "noallow_other" => allow_other = false,
                 k if value.is_none() && ACCEPTED_NOOPS.contains(&k) => {}
@@ -111,6 +152,9 @@ impl MountSpec {
             passthrough,
             allow_other,
             threads,
+            nodev,
+            nosuid,
+            noexec,
         })
     }
 
@@ -134,10 +178,24 @@ impl FromStr for Format {
     }
 }
 
-/// Splits `a=1,b=2`; a comma inside a `br=`/`lowerdir=` list is taken as a separator too,
-/// as mount(8) does.
+/// Splits `a=1,b=2` at commas outside double quotes (an SELinux `context="a,b"` holds some).
 fn split_options(s: &str) -> Vec<String> {
-    s.split(',').filter(|p| !p.is_empty()).map(str::to_string).collect()
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in s.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                cur.push(c);
+            }
+            ',' if !quoted => out.push(std::mem::take(&mut cur)),
+            _ => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out.retain(|p| !p.is_empty());
+    out
 }
 
 fn parse_paths(list: &str) -> Result<Vec<PathBuf>, OptionError> {
@@ -212,5 +270,14 @@ mod tests {
         assert!(matches!(MountSpec::parse::<&str>(&[]), Err(OptionError::NoBranches)));
         assert!(matches!(MountSpec::parse(&["br=/a::/b"]), Err(OptionError::EmptyPath(_))));
         assert!(matches!(MountSpec::parse(&["whiteout=zfs", "br=/a"]), Err(OptionError::BadWhiteout(_))));
+        assert!(matches!(MountSpec::parse(&["lowerdir=/a", "uidmapping=0:1:1"]), Err(OptionError::Unsupported(_))));
+        assert!(matches!(MountSpec::parse(&["lowerdir=/a", "redirect_dir=on"]), Err(OptionError::Unknown(_))));
+    }
+
+    #[test]
+    fn fuse_overlayfs_options_are_taken() {
+        let s =
+            spec(&["lowerdir=/l,upperdir=/u,workdir=/w,fsync=0,context=\"a:b:c0,c1\",redirect_dir=off,nodev,nosuid"]);
+        assert!(s.nodev && s.nosuid && !s.noexec);
     }
 }

@@ -2,7 +2,7 @@
 
 mod daemon;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -44,7 +44,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(drop_in_args(std::env::args_os().collect()));
     match cli.command {
         Command::Mount { options, foreground, log_file, mountpoint } => {
             daemon::mount(&options, foreground, log_file.as_deref(), &mountpoint)
@@ -61,6 +61,18 @@ fn main() -> ExitCode {
             Err(e) => fail(EXIT_USAGE, &e),
         },
     }
+}
+
+/// Drop-in for fuse-overlayfs: called as `fuse-overlayfs` (a symlink) or as
+/// `strata -o lowerdir=...,upperdir=...,workdir=... MOUNTPOINT`, it means `strata mount`.
+fn drop_in_args(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let called_as = args.first().and_then(|a| Path::new(a).file_name().map(|n| n.to_os_string()));
+    let first = args.get(1).map(|a| a.to_string_lossy().into_owned()).unwrap_or_default();
+    let options_first = first.starts_with("-o") || first == "-f";
+    if called_as.as_deref() == Some(std::ffi::OsStr::new("fuse-overlayfs")) || options_first {
+        args.insert(1, "mount".into());
+    }
+    args
 }
 
 /// Prints `strata: MESSAGE` and returns `code`.

@@ -215,7 +215,7 @@ impl StrataFs {
         if !live_lower {
             return Ok(());
         }
-        let fresh = Node::new(n.parent, n.name.clone(), n.kind, n.branch, n.dirs.clone());
+        let fresh = Node::new(n.parent, n.name.clone(), n.kind, n.branch, n.src.clone(), n.dirs.clone());
         t.insert(fresh);
         debug!(ino, "copied up under open passthrough readers: new inode for the name");
         Err(Errno::ESTALE)
@@ -442,7 +442,7 @@ impl StrataFs {
 
     /// Node of a listed entry; the listing told which branch it came from, so only a
     /// directory needs resolving further (for the branches it merges).
-    fn listed_node(&self, dir_ino: Ino, dir: &Path, dirs: &[u16], e: &DirEntry) -> Result<Ino, Errno> {
+    fn listed_node(&self, dir_ino: Ino, dir: &Path, dirs: &[crate::inode::Part], e: &DirEntry) -> Result<Ino, Errno> {
         if let Some(ino) = self.union.table.read().child(dir_ino, &e.name) {
             return Ok(ino);
         }

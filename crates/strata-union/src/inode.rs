@@ -7,13 +7,32 @@
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
-use std::path::PathBuf;
-use std::sync::Weak;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
 
 use fuser::{BackingId, Errno, FileType};
 
 pub type Ino = u64;
 pub const ROOT: Ino = 1;
+
+/// A directory's part in one branch. `path` says where the part lives in that branch
+/// when it is not at the directory's own path (below a renamed lower directory).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Part {
+    pub branch: u16,
+    pub path: Option<Arc<Path>>,
+}
+
+impl Part {
+    pub fn at(branch: u16) -> Part {
+        Part { branch, path: None }
+    }
+
+    /// The part's path, given the directory's own path in the union.
+    pub fn path_or<'a>(&'a self, own: &'a Path) -> &'a Path {
+        self.path.as_deref().unwrap_or(own)
+    }
+}
 
 #[derive(Debug)]
 pub struct Node {
@@ -22,8 +41,13 @@ pub struct Node {
     pub kind: FileType,
     /// Topmost branch holding this entry.
     pub branch: u16,
-    /// Directories only: the branches merged into it, top first, cut at the first opaque one.
-    pub dirs: Box<[u16]>,
+    /// Where the entry lives in `branch` when that is not its path in the union.
+    pub src: Option<Arc<Path>>,
+    /// Directories only: the parts merged into it, top first, cut at the first opaque one.
+    pub dirs: Box<[Part]>,
+    /// The cached resolution may be out of date (an ancestor directory was renamed while
+    /// parts of it live in lower branches): resolve again before use.
+    pub stale: bool,
     /// References the kernel holds (lookups minus forgets).
     pub lookups: u64,
     /// Open file handles.
@@ -40,8 +64,21 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn new(parent: Ino, name: OsString, kind: FileType, branch: u16, dirs: Box<[u16]>) -> Node {
-        Node { parent, name, kind, branch, dirs, lookups: 0, opens: 0, linked: true, backing: None, xattr_names: None }
+    pub fn new(parent: Ino, name: OsString, kind: FileType, branch: u16, src: Option<Arc<Path>>, dirs: Box<[Part]>) -> Node {
+        Node {
+            parent,
+            name,
+            kind,
+            branch,
+            src,
+            dirs,
+            stale: false,
+            lookups: 0,
+            opens: 0,
+            linked: true,
+            backing: None,
+            xattr_names: None,
+        }
     }
 
     pub fn is_dir(&self) -> bool {
@@ -194,6 +231,31 @@ impl Table {
         }
     }
 
+    /// Marks every node below `dir` for re-resolution.
+    pub fn mark_stale_below(&mut self, dir: Ino) {
+        let below: Vec<Ino> = self
+            .nodes
+            .keys()
+            .copied()
+            .filter(|&ino| {
+                let mut cur = ino;
+                while cur != ROOT {
+                    let Some(n) = self.nodes.get(&cur) else { return false };
+                    if n.parent == dir {
+                        return true;
+                    }
+                    cur = n.parent;
+                }
+                false
+            })
+            .collect();
+        for ino in below {
+            if let Some(n) = self.nodes.get_mut(&ino) {
+                n.stale = true;
+            }
+        }
+    }
+
     /// The kernel dropped `n` references.
     pub fn forget(&mut self, ino: Ino, n: u64) {
         if let Some(node) = self.nodes.get_mut(&ino) {
@@ -226,17 +288,17 @@ mod tests {
     use super::*;
 
     fn table() -> Table {
-        Table::new(Node::new(ROOT, OsString::new(), FileType::Directory, 0, Box::new([0])))
+        Table::new(Node::new(ROOT, OsString::new(), FileType::Directory, 0, None, Box::new([Part::at(0)])))
     }
 
     fn file(parent: Ino, name: &str) -> Node {
-        Node::new(parent, name.into(), FileType::RegularFile, 0, Box::new([]))
+        Node::new(parent, name.into(), FileType::RegularFile, 0, None, Box::new([]))
     }
 
     #[test]
     fn paths_follow_renames() {
         let mut t = table();
-        let d = t.insert(Node::new(ROOT, "d".into(), FileType::Directory, 0, Box::new([0])));
+        let d = t.insert(Node::new(ROOT, "d".into(), FileType::Directory, 0, None, Box::new([Part::at(0)])));
         let f = t.insert(file(d, "f"));
         assert_eq!(t.path(f).unwrap(), PathBuf::from("d/f"));
         t.rename(d, OsStr::new("f"), ROOT, OsStr::new("g"));

@@ -13,7 +13,7 @@ use std::ffi::{OsStr, OsString};
 
 use parking_lot::Mutex;
 
-use crate::inode::Ino;
+use crate::inode::{Ino, Part};
 use crate::union::DirEntry;
 
 /// Directories merged from fewer branches than this are looked up directly.
@@ -44,8 +44,8 @@ impl NameIndexes {
     }
 
     /// Records a directory's merged listing; `dirs` maps listing positions to branches.
-    pub fn build(&self, dir: Ino, dirs: &[u16], entries: &[DirEntry]) {
-        let names = entries.iter().map(|e| (e.name.clone(), dirs[e.pos as usize])).collect();
+    pub fn build(&self, dir: Ino, dirs: &[Part], entries: &[DirEntry]) {
+        let names = entries.iter().map(|e| (e.name.clone(), dirs[e.pos as usize].branch)).collect();
         self.dirs.lock().insert(dir, names);
     }
 
@@ -79,7 +79,7 @@ mod tests {
         let idx = NameIndexes::default();
         assert_eq!(idx.hint(5, OsStr::new("a")), Hint::Unknown);
         let entries = vec![DirEntry { name: "a".into(), kind: FileType::RegularFile, pos: 1 }];
-        idx.build(5, &[0, 7], &entries);
+        idx.build(5, &[Part::at(0), Part::at(7)], &entries);
         assert_eq!(idx.hint(5, OsStr::new("a")), Hint::In(7));
         assert_eq!(idx.hint(5, OsStr::new("b")), Hint::Absent);
         idx.set(5, OsStr::new("b"), Some(0));

@@ -6,6 +6,7 @@ use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use fuser::{Errno, FileType};
@@ -14,7 +15,7 @@ use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, Stat};
 
 use crate::branch::{Branch, Perm};
 use crate::copyup::{self, Data};
-use crate::inode::{Ino, Node, ROOT, Table};
+use crate::inode::{Ino, Node, Part, ROOT, Table};
 use crate::names::{Hint, INDEX_MIN_BRANCHES, NameIndexes};
 use crate::persist;
 use crate::sys::{self, errno};
@@ -27,8 +28,10 @@ pub const NAME_MAX: usize = 255;
 pub struct Found {
     pub branch: u16,
     pub stat: Stat,
-    /// Directories: the merged branches, top first.
-    pub dirs: Box<[u16]>,
+    /// Where the entry lives in `branch`, when not at its path in the union.
+    pub src: Option<Arc<Path>>,
+    /// Directories: the merged parts, top first.
+    pub dirs: Box<[Part]>,
 }
 
 /// One entry of a merged directory listing.
@@ -92,9 +95,8 @@ impl Union {
         id: String,
         inode_map: Option<PathBuf>,
     ) -> Union {
-        let all: Box<[u16]> = (0..branches.len() as u16).collect();
-        let top = all.first().copied().unwrap_or(0);
-        let root = Node::new(ROOT, OsString::new(), FileType::Directory, top, all);
+        let all: Box<[Part]> = (0..branches.len() as u16).map(Part::at).collect();
+        let root = Node::new(ROOT, OsString::new(), FileType::Directory, 0, None, all);
         let inode_map = inode_map.and_then(|p| persist::fingerprint(&branches).ok().map(|f| (p, f)));
         let hints = inode_map.as_ref().map(|(p, f)| persist::load(p, f)).unwrap_or_default();
         Union {
@@ -137,15 +139,21 @@ impl Union {
         OsString::from(format!("#{}", self.scratch.fetch_add(1, Ordering::Relaxed)))
     }
 
-    /// Resolves `name` in directory `dir` across `candidates` (the directory's branches):
+    /// Resolves `name` in directory `dir` across `candidates` (the directory's parts):
     /// the first branch holding the name wins, a whiteout stops the search, and a
-    /// directory keeps merging lower directories until one is opaque.
-    pub fn resolve(&self, dir: &Path, candidates: &[u16], name: &OsStr) -> Result<Option<Found>, Errno> {
-        let rel = sys::join(dir, name);
+    /// directory keeps merging lower directories until one is opaque. A renamed
+    /// directory's redirect sends the search below it to the directory's old path.
+    pub fn resolve(&self, dir: &Path, candidates: &[Part], name: &OsStr) -> Result<Option<Found>, Errno> {
+        let own = sys::join(dir, name);
+        let mut places: Vec<(u16, PathBuf)> = candidates.iter().map(|p| (p.branch, sys::join(p.path_or(dir), name))).collect();
         let mut found: Option<Found> = None;
-        let mut dirs: Vec<u16> = Vec::new();
-        for &b in candidates {
+        let mut dirs: Vec<Part> = Vec::new();
+        let mut i = 0;
+        while i < places.len() {
+            let (b, rel) = places[i].clone();
+            i += 1;
             let honours = self.perm(b).honours_whiteouts();
+            let here = (rel != own).then(|| Arc::<Path>::from(rel.as_path()));
             match sys::lstat_opt(self.root(b), &rel).map_err(errno)? {
                 Some(st) if whiteout::is_overlay_whiteout(&st) => {
                     if honours {
@@ -155,20 +163,37 @@ impl Union {
                 Some(st) => {
                     let st_is_dir = sys::is_dir(&st);
                     if found.is_none() {
-                        found = Some(Found { branch: b, stat: st, dirs: Box::new([]) });
+                        found = Some(Found { branch: b, stat: st, src: here.clone(), dirs: Box::new([]) });
                         if !st_is_dir {
                             break;
                         }
                     } else if !st_is_dir {
                         break; // a non-directory below a directory ends the merge
                     }
-                    dirs.push(b);
-                    if honours && whiteout::is_opaque(self.root(b), &rel).map_err(errno)? {
+                    dirs.push(Part { branch: b, path: here });
+                    if !honours {
+                        continue;
+                    }
+                    let marks = whiteout::dir_marks(self.root(b), &rel).map_err(errno)?;
+                    if marks.opaque {
                         break;
+                    }
+                    if let Some(target) = marks.redirect {
+                        let target = match target.strip_prefix("/") {
+                            Ok(abs) => abs.to_path_buf(),
+                            Err(_) => sys::join(rel.parent().unwrap_or(Path::new(".")), target.as_os_str()),
+                        };
+                        if target.as_os_str().is_empty() {
+                            continue;
+                        }
+                        places.truncate(i);
+                        places.extend((b + 1..self.branches.len() as u16).map(|l| (l, target.clone())));
                     }
                 }
                 None => {
-                    if honours && whiteout::has_aufs_whiteout(self.root(b), dir, name).map_err(errno)? {
+                    let (parent, base) = (rel.parent().unwrap_or(Path::new(".")), rel.file_name().unwrap_or(name));
+                    let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+                    if honours && whiteout::has_aufs_whiteout(self.root(b), parent, base).map_err(errno)? {
                         break;
                     }
                 }
@@ -180,8 +205,33 @@ impl Union {
         Ok(found)
     }
 
+    /// Re-resolves a node marked stale (an ancestor was renamed while parts of it stay in
+    /// lower branches), keeping its number.
+    fn refresh(&self, ino: Ino) -> Result<(), Errno> {
+        let (parent, name, stale) = {
+            let t = self.table.read();
+            let n = t.get(ino)?;
+            (n.parent, n.name.clone(), n.stale)
+        };
+        if !stale || ino == ROOT {
+            return Ok(());
+        }
+        let (dir, parts) = self.dir_info(parent)?;
+        let found = self.resolve(&dir, &parts, &name)?.ok_or(Errno::ENOENT)?;
+        let mut t = self.table.write();
+        let n = t.get_mut(ino)?;
+        n.branch = found.branch;
+        n.src = found.src;
+        if n.is_dir() {
+            n.dirs = found.dirs;
+        }
+        n.stale = false;
+        Ok(())
+    }
+
     /// Path and merged branches of a directory node.
-    pub fn dir_info(&self, ino: Ino) -> Result<(PathBuf, Box<[u16]>), Errno> {
+    pub fn dir_info(&self, ino: Ino) -> Result<(PathBuf, Box<[Part]>), Errno> {
+        self.refresh(ino)?;
         let t = self.table.read();
         let n = t.get(ino)?;
         if !n.is_dir() {
@@ -204,7 +254,7 @@ impl Union {
 
     /// Where in `dirs` a lookup of `name` must start; `None` when the directory's name
     /// index knows the name is absent. Builds the index for many-branch directories.
-    fn first_candidate(&self, parent: Ino, dir: &Path, dirs: &[u16], name: &OsStr) -> Result<Option<usize>, Errno> {
+    fn first_candidate(&self, parent: Ino, dir: &Path, dirs: &[Part], name: &OsStr) -> Result<Option<usize>, Errno> {
         if dirs.len() < INDEX_MIN_BRANCHES {
             return Ok(Some(0));
         }
@@ -215,13 +265,13 @@ impl Union {
         }
         Ok(match hint {
             Hint::Absent => None,
-            Hint::In(b) => Some(dirs.iter().position(|d| *d == b).unwrap_or(0)),
+            Hint::In(b) => Some(dirs.iter().position(|d| d.branch == b).unwrap_or(0)),
             Hint::Unknown => Some(0),
         })
     }
 
     /// A fresh merged listing of `dir` doubles as its name index.
-    pub fn listed(&self, dir: Ino, dirs: &[u16], entries: &[DirEntry]) {
+    pub fn listed(&self, dir: Ino, dirs: &[Part], entries: &[DirEntry]) {
         if dirs.len() >= INDEX_MIN_BRANCHES {
             self.names.build(dir, dirs, entries);
         }
@@ -247,7 +297,7 @@ impl Union {
         if let Some(ino) = t.child(parent, name) {
             return ino;
         }
-        t.insert(Node::new(parent, name.to_os_string(), file_type(&found.stat), found.branch, found.dirs))
+        t.insert(Node::new(parent, name.to_os_string(), file_type(&found.stat), found.branch, found.src, found.dirs))
     }
 
     /// The backing branch, path and stat of a node.
@@ -258,18 +308,23 @@ impl Union {
     }
 
     pub fn location(&self, ino: Ino) -> Result<(u16, PathBuf), Errno> {
+        self.refresh(ino)?;
         let t = self.table.read();
         let n = t.get(ino)?;
-        Ok((n.branch, t.path(ino)?))
+        match &n.src {
+            Some(src) => Ok((n.branch, src.to_path_buf())),
+            None => Ok((n.branch, t.path(ino)?)),
+        }
     }
 
     /// Merged listing of a directory: shadowed names once, whiteouts and meta files hidden.
-    pub fn list(&self, dir: &Path, dirs: &[u16]) -> Result<Vec<DirEntry>, Errno> {
+    pub fn list(&self, dir: &Path, dirs: &[Part]) -> Result<Vec<DirEntry>, Errno> {
         let mut seen: HashSet<OsString> = HashSet::new();
         let mut out = Vec::new();
-        for (pos, &b) in dirs.iter().enumerate() {
+        for (pos, part) in dirs.iter().enumerate() {
+            let b = part.branch;
             let honours = self.perm(b).honours_whiteouts();
-            let fd = match sys::open_at(self.root(b), dir, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()) {
+            let fd = match sys::open_at(self.root(b), part.path_or(dir), OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()) {
                 Ok(fd) => fd,
                 Err(rustix::io::Errno::NOENT) | Err(rustix::io::Errno::NOTDIR) => continue,
                 Err(e) => return Err(errno(e)),
@@ -324,7 +379,7 @@ impl Union {
     /// Would `name` in `parent` still be visible from the branches strictly below `below`?
     fn visible_below(&self, parent: Ino, name: &OsStr, below: u16) -> Result<Option<Found>, Errno> {
         let (dir, dirs) = self.dir_info(parent)?;
-        let lower: Vec<u16> = dirs.iter().copied().filter(|&b| b > below).collect();
+        let lower: Vec<Part> = dirs.iter().filter(|p| p.branch > below).cloned().collect();
         self.resolve(&dir, &lower, name)
     }
 
@@ -335,7 +390,7 @@ impl Union {
         let (parent, has) = {
             let t = self.table.read();
             let n = t.get(ino)?;
-            (n.parent, n.dirs.contains(&wb))
+            (n.parent, n.dirs.iter().any(|p| p.branch == wb))
         };
         if has {
             return Ok(());
@@ -354,10 +409,11 @@ impl Union {
         let mut t = self.table.write();
         let n = t.get_mut(ino)?;
         let mut dirs = n.dirs.to_vec();
-        dirs.push(wb);
-        dirs.sort_unstable();
+        dirs.push(Part::at(wb));
+        dirs.sort_unstable_by_key(|p| p.branch);
+        n.branch = dirs[0].branch;
+        n.src = dirs[0].path.clone();
         n.dirs = dirs.into_boxed_slice();
-        n.branch = n.branch.min(wb);
         Ok(())
     }
 
@@ -420,13 +476,14 @@ impl Union {
             discard(&staged);
             return Err(e);
         }
-        let (_, rel, st) = self.stat(ino)?;
+        let (_, src_rel, st) = self.stat(ino)?;
+        let rel = self.table.read().path(ino)?;
         let work = self.work()?;
         let tmp = match staged {
             Some(t) => t,
             None => {
                 let t = self.scratch_name();
-                if let Err(e) = copyup::copy_entry(self.root(branch), &rel, &st, work, &t, data) {
+                if let Err(e) = copyup::copy_entry(self.root(branch), &src_rel, &st, work, &t, data) {
                     let _ = rustix::fs::unlinkat(work, &t, AtFlags::empty());
                     return Err(errno(e));
                 }
@@ -440,6 +497,7 @@ impl Union {
         let mut t = self.table.write();
         let n = t.get_mut(ino)?;
         n.branch = wb;
+        n.src = None;
         n.xattr_names = None;
         let name = n.name.clone();
         drop(t);
@@ -530,9 +588,9 @@ impl Union {
             whiteout::remove_aufs_whiteout(root, &ne.dir, name).map_err(errno)?;
         }
         let st = sys::lstat(root, &ne.rel).map_err(errno)?;
-        let dirs: Box<[u16]> = if is_dir { Box::new([ne.wb]) } else { Box::new([]) };
+        let dirs: Box<[Part]> = if is_dir { Box::new([Part::at(ne.wb)]) } else { Box::new([]) };
         let mut t = self.table.write();
-        let ino = t.insert(Node::new(parent, name.to_os_string(), file_type(&st), ne.wb, dirs));
+        let ino = t.insert(Node::new(parent, name.to_os_string(), file_type(&st), ne.wb, None, dirs));
         drop(t);
         self.name_changed(parent, name, Some(ne.wb));
         Ok((ino, fd))
@@ -761,7 +819,7 @@ impl Union {
     fn is_upper_only(&self, ino: Ino, wb: u16) -> Result<bool, Errno> {
         let t = self.table.read();
         let n = t.get(ino)?;
-        Ok(*n.dirs == [wb])
+        Ok(*n.dirs == [Part::at(wb)])
     }
 
     /// `statvfs` of the branch that receives writes (or the top one).

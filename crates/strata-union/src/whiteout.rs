@@ -64,25 +64,57 @@ pub fn has_aufs_whiteout(root: impl AsFd, dir: &Path, name: &OsStr) -> Result<bo
     Ok(sys::lstat_opt(root, &sys::join(dir, &aufs_whiteout_name(name)))?.is_some())
 }
 
-/// Is directory `rel` marked opaque, in either format?
-pub fn is_opaque(root: impl AsFd, rel: &Path) -> Result<bool, Errno> {
+pub const OVL_REDIRECT_XATTRS: [&str; 2] = ["trusted.overlay.redirect", "user.overlay.redirect"];
+
+/// What a branch directory says about the directories below it.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct DirMarks {
+    /// Nothing below shows through.
+    pub opaque: bool,
+    /// The directory was renamed: its lower parts are at this path (absolute from the
+    /// branch root when it starts with `/`, else a sibling name), as overlayfs records it.
+    pub redirect: Option<std::path::PathBuf>,
+}
+
+/// Reads the opaque marker (either format) and the redirect of directory `rel`.
+pub fn dir_marks(root: impl AsFd, rel: &Path) -> Result<DirMarks, Errno> {
     let fd = match sys::open_at(root, rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()) {
         Ok(fd) => fd,
-        Err(Errno::NOENT) | Err(Errno::NOTDIR) => return Ok(false),
+        Err(Errno::NOENT) | Err(Errno::NOTDIR) => return Ok(DirMarks::default()),
         Err(e) => return Err(e),
     };
     if sys::lstat_opt(&fd, Path::new(AUFS_OPAQUE))?.is_some() {
-        return Ok(true);
+        return Ok(DirMarks { opaque: true, redirect: None });
     }
     for attr in OVL_OPAQUE_XATTRS {
         let mut v = [0u8; 4];
         match rustix::fs::fgetxattr(&fd, attr, &mut v[..]) {
-            Ok(1) if v[0] == b'y' => return Ok(true),
+            Ok(1) if v[0] == b'y' => return Ok(DirMarks { opaque: true, redirect: None }),
             Ok(_) | Err(Errno::NODATA) | Err(Errno::NOTSUP) | Err(Errno::RANGE) => {}
             Err(e) => return Err(e),
         }
     }
-    Ok(false)
+    for attr in OVL_REDIRECT_XATTRS {
+        let mut v = vec![0u8; 4096];
+        match rustix::fs::fgetxattr(&fd, attr, &mut v[..]) {
+            Ok(n) if n > 0 => {
+                v.truncate(n);
+                return Ok(DirMarks { opaque: false, redirect: Some(std::path::PathBuf::from(OsStr::from_bytes(&v))) });
+            }
+            Ok(_) | Err(Errno::NODATA) | Err(Errno::NOTSUP) | Err(Errno::RANGE) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(DirMarks::default())
+}
+
+/// Records on directory `rel` that its lower parts live at `target` (relative to the
+/// branch roots), in the overlayfs form (`/` + path), which kernel overlayfs reads too.
+pub fn set_redirect(root: impl AsFd, rel: &Path, target: &Path) -> Result<(), Errno> {
+    let p = sys::PathFd::open(root, rel)?;
+    let mut value = b"/".to_vec();
+    value.extend_from_slice(target.as_os_str().as_bytes());
+    rustix::fs::setxattr(&p.proc, OVL_REDIRECT_XATTRS[0], &value, rustix::fs::XattrFlags::empty())
 }
 
 /// Marks directory `rel` opaque in `format`.

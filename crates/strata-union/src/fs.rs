@@ -64,7 +64,7 @@ struct AttrChange {
 struct OpenDir {
     ino: Ino,
     entries: Vec<DirEntry>,
-    read_once: bool,
+    listed: bool,
 }
 
 pub struct StrataFs {
@@ -402,12 +402,13 @@ impl StrataFs {
     fn dir_entries(&self, fh: FileHandle, offset: u64) -> Result<(Ino, Vec<DirEntry>), Errno> {
         let handle = self.dirs.lock().get(&fh.0).cloned().ok_or(Errno::EBADF)?;
         let mut h = handle.lock();
-        if offset == 0 && h.read_once {
-            // rewinddir: show the directory as it is now.
+        if offset == 0 || !h.listed {
+            // First read, or rewinddir: show the directory as it is now.
             let (dir, dirs) = self.union.dir_info(h.ino)?;
             h.entries = self.union.list(&dir, &dirs)?;
+            self.union.listed(h.ino, &dirs, &h.entries);
+            h.listed = true;
         }
-        h.read_once = true;
         let skip = offset.saturating_sub(2) as usize;
         Ok((h.ino, h.entries.iter().skip(skip).cloned().collect()))
     }
@@ -735,15 +736,14 @@ impl Filesystem for StrataFs {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let _ns = self.union.ns.read();
-        let r = self.union.dir_info(ino.0).and_then(|(dir, dirs)| {
-            let entries = self.union.list(&dir, &dirs)?;
-            self.union.listed(ino.0, &dirs, &entries);
-            Ok(entries)
-        });
-        match r {
-            Ok(entries) => {
+        match self.union.dir_info(ino.0) {
+            Ok(_) => {
+                // The listing is taken at the first readdir, after the kernel has recorded
+                // the directory's version for its cache: a change racing with opendir then
+                // invalidates the cache instead of hiding in it.
                 let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-                self.dirs.lock().insert(fh, Arc::new(Mutex::new(OpenDir { ino: ino.0, entries, read_once: false })));
+                let dir = OpenDir { ino: ino.0, entries: Vec::new(), listed: false };
+                self.dirs.lock().insert(fh, Arc::new(Mutex::new(dir)));
                 reply.opened(FileHandle(fh), FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE);
             }
             Err(e) => reply.error(e),

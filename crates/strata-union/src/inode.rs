@@ -64,7 +64,14 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn new(parent: Ino, name: OsString, kind: FileType, branch: u16, src: Option<Arc<Path>>, dirs: Box<[Part]>) -> Node {
+    pub fn new(
+        parent: Ino,
+        name: OsString,
+        kind: FileType,
+        branch: u16,
+        src: Option<Arc<Path>>,
+        dirs: Box<[Part]>,
+    ) -> Node {
         Node {
             parent,
             name,
@@ -109,9 +116,16 @@ impl Table {
         t
     }
 
-    /// Every linked name with its number, for `persist::save`.
+    /// Every linked name with its number, for `persist::save`; also the numbers of the
+    /// previous mount that this one never needed (names it did not touch keep theirs).
     pub fn names(&self) -> impl Iterator<Item = (Ino, Ino, OsString)> + '_ {
-        self.children.iter().map(|((parent, name), ino)| (*ino, *parent, name.clone()))
+        let live = self.children.iter().map(|((parent, name), ino)| (*ino, *parent, name.clone()));
+        let kept = self
+            .hints
+            .iter()
+            .filter(|(key, ino)| !self.children.contains_key(key) && !self.nodes.contains_key(ino))
+            .map(|((parent, name), ino)| (*ino, *parent, name.clone()));
+        live.chain(kept)
     }
 
     pub fn get(&self, ino: Ino) -> Result<&Node, Errno> {

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use tracing::warn;
@@ -102,9 +102,10 @@ fn read_hints(path: &Path, fingerprint: &str) -> io::Result<Option<Hints>> {
 /// Writes the names of the live table atomically (temporary file, fsync, rename).
 pub fn save(path: &Path, fingerprint: &str, names: impl Iterator<Item = (Ino, Ino, OsString)>) -> io::Result<()> {
     let dir = path.parent().ok_or_else(|| io::Error::other("no parent"))?;
-    std::fs::create_dir_all(dir)?;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     let tmp = path.with_extension("tmp");
-    let mut w = io::BufWriter::new(std::fs::File::create(&tmp)?);
+    let file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    let mut w = io::BufWriter::new(file);
     write!(w, "{MAGIC}\n{fingerprint}end\n")?;
     for (ino, parent, name) in names {
         let bytes = name.as_bytes();

@@ -145,7 +145,8 @@ impl Union {
     /// directory's redirect sends the search below it to the directory's old path.
     pub fn resolve(&self, dir: &Path, candidates: &[Part], name: &OsStr) -> Result<Option<Found>, Errno> {
         let own = sys::join(dir, name);
-        let mut places: Vec<(u16, PathBuf)> = candidates.iter().map(|p| (p.branch, sys::join(p.path_or(dir), name))).collect();
+        let mut places: Vec<(u16, PathBuf)> =
+            candidates.iter().map(|p| (p.branch, sys::join(p.path_or(dir), name))).collect();
         let mut found: Option<Found> = None;
         let mut dirs: Vec<Part> = Vec::new();
         let mut i = 0;
@@ -243,7 +244,9 @@ impl Union {
     /// Finds the node for `name` in `parent`, resolving and indexing it if new.
     /// Callers hold `ns` (shared or exclusive).
     pub fn child(&self, parent: Ino, name: &OsStr) -> Result<Ino, Errno> {
-        if let Some(ino) = self.table.read().child(parent, name) {
+        let known = self.table.read().child(parent, name);
+        if let Some(ino) = known {
+            self.refresh(ino)?;
             return Ok(ino);
         }
         let (dir, dirs) = self.dir_info(parent)?;
@@ -324,7 +327,12 @@ impl Union {
         for (pos, part) in dirs.iter().enumerate() {
             let b = part.branch;
             let honours = self.perm(b).honours_whiteouts();
-            let fd = match sys::open_at(self.root(b), part.path_or(dir), OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()) {
+            let fd = match sys::open_at(
+                self.root(b),
+                part.path_or(dir),
+                OFlags::RDONLY | OFlags::DIRECTORY,
+                Mode::empty(),
+            ) {
                 Ok(fd) => fd,
                 Err(rustix::io::Errno::NOENT) | Err(rustix::io::Errno::NOTDIR) => continue,
                 Err(e) => return Err(errno(e)),
@@ -386,6 +394,7 @@ impl Union {
     /// Makes sure directory `ino` exists in the writable branch (parents first), copying
     /// its metadata. Callers hold `ns` exclusively.
     pub fn copy_up_dir(&self, ino: Ino) -> Result<(), Errno> {
+        self.refresh(ino)?;
         let wb = self.wb()?;
         let (parent, has) = {
             let t = self.table.read();
@@ -398,10 +407,11 @@ impl Union {
         if ino != ROOT {
             self.copy_up_dir(parent)?;
         }
-        let (src, rel, st) = self.stat(ino)?;
+        let (src, src_rel, st) = self.stat(ino)?;
+        let rel = self.table.read().path(ino)?;
         let work = self.work()?;
         let tmp = self.scratch_name();
-        copyup::copy_entry(self.root(src), &rel, &st, work, &tmp, Data::Skip).map_err(errno)?;
+        copyup::copy_entry(self.root(src), &src_rel, &st, work, &tmp, Data::Skip).map_err(errno)?;
         if let Err(e) = rustix::fs::renameat_with(work, &tmp, self.root(wb), &rel, RenameFlags::NOREPLACE) {
             let _ = rustix::fs::unlinkat(work, &tmp, AtFlags::REMOVEDIR);
             return Err(errno(e));
@@ -421,6 +431,7 @@ impl Union {
     /// data copy needs only a stable namespace, so callers hold `ns` upgradable (other
     /// changes wait, lookups go on) and upgrade it for the copy-up proper.
     pub fn stage_copy_up(&self, ino: Ino, data: Data) -> Result<Option<Staged>, Errno> {
+        self.refresh(ino)?;
         let (branch, kind, linked) = {
             let t = self.table.read();
             let n = t.get(ino)?;
@@ -447,6 +458,7 @@ impl Union {
     /// into the writable branch (using `staged` if given). Returns `true` when a copy-up
     /// happened. Callers hold `ns` exclusively.
     pub fn copy_up(&self, ino: Ino, data: Data, staged: Option<Staged>) -> Result<bool, Errno> {
+        self.refresh(ino)?;
         let (branch, is_dir, parent) = {
             let t = self.table.read();
             let n = t.get(ino)?;
@@ -704,12 +716,14 @@ impl Union {
                 _ => {}
             }
         }
-        for (node, is_dir) in [(Some(src), src_dir), (dst.filter(|_| exchange), dst_dir.unwrap_or(false))] {
-            if let (Some(n), true) = (node, is_dir)
-                && !self.is_upper_only(n, wb)?
-            {
-                return Err(Errno::EXDEV);
-            }
+        // A directory with parts in lower branches moves by redirect (see below); swapping
+        // one with RENAME_EXCHANGE is not supported.
+        let redirect = src_dir && !self.is_upper_only(src, wb)?;
+        if exchange
+            && (redirect
+                || (dst_dir == Some(true) && dst.map(|d| self.is_upper_only(d, wb)).transpose()? == Some(false)))
+        {
+            return Err(Errno::EXDEV);
         }
         // As overlayfs: a directory that cannot move is EXDEV before its target is checked.
         if let (false, Some(true), Some(d)) = (exchange, dst_dir, dst)
@@ -732,6 +746,21 @@ impl Union {
         let lower_src = self.visible_below(parent, name, wb)?;
         let lower_dst = self.visible_below(new_parent, new_name, wb)?;
         let lower_is_dir = |f: &Option<Found>| f.as_ref().is_some_and(|f| sys::is_dir(&f.stat));
+        // Renaming a directory whose content lies partly in lower branches: only the
+        // directory itself moves in the writable branch, with a redirect (overlayfs's
+        // `trusted.overlay.redirect`) naming where its lower parts are; the old name gets a
+        // whiteout. O(1) in the size of the tree, and kept on disk for the next mount.
+        let lower_path = if redirect {
+            let t = self.table.read();
+            let parts = &t.get(src)?.dirs;
+            let first_lower = parts.iter().find(|p| p.branch != wb).ok_or(Errno::EXDEV)?;
+            let target = first_lower.path_or(&rel).to_path_buf();
+            drop(t);
+            whiteout::set_redirect(root, &rel, &target).map_err(errno)?;
+            Some(rel.clone())
+        } else {
+            None
+        };
 
         if exchange {
             rustix::fs::renameat_with(root, &rel, root, &new_rel, RenameFlags::EXCHANGE).map_err(errno)?;
@@ -756,7 +785,7 @@ impl Union {
             Some(st) if sys::is_dir(&st) => clear_meta(root, &new_rel)?,
             _ => {}
         }
-        if src_dir && lower_is_dir(&lower_dst) {
+        if src_dir && !redirect && lower_is_dir(&lower_dst) {
             whiteout::set_opaque(self.format, root, &rel).map_err(errno)?;
         }
         let aufs_fits = name.len() + whiteout::WH_PREFIX.len() <= NAME_MAX;
@@ -781,7 +810,28 @@ impl Union {
         if aufs_wh_dst {
             whiteout::remove_aufs_whiteout(root, &new_dir, new_name).map_err(errno)?;
         }
-        self.table.write().rename(parent, name, new_parent, new_name);
+        let mut t = self.table.write();
+        t.rename(parent, name, new_parent, new_name);
+        if let Some(old) = lower_path {
+            // The lower parts stay where they were: say so, and let everything below
+            // resolve again from the new place.
+            let old: Arc<Path> = Arc::from(old.as_path());
+            let n = t.get_mut(src)?;
+            let parts: Box<[Part]> = n
+                .dirs
+                .iter()
+                .map(|p| {
+                    if p.branch != wb && p.path.is_none() {
+                        Part { branch: p.branch, path: Some(old.clone()) }
+                    } else {
+                        p.clone()
+                    }
+                })
+                .collect();
+            n.dirs = parts;
+            t.mark_stale_below(src);
+        }
+        drop(t);
         self.name_changed(parent, name, None);
         self.name_changed(new_parent, new_name, Some(wb));
         Ok(())
@@ -817,6 +867,7 @@ impl Union {
 
     /// A directory whose whole content lives in the writable branch.
     fn is_upper_only(&self, ino: Ino, wb: u16) -> Result<bool, Errno> {
+        self.refresh(ino)?;
         let t = self.table.read();
         let n = t.get(ino)?;
         Ok(*n.dirs == [Part::at(wb)])

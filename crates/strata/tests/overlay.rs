@@ -12,12 +12,12 @@ use std::process::Command;
 use common::*;
 use proptest::prelude::*;
 
-/// Kernel overlayfs with the features Strata leaves to later work turned off, so both
-/// answer the same (EXDEV for lower directory renames, no hard-link index).
+/// Kernel overlayfs with directory renames by redirect (as Strata does) and without the
+/// hard-link index and metacopy (which Strata does not have).
 fn kernel_overlay(lower: &str, upper: &Path, work: &Path, mnt: &Path) -> KernelMount {
     fs::create_dir_all(mnt).unwrap();
     let opts = format!(
-        "lowerdir={lower},upperdir={},workdir={},redirect_dir=off,index=off,metacopy=off,xino=off",
+        "lowerdir={lower},upperdir={},workdir={},redirect_dir=on,index=off,metacopy=off,xino=off",
         upper.display(),
         work.display()
     );

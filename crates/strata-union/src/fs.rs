@@ -22,7 +22,7 @@ use rustix::fs::{AtFlags, Mode, OFlags, Stat, Timespec, Timestamps};
 use tracing::{debug, warn};
 
 use crate::copyup::Data;
-use crate::inode::{Ino, Node, ROOT};
+use crate::inode::{Ino, ROOT};
 use crate::sys::{self, errno};
 use crate::union::{DirEntry, Staged, Union, check_new_name, file_type};
 use crate::whiteout;
@@ -179,7 +179,11 @@ impl StrataFs {
     fn attr_of(&self, ino: Ino) -> Result<FileAttr, Errno> {
         let (_, _, st) = self.union.stat(ino)?;
         let merged = self.union.table.read().get(ino)?.dirs.len() > 1;
-        Ok(to_attr(ino, &st, merged))
+        let mut attr = to_attr(ino, &st, merged);
+        if attr.kind == fuser::FileType::RegularFile && st.st_nlink > 1 {
+            attr.nlink = self.union.nlink(ino, &st)?;
+        }
+        Ok(attr)
     }
 
     /// Attributes of a file whose names are all gone but which is still open (`statx` on
@@ -215,8 +219,7 @@ impl StrataFs {
         if !live_lower {
             return Ok(());
         }
-        let fresh = Node::new(n.parent, n.name.clone(), n.kind, n.branch, n.src.clone(), n.dirs.clone());
-        t.insert(fresh);
+        t.replace_node(ino);
         debug!(ino, "copied up under open passthrough readers: new inode for the name");
         Err(Errno::ESTALE)
     }

@@ -61,6 +61,15 @@ pub struct Node {
     /// every write and `ls -l` for ACLs and SELinux labels on every file, and most files
     /// have none. Dropped whenever the entry's xattrs may change.
     pub xattr_names: Option<Box<[OsString]>>,
+    /// Regular files with several names: the backing inode's identity, which every name
+    /// of it shares this node by, and whether all its names in the branch were found.
+    pub links: Option<Links>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Links {
+    pub key: (u64, u64),
+    pub discovered: bool,
 }
 
 impl Node {
@@ -85,6 +94,7 @@ impl Node {
             linked: true,
             backing: None,
             xattr_names: None,
+            links: None,
         }
     }
 
@@ -102,6 +112,8 @@ pub struct Table {
     next: Ino,
     /// Numbers the previous mount gave to names (see `persist`).
     hints: HashMap<(Ino, OsString), Ino>,
+    /// The node of each multiply-linked backing file, by (device, inode).
+    groups: HashMap<(u64, u64), Ino>,
 }
 
 impl Table {
@@ -174,6 +186,48 @@ impl Table {
         }
         self.nodes.insert(ino, node);
         ino
+    }
+
+    /// The node standing for backing file `key`, if one is alive.
+    pub fn group(&self, key: (u64, u64)) -> Option<Ino> {
+        self.groups.get(&key).copied().filter(|i| self.nodes.get(i).is_some_and(|n| n.linked))
+    }
+
+    /// Sets (or clears) the backing identity a node is found by.
+    pub fn set_links(&mut self, ino: Ino, links: Option<Links>) {
+        let Some(n) = self.nodes.get_mut(&ino) else { return };
+        if let Some(old) = n.links.take() {
+            self.groups.remove(&old.key);
+        }
+        n.links = links;
+        if let Some(l) = links {
+            self.groups.insert(l.key, ino);
+        }
+    }
+
+    /// Every name of a node: its own, then its aliases.
+    pub fn names_of(&self, ino: Ino) -> Vec<(Ino, OsString)> {
+        let Some(n) = self.nodes.get(&ino).filter(|n| n.linked) else { return Vec::new() };
+        let mut out = vec![(n.parent, n.name.clone())];
+        out.extend(self.aliases.get(&ino).into_iter().flatten().cloned());
+        out
+    }
+
+    /// Moves every name of `old` to a fresh node (same place, new number); `old` lives on
+    /// unlinked for whoever still holds it.
+    pub fn replace_node(&mut self, old: Ino) -> Option<Ino> {
+        let names = self.names_of(old);
+        let n = self.nodes.get(&old)?;
+        let mut fresh = Node::new(n.parent, n.name.clone(), n.kind, n.branch, n.src.clone(), n.dirs.clone());
+        fresh.links = n.links;
+        let new = self.insert(fresh);
+        for (p, name) in names.iter().skip(1) {
+            self.add_alias(new, *p, name);
+        }
+        if let Some(l) = self.nodes.get(&new).and_then(|n| n.links) {
+            self.groups.insert(l.key, new);
+        }
+        Some(new)
     }
 
     /// Records a further name for an existing node (a hard link made through the union).
@@ -283,8 +337,12 @@ impl Table {
         if ino == ROOT {
             return;
         }
-        if self.nodes.get(&ino).is_some_and(|n| !n.linked && n.lookups == 0 && n.opens == 0) {
-            self.nodes.remove(&ino);
+        if self.nodes.get(&ino).is_some_and(|n| !n.linked && n.lookups == 0 && n.opens == 0)
+            && let Some(n) = self.nodes.remove(&ino)
+            && let Some(l) = n.links
+            && self.groups.get(&l.key) == Some(&ino)
+        {
+            self.groups.remove(&l.key);
         }
     }
 

@@ -9,6 +9,7 @@ pub mod copyup;
 pub mod error;
 pub mod fs;
 pub mod inode;
+pub mod links;
 pub mod mount;
 pub mod names;
 pub mod options;

@@ -15,7 +15,8 @@ use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, Stat};
 
 use crate::branch::{Branch, Perm};
 use crate::copyup::{self, Data};
-use crate::inode::{Ino, Node, Part, ROOT, Table};
+use crate::inode::{Ino, Links, Node, Part, ROOT, Table};
+use crate::links::BranchLinks;
 use crate::names::{Hint, INDEX_MIN_BRANCHES, NameIndexes};
 use crate::persist;
 use crate::sys::{self, errno};
@@ -56,6 +57,8 @@ pub struct Union {
     pub ns: RwLock<()>,
     /// Name indexes of directories merged from many branches.
     names: NameIndexes,
+    /// The names of multiply-linked files, per branch.
+    branch_links: BranchLinks,
     scratch: AtomicU64,
     /// The mount's id, as AUFS's `si_*`.
     pub id: String,
@@ -107,6 +110,7 @@ impl Union {
             table: RwLock::new(Table::with_hints(root, hints)),
             ns: RwLock::new(()),
             names: NameIndexes::default(),
+            branch_links: BranchLinks::default(),
             scratch: AtomicU64::new(0),
             id,
             inode_map,
@@ -295,12 +299,78 @@ impl Union {
     }
 
     /// Indexes a resolved entry, unless a concurrent lookup already did.
+    /// Every name of a multiply-linked file shares one node.
     pub fn index(&self, parent: Ino, name: &OsStr, found: Found) -> Ino {
         let mut t = self.table.write();
         if let Some(ino) = t.child(parent, name) {
             return ino;
         }
-        t.insert(Node::new(parent, name.to_os_string(), file_type(&found.stat), found.branch, found.src, found.dirs))
+        let multi = sys::file_type_bits(&found.stat) == libc::S_IFREG && found.stat.st_nlink > 1;
+        let key = (found.stat.st_dev, found.stat.st_ino);
+        if multi && let Some(g) = t.group(key) {
+            t.add_alias(g, parent, name);
+            return g;
+        }
+        let ino = t.insert(Node::new(
+            parent,
+            name.to_os_string(),
+            file_type(&found.stat),
+            found.branch,
+            found.src,
+            found.dirs,
+        ));
+        if multi {
+            t.set_links(ino, Some(Links { key, discovered: false }));
+        }
+        ino
+    }
+
+    /// The node a path (relative to the union root) resolves to.
+    fn resolve_path(&self, rel: &Path) -> Result<Ino, Errno> {
+        let mut cur = ROOT;
+        for c in rel.components() {
+            if let std::path::Component::Normal(n) = c {
+                cur = self.child(cur, n)?;
+            }
+        }
+        Ok(cur)
+    }
+
+    /// Finds every visible name of a multiply-linked lower file, so that they all are
+    /// names of its node (walking the branch's link map once).
+    fn discover_links(&self, ino: Ino) -> Result<(), Errno> {
+        let (branch, links) = {
+            let t = self.table.read();
+            let n = t.get(ino)?;
+            (n.branch, n.links)
+        };
+        let Some(l) = links.filter(|l| !l.discovered) else { return Ok(()) };
+        for path in self.branch_links.names(branch, self.root(branch), l.key).map_err(errno)? {
+            // Names whited out or shadowed in the union do not resolve to this node.
+            let _ = self.resolve_path(&path);
+        }
+        let mut t = self.table.write();
+        if let Ok(n) = t.get_mut(ino)
+            && let Some(l) = n.links.as_mut()
+        {
+            l.discovered = true;
+        }
+        Ok(())
+    }
+
+    /// The link count the union shows: for a multiply-linked file still in a read-only
+    /// branch, the number of its names that are visible; otherwise the file's own.
+    pub fn nlink(&self, ino: Ino, st: &Stat) -> Result<u32, Errno> {
+        let (branch, links) = {
+            let t = self.table.read();
+            let n = t.get(ino)?;
+            (n.branch, n.links)
+        };
+        if links.is_none() || self.perm(branch).is_writable() {
+            return Ok(st.st_nlink as u32);
+        }
+        self.discover_links(ino)?;
+        Ok(self.table.read().names_of(ino).len().max(1) as u32)
     }
 
     /// The backing branch, path and stat of a node.
@@ -484,7 +554,7 @@ impl Union {
             self.copy_up_dir(ino)?;
             return Ok(true);
         }
-        if let Err(e) = self.copy_up_dir(parent) {
+        if let Err(e) = self.copy_up_dir(parent).and_then(|()| self.discover_links(ino)) {
             discard(&staged);
             return Err(e);
         }
@@ -512,8 +582,21 @@ impl Union {
         n.src = None;
         n.xattr_names = None;
         let name = n.name.clone();
+        let others: Vec<(Ino, OsString)> = t.names_of(ino).into_iter().skip(1).collect();
         drop(t);
         self.name_changed(parent, &name, Some(wb));
+        // The file's other names become links to the copy: one file, as before.
+        for (p, other) in &others {
+            self.copy_up_dir(*p)?;
+            let other_rel = sys::join(&self.table.read().path(*p)?, other);
+            rustix::fs::linkat(self.root(wb), &rel, self.root(wb), &other_rel, AtFlags::empty()).map_err(errno)?;
+            self.name_changed(*p, other, Some(wb));
+        }
+        if !others.is_empty() {
+            let up = sys::lstat(self.root(wb), &rel).map_err(errno)?;
+            let links = Links { key: (up.st_dev, up.st_ino), discovered: true };
+            self.table.write().set_links(ino, Some(links));
+        }
         Ok(true)
     }
 

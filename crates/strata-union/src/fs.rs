@@ -204,24 +204,10 @@ impl StrataFs {
         self.files.lock().get(&fh.0).cloned().ok_or(Errno::EBADF)
     }
 
-    /// Makes a node writable (copy-up). When the node has a passthrough backing file on the
-    /// lower branch still open, the kernel will not take a second backing file for the same
-    /// inode, so the copied-up file gets a fresh node and the request answers ESTALE: the
-    /// kernel then looks the name up again and retries (old descriptors keep reading the
-    /// lower file, as with kernel overlayfs).
+    /// Makes a node writable (copy-up). Descriptors already open on the lower file keep
+    /// reading it, as with kernel overlayfs; `open_backing` handles new opens.
     fn make_writable(&self, ino: Ino, data: Data, staged: Option<Staged>) -> Result<(), Errno> {
-        if !self.union.copy_up(ino, data, staged)? {
-            return Ok(());
-        }
-        let mut t = self.union.table.write();
-        let n = t.get(ino)?;
-        let live_lower = n.backing.as_ref().is_some_and(|(b, w)| *b != n.branch && w.strong_count() > 0);
-        if !live_lower {
-            return Ok(());
-        }
-        t.replace_node(ino);
-        debug!(ino, "copied up under open passthrough readers: new inode for the name");
-        Err(Errno::ESTALE)
+        self.union.copy_up(ino, data, staged).map(|_| ())
     }
 
     /// The namespace lock for a change to `ino` that may need a copy-up: the file data is
@@ -249,7 +235,14 @@ impl StrataFs {
             let live = node.backing.as_ref().and_then(|(b, w)| w.upgrade().map(|id| (*b, id)));
             backing = match live {
                 Some((b, id)) if b == branch => Some(id),
-                Some(_) => return Err(Errno::ESTALE),
+                Some(_) => {
+                    // Copied up while descriptors still read the lower file through
+                    // passthrough: the kernel takes one backing file per inode, so the names
+                    // move to a new node and ESTALE makes the kernel look them up again.
+                    t.replace_node(ino);
+                    debug!(ino, "copied up under open passthrough readers: new inode for its names");
+                    return Err(Errno::ESTALE);
+                }
                 None => match register(&file) {
                     Ok(id) => {
                         let id = Arc::new(id);
@@ -257,13 +250,21 @@ impl StrataFs {
                         Some(id)
                     }
                     Err(e) => {
-                        warn!("FUSE passthrough refused ({e}); serving file I/O from the daemon from now on");
-                        self.passthrough.store(false, Ordering::Relaxed);
+                        // Without the capability (user namespaces) it never works: stop
+                        // asking. Other refusals concern this one file.
+                        if e.raw_os_error() == Some(libc::EPERM) {
+                            warn!("FUSE passthrough refused ({e}); serving file I/O from the daemon from now on");
+                            self.passthrough.store(false, Ordering::Relaxed);
+                        } else {
+                            debug!(ino, "passthrough refused for this file ({e}); served by the daemon");
+                        }
                         None
                     }
                 },
             };
-            node.opens += 1;
+            if let Ok(node) = t.get_mut(ino) {
+                node.opens += 1;
+            }
         } else {
             self.union.table.write().get_mut(ino)?.opens += 1;
         }
@@ -450,7 +451,8 @@ impl StrataFs {
         if let Some(ino) = self.union.table.read().child(dir_ino, &e.name) {
             return Ok(ino);
         }
-        let found = self.union.resolve(dir, &dirs[e.pos as usize..], &e.name)?.ok_or(Errno::ENOENT)?;
+        let found =
+            self.union.resolve(dir, dirs.get(e.pos as usize..).unwrap_or(&[]), &e.name)?.ok_or(Errno::ENOENT)?;
         Ok(self.union.index(dir_ino, &e.name, found))
     }
 }
@@ -562,6 +564,9 @@ impl Filesystem for StrataFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
+        if mode & libc::S_IFMT == libc::S_IFCHR && rdev == 0 {
+            return reply.error(Errno::EPERM); // a 0/0 device is a whiteout, as overlayfs says
+        }
         let r = self.new_entry(req, parent.0, name, false, |dirfd, n| {
             let kind = rustix::fs::FileType::from_raw_mode(mode & libc::S_IFMT);
             rustix::fs::mknodat(dirfd, n, kind, Mode::from_raw_mode(mode & 0o7777), rdev.into()).map(|()| None)
@@ -839,10 +844,11 @@ impl Filesystem for StrataFs {
             self.make_writable(ino.0, Data::Copy, staged)?;
             let (b, rel) = self.union.location(ino.0)?;
             let p = sys::PathFd::open(self.union.root(b), &rel).map_err(errno)?;
-            rustix::fs::setxattr(&p.proc, name, value, rustix::fs::XattrFlags::from_bits_retain(flags as u32))
-                .map_err(errno)
+            let r = rustix::fs::setxattr(&p.proc, name, value, rustix::fs::XattrFlags::from_bits_retain(flags as u32))
+                .map_err(errno);
+            self.xattrs_changed(ino.0);
+            r
         });
-        self.xattrs_changed(ino.0);
         match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
@@ -902,9 +908,10 @@ impl Filesystem for StrataFs {
             self.make_writable(ino.0, Data::Copy, staged)?;
             let (b, rel) = self.union.location(ino.0)?;
             let p = sys::PathFd::open(self.union.root(b), &rel).map_err(errno)?;
-            rustix::fs::removexattr(&p.proc, name).map_err(errno)
+            let r = rustix::fs::removexattr(&p.proc, name).map_err(errno);
+            self.xattrs_changed(ino.0);
+            r
         });
-        self.xattrs_changed(ino.0);
         match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
@@ -931,8 +938,8 @@ impl Filesystem for StrataFs {
         reply: ReplyCreate,
     ) {
         let r = (|| {
+            let ns = self.union.ns.write();
             let (ino, attr, fd) = {
-                let _ns = self.union.ns.write();
                 check_new_name(name)?;
                 if let Some(existing) = self.union.child_opt(parent.0, name)? {
                     // O_CREAT without O_EXCL on an existing name: an ordinary open.
@@ -963,7 +970,8 @@ impl Filesystem for StrataFs {
                     (ino, self.entry_attr(ino)?, fd)
                 }
             };
-            let _ns = self.union.ns.read();
+            // Keep the namespace shared, never released, until the new file is open.
+            let _ns = RwLockWriteGuard::downgrade(ns);
             let (fh, backing) = match fd {
                 Some(fd) => {
                     // The descriptor from creation carries the caller's flags already.

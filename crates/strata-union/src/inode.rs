@@ -295,6 +295,10 @@ impl Table {
             {
                 node.parent = to.0;
                 node.name = to.1.clone();
+            } else if let Some(names) = self.aliases.get_mut(&ino) {
+                for entry in names.iter_mut().filter(|(p, n)| *p == from.0 && *n == from.1) {
+                    *entry = to.clone();
+                }
             }
         }
     }

@@ -192,7 +192,11 @@ impl Union {
                             continue;
                         }
                         places.truncate(i);
-                        places.extend((b + 1..self.branches.len() as u16).map(|l| (l, target.clone())));
+                        places.extend(
+                            (b + 1..self.branches.len() as u16)
+                                .filter(|&l| self.plain_dirs_along(l, &target))
+                                .map(|l| (l, target.clone())),
+                        );
                     }
                 }
                 None => {
@@ -208,6 +212,20 @@ impl Union {
             f.dirs = dirs.into_boxed_slice();
         }
         Ok(found)
+    }
+
+    /// Is every component of `path` in branch `b` a real directory (no symlink, no
+    /// whiteout)? A redirect target is only followed through such a path.
+    fn plain_dirs_along(&self, b: u16, path: &Path) -> bool {
+        let mut prefix = PathBuf::new();
+        for c in path.components() {
+            prefix.push(c);
+            match sys::lstat_opt(self.root(b), &prefix) {
+                Ok(Some(st)) if sys::is_dir(&st) => {}
+                _ => return false,
+            }
+        }
+        true
     }
 
     /// Re-resolves a node marked stale (an ancestor was renamed while parts of it stay in
@@ -817,6 +835,10 @@ impl Union {
         self.copy_up(src, Data::Copy, None)?;
         if let (true, Some(d)) = (exchange, dst) {
             self.copy_up(d, Data::Copy, None)?;
+        }
+        // A file in another writable branch than the top one stays where it is (AUFS).
+        if !src_dir && self.location(src)?.0 != wb {
+            return Err(Errno::EXDEV);
         }
         self.copy_up_dir(parent)?;
         self.copy_up_dir(new_parent)?;

@@ -64,7 +64,8 @@ pub fn has_aufs_whiteout(root: impl AsFd, dir: &Path, name: &OsStr) -> Result<bo
     Ok(sys::lstat_opt(root, &sys::join(dir, &aufs_whiteout_name(name)))?.is_some())
 }
 
-pub const OVL_REDIRECT_XATTRS: [&str; 2] = ["trusted.overlay.redirect", "user.overlay.redirect"];
+/// Only the trusted form: a `user.*` redirect could be set by anyone who owns a directory.
+pub const OVL_REDIRECT_XATTRS: [&str; 1] = ["trusted.overlay.redirect"];
 
 /// What a branch directory says about the directories below it.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -99,13 +100,31 @@ pub fn dir_marks(root: impl AsFd, rel: &Path) -> Result<DirMarks, Errno> {
         match rustix::fs::fgetxattr(&fd, attr, &mut v[..]) {
             Ok(n) if n > 0 => {
                 v.truncate(n);
-                return Ok(DirMarks { opaque: false, redirect: Some(std::path::PathBuf::from(OsStr::from_bytes(&v))) });
+                let redirect = valid_redirect(OsStr::from_bytes(&v));
+                return Ok(DirMarks { opaque: false, redirect });
             }
             Ok(_) | Err(Errno::NODATA) | Err(Errno::NOTSUP) | Err(Errno::RANGE) => {}
             Err(e) => return Err(e),
         }
     }
     Ok(DirMarks::default())
+}
+
+/// A redirect as overlayfs accepts it: absolute (`/a/b`) with only plain components, or a
+/// single plain name. Anything else (`..`, `.`, empty components) is ignored, so a layer
+/// cannot point the union outside the branches.
+fn valid_redirect(v: &OsStr) -> Option<std::path::PathBuf> {
+    let bytes = v.as_bytes();
+    let (absolute, rest) = match bytes.strip_prefix(b"/") {
+        Some(r) => (true, r),
+        None => (false, bytes),
+    };
+    let parts: Vec<&[u8]> = rest.split(|b| *b == b'/').collect();
+    let plain = |p: &&[u8]| !p.is_empty() && *p != b"." && *p != b"..";
+    if parts.is_empty() || !parts.iter().all(plain) || (!absolute && parts.len() != 1) {
+        return None;
+    }
+    Some(std::path::PathBuf::from(v))
 }
 
 /// Records on directory `rel` that its lower parts live at `target` (relative to the
@@ -156,6 +175,20 @@ pub fn create_whiteout(format: Format, root: impl AsFd, dir: &Path, name: &OsStr
 }
 
 /// Removes an AUFS whiteout for `name` in `dir`, if there is one.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirects_stay_inside_the_branches() {
+        assert_eq!(valid_redirect(OsStr::new("/a/b")), Some("/a/b".into()));
+        assert_eq!(valid_redirect(OsStr::new("name")), Some("name".into()));
+        for bad in ["/../etc", "/a/../../x", "a/b", "/a//b", "/", "", "/./a", ".."] {
+            assert_eq!(valid_redirect(OsStr::new(bad)), None, "{bad}");
+        }
+    }
+}
+
 pub fn remove_aufs_whiteout(root: impl AsFd, dir: &Path, name: &OsStr) -> Result<bool, Errno> {
     if name.len() + WH_PREFIX.len() > NAME_MAX {
         return Ok(false);

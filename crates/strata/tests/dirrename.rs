@@ -109,3 +109,54 @@ fn rename_a_lower_directory_of_thousands_of_files() {
 }
 
 use std::os::unix::fs::MetadataExt;
+
+/// A layer cannot point the union outside its branches with a crafted redirect, nor
+/// through a symlink on the way to a redirect target.
+#[test]
+fn hostile_redirects_are_ignored() {
+    let s = Scratch::new();
+    s.write("low", "d/inner", "mine\n");
+    s.write("low", "real/x", "x\n");
+    std::os::unix::fs::symlink("/", s.path("low/link")).unwrap();
+    s.mkdir("top/evil");
+    s.mkdir("top/sneaky");
+    for (dir, target) in [("evil", "/../../../../../../etc"), ("sneaky", "/link/etc")] {
+        rustix::fs::lsetxattr(
+            s.path("top").join(dir),
+            "trusted.overlay.redirect",
+            target.as_bytes(),
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+    }
+    let opts = format!("lowerdir={}:{}", s.path("top").display(), s.path("low").display());
+    let m = Mount::new(&[&opts], &s.path("mnt"));
+    assert_eq!(fs::read_dir(m.p("evil")).unwrap().count(), 0, "no host /etc through a ../ redirect");
+    assert_eq!(fs::read_dir(m.p("sneaky")).unwrap().count(), 0, "no redirect through a symlink");
+    assert_eq!(read(m.p("d/inner")), "mine\n");
+}
+
+/// A file renamed while a reader holds it open through passthrough opens fine afterwards.
+#[test]
+fn rename_under_an_open_reader() {
+    let s = Scratch::new();
+    s.write("low", "app", "binary\n");
+    s.mkdir("up");
+    let br = format!("br={}=rw:{}=ro", s.path("up").display(), s.path("low").display());
+    let m = Mount::new(&[&br], &s.path("mnt"));
+    let reader = fs::File::open(m.p("app")).unwrap();
+    fs::rename(m.p("app"), m.p("app.old")).unwrap();
+    assert_eq!(read(m.p("app.old")), "binary\n");
+    fs::hard_link(m.p("app.old"), m.p("app2")).unwrap();
+    assert_eq!(read(m.p("app2")), "binary\n");
+    drop(reader);
+    // A 0/0 device is a whiteout: users cannot make one.
+    let r = rustix::fs::mknodat(
+        rustix::fs::CWD,
+        m.p("wh"),
+        rustix::fs::FileType::CharacterDevice,
+        rustix::fs::Mode::empty(),
+        0,
+    );
+    assert_eq!(r, Err(rustix::io::Errno::PERM));
+}

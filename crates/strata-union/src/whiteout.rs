@@ -175,6 +175,17 @@ pub fn create_whiteout(format: Format, root: impl AsFd, dir: &Path, name: &OsStr
 }
 
 /// Removes an AUFS whiteout for `name` in `dir`, if there is one.
+pub fn remove_aufs_whiteout(root: impl AsFd, dir: &Path, name: &OsStr) -> Result<bool, Errno> {
+    if name.len() + WH_PREFIX.len() > NAME_MAX {
+        return Ok(false);
+    }
+    match rustix::fs::unlinkat(root, sys::join(dir, &aufs_whiteout_name(name)), AtFlags::empty()) {
+        Ok(()) => Ok(true),
+        Err(Errno::NOENT) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,16 +197,5 @@ mod tests {
         for bad in ["/../etc", "/a/../../x", "a/b", "/a//b", "/", "", "/./a", ".."] {
             assert_eq!(valid_redirect(OsStr::new(bad)), None, "{bad}");
         }
-    }
-}
-
-pub fn remove_aufs_whiteout(root: impl AsFd, dir: &Path, name: &OsStr) -> Result<bool, Errno> {
-    if name.len() + WH_PREFIX.len() > NAME_MAX {
-        return Ok(false);
-    }
-    match rustix::fs::unlinkat(root, sys::join(dir, &aufs_whiteout_name(name)), AtFlags::empty()) {
-        Ok(()) => Ok(true),
-        Err(Errno::NOENT) => Ok(false),
-        Err(e) => Err(e),
     }
 }

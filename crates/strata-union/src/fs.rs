@@ -464,6 +464,8 @@ impl Filesystem for StrataFs {
             | InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_CACHE_SYMLINKS
             | InitFlags::FUSE_EXPLICIT_INVAL_DATA
+            // O_TRUNC arrives with the open: a lower file is then copied up empty.
+            | InitFlags::FUSE_ATOMIC_O_TRUNC
             // The kernel then checks ACLs in permission checks and caches them.
             | InitFlags::FUSE_POSIX_ACL;
         let _ = cfg.add_capabilities(wanted & cfg.capabilities());
@@ -644,7 +646,14 @@ impl Filesystem for StrataFs {
             let data = if flags & libc::O_TRUNC != 0 { Data::Skip } else { Data::Copy };
             self.lock_for_change(ino.0, data).and_then(|(_ns, staged)| {
                 self.make_writable(ino.0, data, staged)?;
-                self.open_backing(ino.0, flags, |f| reply.open_backing(f))
+                let opened = self.open_backing(ino.0, flags, |f| reply.open_backing(f))?;
+                if flags & libc::O_TRUNC != 0 {
+                    // By path: the descriptor may be read-only (O_RDONLY|O_TRUNC).
+                    let (b, rel) = self.union.location(ino.0)?;
+                    let f = sys::open_at(self.union.root(b), &rel, OFlags::WRONLY, Mode::empty()).map_err(errno)?;
+                    rustix::fs::ftruncate(&f, 0).map_err(errno)?;
+                }
+                Ok(opened)
             })
         } else {
             let _ns = self.union.ns.read();

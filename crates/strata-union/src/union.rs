@@ -955,9 +955,17 @@ impl Union {
         }
         let root = self.root(ne.wb);
         if ne.ovl_wh {
-            rustix::fs::unlinkat(root, &ne.rel, AtFlags::empty()).map_err(errno)?;
+            // Link aside, then one rename replaces the whiteout: never neither.
+            let work = self.work()?;
+            let tmp = self.scratch_name();
+            rustix::fs::linkat(root, &rel, work, &tmp, AtFlags::empty()).map_err(errno)?;
+            if let Err(e) = rustix::fs::renameat(work, &tmp, root, &ne.rel) {
+                let _ = rustix::fs::unlinkat(work, &tmp, AtFlags::empty());
+                return Err(errno(e));
+            }
+        } else {
+            rustix::fs::linkat(root, &rel, root, &ne.rel, AtFlags::empty()).map_err(errno)?;
         }
-        rustix::fs::linkat(root, &rel, root, &ne.rel, AtFlags::empty()).map_err(errno)?;
         if ne.aufs_wh {
             whiteout::remove_aufs_whiteout(root, &ne.dir, new_name).map_err(errno)?;
         }

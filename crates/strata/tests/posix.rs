@@ -126,6 +126,10 @@ fn open_flags() {
     d.read_exact(aligned).unwrap();
     assert!(aligned.iter().all(|b| *b == b'd'));
     assert_eq!(fs::metadata(&p).unwrap().len(), 4096);
+    // O_RDONLY|O_TRUNC on a lower file truncates too, as on a plain filesystem.
+    let h = OpenOptions::new().read(true).custom_flags(libc::O_TRUNC).open(f.m.p("file")).unwrap();
+    assert_eq!(h.metadata().unwrap().len(), 0);
+    assert_eq!(read(f.s.path("lower/file")), "lower file\n");
 }
 
 #[test]

@@ -4,6 +4,7 @@ use std::fmt;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use crate::error::OptionError;
 
@@ -70,5 +71,6 @@ impl fmt::Display for BranchSpec {
 pub struct Branch {
     pub path: PathBuf,
     pub perm: Perm,
-    pub root: OwnedFd,
+    /// Shared: a live branch change builds a new stack while requests still use the old.
+    pub root: Arc<OwnedFd>,
 }

@@ -313,7 +313,8 @@ impl StrataFs {
         }
         self.make_writable(ino, data, staged)?;
         let (b, rel) = self.union.location(ino)?;
-        let root = self.union.root(b);
+        let root_fd = self.union.root(b);
+        let root = root_fd.as_fd();
         if let Some(m) = c.mode {
             let p = sys::PathFd::open(root, &rel).map_err(errno)?;
             rustix::fs::chmod(&p.proc, Mode::from_raw_mode(m & 0o7777)).map_err(errno)?;
@@ -354,7 +355,7 @@ impl StrataFs {
 
     fn branches_text(&self) -> String {
         let mut s = String::new();
-        for b in &self.union.branches {
+        for b in &self.union.stack().branches {
             s.push_str(&format!("{}={}\n", b.path.display(), b.perm));
         }
         s.push_str(&format!("si_{}\n", self.union.id));
@@ -930,7 +931,7 @@ impl Filesystem for StrataFs {
     fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         let _ns = self.union.ns.read();
         match self.union.stat(ino.0) {
-            Ok(_) if mask.contains(AccessFlags::W_OK) && self.union.wb.is_none() => reply.error(Errno::EROFS),
+            Ok(_) if mask.contains(AccessFlags::W_OK) && self.union.wb_opt().is_none() => reply.error(Errno::EROFS),
             Ok(_) => reply.ok(),
             Err(e) => reply.error(e),
         }

@@ -78,7 +78,7 @@ pub fn prepare(mut spec: MountSpec, mountpoint: &Path) -> Result<Prepared, Mount
         .map(|b| {
             let root = rustix::fs::open(&b.path, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
                 .map_err(|e| MountError::Branch { path: b.path.clone(), source: e.into() })?;
-            Ok(Branch { path: b.path.clone(), perm: b.perm, root })
+            Ok(Branch { path: b.path.clone(), perm: b.perm, root: Arc::new(root) })
         })
         .collect::<Result<Vec<_>, MountError>>()?;
     let work = workdir.map(|w| open_workdir(&w)).transpose()?;
@@ -140,7 +140,7 @@ impl Prepared {
     /// the mount is live (or failed), so a parent can return to its caller then.
     pub fn serve(self, ready: impl FnOnce(Result<(), &MountError>)) -> Result<(), MountError> {
         let mountpoint = self.mountpoint.clone();
-        let read_only = self.union.wb.is_none();
+        let read_only = self.union.wb_opt().is_none();
         let mut options = vec![
             MountOption::FSName("strata".into()),
             MountOption::CUSTOM("subtype=strata".into()),

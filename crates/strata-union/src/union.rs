@@ -46,10 +46,10 @@ pub struct DirEntry {
 
 #[derive(Debug)]
 pub struct Union {
-    pub branches: Vec<Branch>,
+    /// The branches, top first, and the topmost writable one; replaced whole (under `ns`
+    /// held alone) when branches change on the live mount.
+    stack: RwLock<Arc<Stack>>,
     pub format: Format,
-    /// Topmost writable branch; `None` for a read-only union.
-    pub wb: Option<u16>,
     /// Scratch dir on the writable branch's filesystem for atomic copy-up and replace.
     work: Option<OwnedFd>,
     pub table: RwLock<Table>,
@@ -64,6 +64,14 @@ pub struct Union {
     pub id: String,
     /// Where inode numbers are kept across mounts, and the branch identity they belong to.
     inode_map: Option<(PathBuf, String)>,
+}
+
+/// The branch stack of a union.
+#[derive(Debug)]
+pub struct Stack {
+    pub branches: Vec<Branch>,
+    /// Topmost writable branch; `None` for a read-only union.
+    pub wb: Option<u16>,
 }
 
 /// The error a name check gives, if any: meta names are reserved, long ones refused.
@@ -103,9 +111,8 @@ impl Union {
         let inode_map = inode_map.and_then(|p| persist::fingerprint(&branches).ok().map(|f| (p, f)));
         let hints = inode_map.as_ref().map(|(p, f)| persist::load(p, f)).unwrap_or_default();
         Union {
-            branches,
+            stack: RwLock::new(Arc::new(Stack { branches, wb })),
             format,
-            wb,
             work,
             table: RwLock::new(Table::with_hints(root, hints)),
             ns: RwLock::new(()),
@@ -123,16 +130,29 @@ impl Union {
         persist::save(path, fingerprint, self.table.read().names())
     }
 
-    pub fn root(&self, b: u16) -> BorrowedFd<'_> {
-        self.branches[b as usize].root.as_fd()
+    /// The current branch stack.
+    pub fn stack(&self) -> Arc<Stack> {
+        self.stack.read().clone()
+    }
+
+    pub fn root(&self, b: u16) -> Arc<OwnedFd> {
+        self.stack.read().branches[b as usize].root.clone()
+    }
+
+    pub fn branch_count(&self) -> u16 {
+        self.stack.read().branches.len() as u16
+    }
+
+    pub fn wb_opt(&self) -> Option<u16> {
+        self.stack.read().wb
     }
 
     fn perm(&self, b: u16) -> Perm {
-        self.branches[b as usize].perm
+        self.stack.read().branches[b as usize].perm
     }
 
     fn wb(&self) -> Result<u16, Errno> {
-        self.wb.ok_or(Errno::EROFS)
+        self.wb_opt().ok_or(Errno::EROFS)
     }
 
     fn work(&self) -> Result<BorrowedFd<'_>, Errno> {
@@ -193,7 +213,7 @@ impl Union {
                         }
                         places.truncate(i);
                         places.extend(
-                            (b + 1..self.branches.len() as u16)
+                            (b + 1..self.branch_count())
                                 .filter(|&l| self.plain_dirs_along(l, &target))
                                 .map(|l| (l, target.clone())),
                         );
@@ -528,7 +548,7 @@ impl Union {
         if !linked
             || kind != FileType::RegularFile
             || self.perm(branch).is_writable()
-            || self.wb.is_none_or(|wb| branch < wb)
+            || self.wb_opt().is_none_or(|wb| branch < wb)
         {
             return Ok(None);
         }
@@ -652,7 +672,8 @@ impl Union {
         make: impl FnOnce(BorrowedFd<'_>, &OsStr) -> Result<Option<OwnedFd>, rustix::io::Errno>,
     ) -> Result<(Ino, Option<OwnedFd>), Errno> {
         let ne = self.prepare_new(parent, name)?;
-        let root = self.root(ne.wb);
+        let root_fd = self.root(ne.wb);
+        let root = root_fd.as_fd();
         // New entries take the group of a set-group-id parent, as the kernel would.
         let gid = if ne.parent_st.st_mode & libc::S_ISGID != 0 { ne.parent_st.st_gid } else { owner.1 };
         let chown = |dirfd: BorrowedFd<'_>, rel: &Path| {
@@ -737,7 +758,8 @@ impl Union {
         }
         let dir = self.table.read().path(parent)?;
         let rel = sys::join(&dir, name);
-        let root = self.root(target);
+        let root_fd = self.root(target);
+        let root = root_fd.as_fd();
         let rm_flags = if is_dir { AtFlags::REMOVEDIR } else { AtFlags::empty() };
         let aufs_fits = name.len() + whiteout::WH_PREFIX.len() <= NAME_MAX;
 
@@ -847,7 +869,8 @@ impl Union {
             (t.path(parent)?, t.path(new_parent)?)
         };
         let (rel, new_rel) = (sys::join(&dir, name), sys::join(&new_dir, new_name));
-        let root = self.root(wb);
+        let root_fd = self.root(wb);
+        let root = root_fd.as_fd();
         let lower_src = self.visible_below(parent, name, wb)?;
         let lower_dst = self.visible_below(new_parent, new_name, wb)?;
         let lower_is_dir = |f: &Option<Found>| f.as_ref().is_some_and(|f| sys::is_dir(&f.stat));
@@ -953,7 +976,8 @@ impl Union {
         if b != ne.wb {
             return Err(Errno::EXDEV); // a link must live in the same branch as its file
         }
-        let root = self.root(ne.wb);
+        let root_fd = self.root(ne.wb);
+        let root = root_fd.as_fd();
         if ne.ovl_wh {
             // Link aside, then one rename replaces the whiteout: never neither.
             let work = self.work()?;
@@ -988,7 +1012,7 @@ impl Union {
 
     /// `statvfs` of the branch that receives writes (or the top one).
     pub fn statvfs(&self) -> Result<rustix::fs::StatVfs, Errno> {
-        rustix::fs::fstatvfs(self.root(self.wb.unwrap_or(0))).map_err(errno)
+        rustix::fs::fstatvfs(self.root(self.wb_opt().unwrap_or(0))).map_err(errno)
     }
 
     /// Empties the work dir left by an earlier mount (crash leftovers).

@@ -6,14 +6,14 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
     AccessFlags, BackingId, Errno, FileAttr, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    KernelConfig, LockOwner, Notifier, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
     ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request,
     TimeOrNow, WriteFlags,
 };
@@ -32,6 +32,12 @@ pub const BRANCHES_XATTR: &str = "trusted.strata.branches";
 /// Virtual xattr on the mount root with the daemon's process id (`strata umount` waits
 /// for it to finish writing its state).
 pub const PID_XATTR: &str = "trusted.strata.pid";
+/// Virtual xattr on the mount root taking branch changes (see `restack`).
+pub const CTL_XATTR: &str = "trusted.strata.ctl";
+/// Virtual xattr on the mount root with the message of the last refused branch change.
+pub const ERROR_XATTR: &str = "trusted.strata.error";
+/// Virtual xattr on the mount root: kernel cache invalidations still running.
+pub const PENDING_XATTR: &str = "trusted.strata.pending";
 /// Virtual xattr on the mount root with the daemon's counters, one `name value` a line.
 pub const STATS_XATTR: &str = "trusted.strata.stats";
 
@@ -47,6 +53,8 @@ struct Stats {
 struct OpenFile {
     ino: Ino,
     file: OwnedFd,
+    /// Opened for writing (a branch under it cannot become read-only).
+    write: bool,
     /// Keeps the passthrough registration alive while this handle is open.
     _backing: Option<Arc<BackingId>>,
 }
@@ -76,6 +84,11 @@ pub struct StrataFs {
     dirs: Mutex<HashMap<u64, Arc<Mutex<OpenDir>>>>,
     next_fh: AtomicU64,
     stats: Stats,
+    /// Set once the session exists: tells the kernel to drop cached entries.
+    notifier: Arc<OnceLock<Notifier>>,
+    mountpoint: PathBuf,
+    last_error: Mutex<String>,
+    pending: Arc<AtomicU64>,
 }
 
 fn time(sec: i64, nsec: u32) -> SystemTime {
@@ -159,8 +172,18 @@ fn wants_write(flags: i32) -> bool {
 }
 
 impl StrataFs {
-    pub fn new(union: Arc<Union>, ttl: Duration, passthrough: bool) -> StrataFs {
+    pub fn new(
+        union: Arc<Union>,
+        ttl: Duration,
+        passthrough: bool,
+        notifier: Arc<OnceLock<Notifier>>,
+        mountpoint: PathBuf,
+    ) -> StrataFs {
         StrataFs {
+            notifier,
+            mountpoint,
+            last_error: Mutex::new(String::new()),
+            pending: Arc::new(AtomicU64::new(0)),
             union,
             ttl,
             passthrough: AtomicBool::new(false),
@@ -271,7 +294,9 @@ impl StrataFs {
         let counter = if backing.is_some() { &self.stats.passthrough_opens } else { &self.stats.daemon_opens };
         counter.fetch_add(1, Ordering::Relaxed);
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.files.lock().insert(fh, Arc::new(OpenFile { ino, file, _backing: backing.clone() }));
+        self.files
+            .lock()
+            .insert(fh, Arc::new(OpenFile { ino, file, write: wants_write(flags), _backing: backing.clone() }));
         Ok((fh, backing))
     }
 
@@ -379,6 +404,86 @@ impl StrataFs {
         if let Ok(n) = self.union.table.write().get_mut(ino) {
             n.xattr_names = None;
         }
+    }
+
+    /// Applies a branch change sent through `trusted.strata.ctl`: refused (EBUSY, naming
+    /// the file) while a file on a branch to delete is open, or a file on a branch to make
+    /// read-only is open for writing; then the kernel's caches are dropped.
+    fn change_branches(&self, text: &[u8]) -> Result<(), (Errno, String)> {
+        let text = std::str::from_utf8(text).map_err(|_| (Errno::EINVAL, "branch change is not UTF-8".to_string()))?;
+        let change = crate::restack::BranchChange::parse(text).map_err(|m| (Errno::EINVAL, m))?;
+        let _ns = self.union.ns.write();
+        let stack = self.union.stack();
+        let target = stack
+            .branches
+            .iter()
+            .position(|b| b.path == change.path() || Some(b.path.clone()) == change.path().canonicalize().ok());
+        if let Some(i) = target {
+            let needs_idle = match &change {
+                crate::restack::BranchChange::Del(_) => Some(false),
+                crate::restack::BranchChange::Mod(spec)
+                    if !spec.perm.is_writable() && stack.branches[i].perm.is_writable() =>
+                {
+                    Some(true)
+                }
+                _ => None,
+            };
+            if let Some(writers_only) = needs_idle {
+                let open: Vec<Arc<OpenFile>> = self.files.lock().values().cloned().collect();
+                let t = self.union.table.read();
+                for f in open.iter().filter(|f| !writers_only || f.write) {
+                    if t.get(f.ino).is_ok_and(|n| n.branch as usize == i) {
+                        let name =
+                            t.path(f.ino).map(|p| p.display().to_string()).unwrap_or_else(|_| "(deleted file)".into());
+                        let why = if writers_only { "open for writing" } else { "open" };
+                        return Err((
+                            Errno::EBUSY,
+                            format!("{}: busy, /{name} is {why}", stack.branches[i].path.display()),
+                        ));
+                    }
+                }
+            }
+        }
+        let changed = self.union.change_branches(&change, &self.mountpoint).map_err(|m| (Errno::EINVAL, m))?;
+        self.drop_kernel_caches(changed);
+        Ok(())
+    }
+
+    /// Has the kernel forget cached names (positive and negative) and attributes, from a
+    /// thread of its own: the kernel may need locks held by the request that got here.
+    fn drop_kernel_caches(&self, changed: PathBuf) {
+        let Some(notifier) = self.notifier.get().cloned() else { return };
+        let (names, inos) = {
+            let t = self.union.table.read();
+            let names: Vec<(Ino, std::ffi::OsString)> = t.names().map(|(_, p, n)| (p, n)).collect();
+            let inos: Vec<(Ino, bool)> = t.inos().collect();
+            (names, inos)
+        };
+        // Names in the changed branch that the union never indexed may sit in the kernel
+        // as negative entries: walk that branch for them (whiteouts name what they hide).
+        let table_dirs: std::collections::HashMap<PathBuf, Ino> = {
+            let t = self.union.table.read();
+            inos.iter().filter(|(_, dir)| *dir).filter_map(|(i, _)| t.path(*i).ok().map(|p| (p, *i))).collect()
+        };
+        let pending = self.pending.clone();
+        pending.fetch_add(1, Ordering::SeqCst);
+        std::thread::spawn(move || {
+            for (parent, name) in &names {
+                let _ = notifier.inval_entry(INodeNo(*parent), name);
+            }
+            for (dir, ino) in &table_dirs {
+                let Ok(rd) = std::fs::read_dir(changed.join(dir)) else { continue };
+                for e in rd.flatten() {
+                    let n = e.file_name();
+                    let shown = whiteout::whited_out_name(&n).map(|x| x.to_os_string()).unwrap_or(n);
+                    let _ = notifier.inval_entry(INodeNo(*ino), &shown);
+                }
+            }
+            for (ino, dir) in &inos {
+                let _ = notifier.inval_inode(INodeNo(*ino), if *dir { 0 } else { -1 }, 0);
+            }
+            pending.fetch_sub(1, Ordering::SeqCst);
+        });
     }
 
     fn stats_text(&self) -> String {
@@ -847,6 +952,16 @@ impl Filesystem for StrataFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        if ino.0 == ROOT && name == CTL_XATTR {
+            return match self.change_branches(value) {
+                Ok(()) => reply.ok(),
+                Err((e, msg)) => {
+                    warn!("branch change refused: {msg}");
+                    *self.last_error.lock() = msg;
+                    reply.error(e)
+                }
+            };
+        }
         if whiteout::is_private_xattr(name) {
             return reply.error(Errno::EPERM);
         }
@@ -868,6 +983,13 @@ impl Filesystem for StrataFs {
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         if ino.0 == ROOT && name == BRANCHES_XATTR {
             return Self::reply_xattr(reply, size, self.branches_text().as_bytes());
+        }
+        if ino.0 == ROOT && name == ERROR_XATTR {
+            let msg = self.last_error.lock().clone();
+            return Self::reply_xattr(reply, size, msg.as_bytes());
+        }
+        if ino.0 == ROOT && name == PENDING_XATTR {
+            return Self::reply_xattr(reply, size, self.pending.load(Ordering::SeqCst).to_string().as_bytes());
         }
         if ino.0 == ROOT && name == PID_XATTR {
             return Self::reply_xattr(reply, size, std::process::id().to_string().as_bytes());
@@ -1005,7 +1127,9 @@ impl Filesystem for StrataFs {
                         if backing.is_some() { &self.stats.passthrough_opens } else { &self.stats.daemon_opens };
                     counter.fetch_add(1, Ordering::Relaxed);
                     let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-                    self.files.lock().insert(fh, Arc::new(OpenFile { ino, file: fd, _backing: backing.clone() }));
+                    self.files
+                        .lock()
+                        .insert(fh, Arc::new(OpenFile { ino, file: fd, write: true, _backing: backing.clone() }));
                     (fh, backing)
                 }
                 None => self.open_backing(ino, flags & !libc::O_TRUNC, |f| reply.open_backing(f))?,

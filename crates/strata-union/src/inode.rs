@@ -205,6 +205,11 @@ impl Table {
         }
     }
 
+    /// Every node number, with whether it is a directory.
+    pub fn inos(&self) -> impl Iterator<Item = (Ino, bool)> + '_ {
+        self.nodes.iter().map(|(i, n)| (*i, n.is_dir()))
+    }
+
     /// Every name of a node: its own, then its aliases.
     pub fn names_of(&self, ino: Ino) -> Vec<(Ino, OsString)> {
         let Some(n) = self.nodes.get(&ino).filter(|n| n.linked) else { return Vec::new() };
@@ -299,6 +304,22 @@ impl Table {
                 for entry in names.iter_mut().filter(|(p, n)| *p == from.0 && *n == from.1) {
                     *entry = to.clone();
                 }
+            }
+        }
+    }
+
+    /// After the branch stack changed: every node resolves again, branch numbers of open
+    /// passthrough files follow `moved`, and the root merges all `count` branches.
+    pub fn restack(&mut self, moved: &[Option<u16>], count: u16) {
+        for (ino, n) in self.nodes.iter_mut() {
+            if let Some((b, w)) = n.backing.take() {
+                n.backing = moved.get(b as usize).copied().flatten().map(|nb| (nb, w));
+            }
+            if *ino == ROOT {
+                n.dirs = (0..count).map(Part::at).collect();
+                n.branch = 0;
+            } else {
+                n.stale = true;
             }
         }
     }

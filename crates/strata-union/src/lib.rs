@@ -14,12 +14,14 @@ pub mod mount;
 pub mod names;
 pub mod options;
 pub mod persist;
+pub mod restack;
 pub mod sys;
 pub mod union;
 pub mod whiteout;
 
 pub use branch::{BranchSpec, Perm};
 pub use error::{MountError, OptionError};
-pub use mount::{Prepared, branches_of, prepare, unmount};
+pub use mount::{Prepared, branches_of, change_branches, prepare, unmount};
 pub use options::MountSpec;
+pub use restack::BranchChange;
 pub use whiteout::Format;

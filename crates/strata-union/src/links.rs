@@ -42,9 +42,9 @@ impl BranchLinks {
         Ok(map.get(&key).cloned().unwrap_or_default())
     }
 
-    /// The writable branch changed under a known map: forget it.
-    pub fn forget(&self, branch: u16) {
-        self.maps.lock().remove(&branch);
+    /// The branches changed: forget every map.
+    pub fn clear(&self) {
+        self.maps.lock().clear();
     }
 }
 

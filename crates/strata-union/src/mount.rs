@@ -161,7 +161,9 @@ impl Prepared {
         config.n_threads = Some(self.spec.threads.unwrap_or(cpus * 2));
         config.clone_fd = true;
 
-        let fs = StrataFs::new(self.union.clone(), Duration::from_secs(self.spec.cache_timeout), self.spec.passthrough);
+        let notifier = Arc::new(std::sync::OnceLock::new());
+        let ttl = Duration::from_secs(self.spec.cache_timeout);
+        let fs = StrataFs::new(self.union.clone(), ttl, self.spec.passthrough, notifier.clone(), mountpoint.clone());
         let mut session = match Session::new(fs, &mountpoint, &config) {
             Ok(s) => s,
             Err(source) => {
@@ -170,6 +172,7 @@ impl Prepared {
                 return Err(e);
             }
         };
+        let _ = notifier.set(session.notifier());
         info!(mountpoint = %mountpoint.display(), id = %self.union.id, "mounted");
         let mut unmounter = session.unmount_callable();
         let mp = mountpoint.clone();
@@ -283,6 +286,30 @@ pub fn branches_of(mountpoint: &Path) -> Result<String, std::io::Error> {
         .map_err(|e| std::io::Error::other(format!("{}: {}", mountpoint.display(), std::io::Error::from(e))))?;
     let v = v.ok_or_else(|| std::io::Error::other(format!("{}: not a Strata mount", mountpoint.display())))?;
     Ok(String::from_utf8_lossy(&v).into_owned())
+}
+
+/// Changes the branches of a live mount and waits until the kernel has dropped what it
+/// cached. A refusal comes back with the daemon's message.
+pub fn change_branches(mountpoint: &Path, change: &crate::restack::BranchChange) -> Result<(), std::io::Error> {
+    let text = change.to_text();
+    if let Err(e) =
+        rustix::fs::setxattr(mountpoint, crate::fs::CTL_XATTR, text.as_bytes(), rustix::fs::XattrFlags::empty())
+    {
+        let msg = crate::sys::get_xattr(mountpoint, OsStr::new(crate::fs::ERROR_XATTR)).ok().flatten();
+        let msg = msg.map(|m| String::from_utf8_lossy(&m).into_owned()).filter(|m| !m.is_empty());
+        return Err(std::io::Error::other(
+            msg.unwrap_or_else(|| format!("{}: {}", mountpoint.display(), std::io::Error::from(e))),
+        ));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        match crate::sys::get_xattr(mountpoint, OsStr::new(crate::fs::PENDING_XATTR)) {
+            Ok(Some(v)) if v == b"0" => break,
+            Ok(Some(_)) => std::thread::sleep(Duration::from_millis(2)),
+            _ => break,
+        }
+    }
+    Ok(())
 }
 
 /// Which whiteout format a mount writes, for display.

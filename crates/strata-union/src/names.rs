@@ -63,6 +63,11 @@ impl NameIndexes {
         }
     }
 
+    /// The branches changed: every index is out of date.
+    pub fn clear(&self) {
+        self.dirs.lock().clear();
+    }
+
     /// The directory is gone.
     pub fn forget(&self, dir: Ino) {
         self.dirs.lock().remove(&dir);

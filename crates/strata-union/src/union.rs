@@ -62,8 +62,10 @@ pub struct Union {
     scratch: AtomicU64,
     /// The mount's id, as AUFS's `si_*`.
     pub id: String,
-    /// Where inode numbers are kept across mounts, and the branch identity they belong to.
-    inode_map: Option<(PathBuf, String)>,
+    /// Where inode numbers are kept across mounts.
+    inode_map: Option<PathBuf>,
+    /// The branch the work dir belongs to (writable at mount time).
+    work_branch: Option<PathBuf>,
 }
 
 /// The branch stack of a union.
@@ -108,8 +110,11 @@ impl Union {
     ) -> Union {
         let all: Box<[Part]> = (0..branches.len() as u16).map(Part::at).collect();
         let root = Node::new(ROOT, OsString::new(), FileType::Directory, 0, None, all);
-        let inode_map = inode_map.and_then(|p| persist::fingerprint(&branches).ok().map(|f| (p, f)));
-        let hints = inode_map.as_ref().map(|(p, f)| persist::load(p, f)).unwrap_or_default();
+        let hints = match (&inode_map, persist::fingerprint(&branches)) {
+            (Some(p), Ok(f)) => persist::load(p, &f),
+            _ => Default::default(),
+        };
+        let work_branch = wb.map(|w| branches[w as usize].path.clone());
         Union {
             stack: RwLock::new(Arc::new(Stack { branches, wb })),
             format,
@@ -121,13 +126,28 @@ impl Union {
             scratch: AtomicU64::new(0),
             id,
             inode_map,
+            work_branch,
         }
     }
 
     /// Keeps this mount's inode numbers for the next mount of the same branches.
     pub fn save_inode_numbers(&self) -> std::io::Result<()> {
-        let Some((path, fingerprint)) = &self.inode_map else { return Ok(()) };
-        persist::save(path, fingerprint, self.table.read().names())
+        let Some(path) = &self.inode_map else { return Ok(()) };
+        let fingerprint = persist::fingerprint(&self.stack().branches)?;
+        persist::save(path, &fingerprint, self.table.read().names())
+    }
+
+    /// Applies a change to the branch stack. Callers hold `ns` exclusively and have made
+    /// sure no open file stands in the way. Returns the changed branch's path.
+    pub fn change_branches(&self, change: &crate::restack::BranchChange, mountpoint: &Path) -> Result<PathBuf, String> {
+        let old = self.stack();
+        let new = crate::restack::restack(&old.branches, change, mountpoint, self.work_branch.as_deref())?;
+        let count = new.branches.len() as u16;
+        *self.stack.write() = Arc::new(Stack { branches: new.branches, wb: new.wb });
+        self.table.write().restack(&new.moved, count);
+        self.names.clear();
+        self.branch_links.clear();
+        Ok(new.changed)
     }
 
     /// The current branch stack.

@@ -39,8 +39,51 @@ enum Command {
         lazy: bool,
         mountpoint: PathBuf,
     },
-    /// Print a mount's branches, top first, as PATH=PERM, then its id
-    Branches { mountpoint: PathBuf },
+    /// Print a mount's branches, top first, as PATH=PERM, then its id; or change them live
+    Branches {
+        mountpoint: PathBuf,
+        #[command(subcommand)]
+        change: Option<Change>,
+    },
+}
+
+/// Changes to the branches of a live mount (AUFS `remount,add/del/mod/append/prepend`).
+#[derive(Subcommand, Debug)]
+enum Change {
+    /// Insert a read-only branch (top, or at position N from the top, 0-based)
+    Add {
+        #[arg(long, value_name = "N")]
+        at: Option<usize>,
+        /// PATH=PERM, PERM ro or ro+wh
+        branch: String,
+    },
+    /// Add a read-only branch at the bottom
+    Append { branch: String },
+    /// Add a read-only branch at the top
+    Prepend { branch: String },
+    /// Remove a branch (refused while a file on it is open)
+    Del { path: PathBuf },
+    /// Change a branch's permission (rw to ro refused while a file on it is open for writing)
+    Mod { branch: String },
+}
+
+/// `PATH=PERM` from the command line, with PATH made absolute (the daemon's directory is not ours).
+fn branch_arg(arg: &str) -> Result<strata_union::BranchSpec, String> {
+    let (path, perm) = arg.rsplit_once('=').ok_or_else(|| format!("'{arg}': expected PATH=PERM"))?;
+    let perm = perm.parse::<strata_union::Perm>().map_err(|e| e.to_string())?;
+    let path = std::path::absolute(path).map_err(|e| format!("{path}: {e}"))?;
+    Ok(strata_union::BranchSpec { path, perm })
+}
+
+fn change_of(change: Change) -> Result<strata_union::BranchChange, String> {
+    use strata_union::BranchChange as C;
+    Ok(match change {
+        Change::Add { at, branch } => C::Add { at: Some(at.unwrap_or(0)), spec: branch_arg(&branch)? },
+        Change::Append { branch } => C::Add { at: None, spec: branch_arg(&branch)? },
+        Change::Prepend { branch } => C::Add { at: Some(0), spec: branch_arg(&branch)? },
+        Change::Del { path } => C::Del(std::path::absolute(&path).map_err(|e| format!("{}: {e}", path.display()))?),
+        Change::Mod { branch } => C::Mod(branch_arg(&branch)?),
+    })
 }
 
 fn main() -> ExitCode {
@@ -53,13 +96,23 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(EXIT_USAGE, &e),
         },
-        Command::Branches { mountpoint } => match strata_union::branches_of(&mountpoint) {
+        Command::Branches { mountpoint, change: None } => match strata_union::branches_of(&mountpoint) {
             Ok(text) => {
                 print!("{text}");
                 ExitCode::SUCCESS
             }
             Err(e) => fail(EXIT_USAGE, &e),
         },
+        Command::Branches { mountpoint, change: Some(change) } => {
+            let change = match change_of(change) {
+                Ok(c) => c,
+                Err(e) => return fail(EXIT_USAGE, &e),
+            };
+            match strata_union::change_branches(&mountpoint, &change) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(1, &e),
+            }
+        }
     }
 }
 

@@ -195,10 +195,6 @@ impl StrataFs {
         }
     }
 
-    pub fn union(&self) -> &Arc<Union> {
-        &self.union
-    }
-
     fn attr_of(&self, ino: Ino) -> Result<FileAttr, Errno> {
         let (_, _, st) = self.union.stat(ino)?;
         let merged = self.union.table.read().get(ino)?.dirs.len() > 1;

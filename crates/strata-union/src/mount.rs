@@ -17,7 +17,6 @@ use crate::error::MountError;
 use crate::fs::{BRANCHES_XATTR, PID_XATTR, StrataFs};
 use crate::options::MountSpec;
 use crate::union::Union;
-use crate::whiteout::Format;
 
 /// The work dir inside an AUFS-style writable branch (a meta name: never listed).
 pub const AUFS_WORKDIR: &str = ".wh..wh.work";
@@ -310,12 +309,4 @@ pub fn change_branches(mountpoint: &Path, change: &crate::restack::BranchChange)
         }
     }
     Ok(())
-}
-
-/// Which whiteout format a mount writes, for display.
-pub fn format_name(f: Format) -> &'static str {
-    match f {
-        Format::Aufs => "aufs",
-        Format::Overlay => "overlay",
-    }
 }

@@ -67,6 +67,19 @@ impl PathFd {
     }
 }
 
+/// The names in a directory, without `.` and `..`.
+pub fn dir_names(dir: impl AsFd) -> Result<Vec<OsString>, SysErrno> {
+    let mut names = Vec::new();
+    let mut d = rustix::fs::Dir::read_from(dir)?;
+    while let Some(ent) = d.read() {
+        let n = OsStr::from_bytes(ent?.file_name().to_bytes()).to_os_string();
+        if n != "." && n != ".." {
+            names.push(n);
+        }
+    }
+    Ok(names)
+}
+
 /// Reads an xattr fully; `Ok(None)` when it does not exist. Follows symlinks: use it on
 /// [`PathFd::proc`] names, which lead to the entry itself whatever its type.
 pub fn get_xattr(path: &Path, name: &OsStr) -> Result<Option<Vec<u8>>, SysErrno> {

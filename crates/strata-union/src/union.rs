@@ -1038,16 +1038,7 @@ impl Union {
     /// Empties the work dir left by an earlier mount (crash leftovers).
     pub fn clean_work(&self) -> Result<(), Errno> {
         let Some(work) = &self.work else { return Ok(()) };
-        let mut names = Vec::new();
-        let mut d = rustix::fs::Dir::read_from(work).map_err(errno)?;
-        while let Some(ent) = d.read() {
-            let ent = ent.map_err(errno)?;
-            let n = OsStr::from_bytes(ent.file_name().to_bytes()).to_os_string();
-            if n != "." && n != ".." {
-                names.push(n);
-            }
-        }
-        for n in names {
+        for n in sys::dir_names(work).map_err(errno)? {
             remove_tree(work.as_fd(), Path::new(&n))?;
         }
         Ok(())
@@ -1074,18 +1065,11 @@ struct NewEntry {
 /// union shows as empty, so it can be removed or replaced.
 fn clear_meta(root: BorrowedFd<'_>, rel: &Path) -> Result<(), Errno> {
     let fd = sys::open_at(root, rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).map_err(errno)?;
-    let mut names = Vec::new();
-    let mut d = rustix::fs::Dir::read_from(&fd).map_err(errno)?;
-    while let Some(ent) = d.read() {
-        let ent = ent.map_err(errno)?;
-        let name = OsStr::from_bytes(ent.file_name().to_bytes()).to_os_string();
-        if name == "." || name == ".." {
-            continue;
-        }
-        let st = sys::lstat(&fd, Path::new(&name)).map_err(errno)?;
-        if whiteout::is_meta_name(&name) && !sys::is_dir(&st) || whiteout::is_overlay_whiteout(&st) {
-            names.push(name);
-        } else {
+    let names = sys::dir_names(&fd).map_err(errno)?;
+    // All checked before anything is removed.
+    for name in &names {
+        let st = sys::lstat(&fd, Path::new(name)).map_err(errno)?;
+        if !(whiteout::is_meta_name(name) && !sys::is_dir(&st) || whiteout::is_overlay_whiteout(&st)) {
             return Err(Errno::ENOTEMPTY);
         }
     }
@@ -1100,16 +1084,7 @@ fn remove_tree(dirfd: BorrowedFd<'_>, rel: &Path) -> Result<(), Errno> {
     let st = sys::lstat(dirfd, rel).map_err(errno)?;
     if sys::is_dir(&st) {
         let fd = sys::open_at(dirfd, rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).map_err(errno)?;
-        let mut names = Vec::new();
-        let mut d = rustix::fs::Dir::read_from(&fd).map_err(errno)?;
-        while let Some(ent) = d.read() {
-            let ent = ent.map_err(errno)?;
-            let n = OsStr::from_bytes(ent.file_name().to_bytes()).to_os_string();
-            if n != "." && n != ".." {
-                names.push(n);
-            }
-        }
-        for n in names {
+        for n in sys::dir_names(&fd).map_err(errno)? {
             remove_tree(fd.as_fd(), Path::new(&n))?;
         }
         rustix::fs::unlinkat(dirfd, rel, AtFlags::REMOVEDIR).map_err(errno)

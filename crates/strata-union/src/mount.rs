@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use fuser::{Config, MountOption, Session, SessionACL};
 use rustix::fs::{Mode, OFlags};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::branch::{Branch, BranchSpec};
 use crate::error::MountError;
@@ -188,6 +188,11 @@ impl Prepared {
                         // Busy: detach it, the kernel finishes when the last user leaves.
                         let _ = rustix::mount::unmount(&mp, rustix::mount::UnmountFlags::DETACH);
                     }
+                    // The session normally ends at once; a daemon that cannot end (a request
+                    // stuck in a branch's filesystem) must still go when told to.
+                    std::thread::sleep(Duration::from_secs(10));
+                    warn!("the session did not end 10 s after the signal: exiting");
+                    std::process::exit(1);
                 }
             });
         }

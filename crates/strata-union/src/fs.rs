@@ -69,6 +69,9 @@ struct AttrChange {
     mtime: Option<TimeOrNow>,
 }
 
+/// Entries prepared per readdir request; more than a reply page holds, so none is short.
+const READDIR_BATCH: usize = 256;
+
 struct OpenDir {
     ino: Ino,
     entries: Vec<DirEntry>,
@@ -197,7 +200,7 @@ impl StrataFs {
 
     fn attr_of(&self, ino: Ino) -> Result<FileAttr, Errno> {
         let (_, _, st) = self.union.stat(ino)?;
-        let merged = self.union.table.read().get(ino)?.dirs.len() > 1;
+        let merged = sys::is_dir(&st) && self.union.table.read().get(ino)?.dirs.len() > 1;
         let mut attr = to_attr(ino, &st, merged);
         if attr.kind == fuser::FileType::RegularFile && st.st_nlink > 1 {
             attr.nlink = self.union.nlink(ino, &st)?;
@@ -223,12 +226,6 @@ impl StrataFs {
         self.files.lock().get(&fh.0).cloned().ok_or(Errno::EBADF)
     }
 
-    /// Makes a node writable (copy-up). Descriptors already open on the lower file keep
-    /// reading it, as with kernel overlayfs; `open_backing` handles new opens.
-    fn make_writable(&self, ino: Ino, data: Data, staged: Option<Staged>) -> Result<(), Errno> {
-        self.union.copy_up(ino, data, staged).map(|_| ())
-    }
-
     /// The namespace lock for a change to `ino` that may need a copy-up: the file data is
     /// copied while lookups still run, then the lock is taken alone for the rest.
     fn lock_for_change(&self, ino: Ino, data: Data) -> Result<(RwLockWriteGuard<'_, ()>, Option<Staged>), Errno> {
@@ -237,8 +234,7 @@ impl StrataFs {
         Ok((RwLockUpgradableReadGuard::upgrade(ns), staged))
     }
 
-    /// Opens the backing file of `ino` and replies through `reply_open`, registering the
-    /// passthrough backing file when possible.
+    /// Opens the backing file of `ino` and registers the handle (see `register_open`).
     fn open_backing(
         &self,
         ino: Ino,
@@ -247,10 +243,24 @@ impl StrataFs {
     ) -> Result<(u64, Option<Arc<BackingId>>), Errno> {
         let (branch, rel) = self.union.location(ino)?;
         let file = sys::open_at(self.union.root(branch), &rel, backing_flags(flags), Mode::empty()).map_err(errno)?;
+        self.register_open(ino, branch, file, wants_write(flags), register)
+    }
+
+    /// Records an open backing file of `ino` (in `branch`) as a handle, with a passthrough
+    /// backing file when the kernel takes one: the one already live for the inode, or a
+    /// new registration.
+    fn register_open(
+        &self,
+        ino: Ino,
+        branch: u16,
+        file: OwnedFd,
+        write: bool,
+        register: impl FnOnce(&OwnedFd) -> std::io::Result<BackingId>,
+    ) -> Result<(u64, Option<Arc<BackingId>>), Errno> {
         let mut backing = None;
+        let mut t = self.union.table.write();
+        let node = t.get_mut(ino)?;
         if self.passthrough.load(Ordering::Relaxed) {
-            let mut t = self.union.table.write();
-            let node = t.get_mut(ino)?;
             let live = node.backing.as_ref().and_then(|(b, w)| w.upgrade().map(|id| (*b, id)));
             backing = match live {
                 Some((b, id)) if b == branch => Some(id),
@@ -281,19 +291,22 @@ impl StrataFs {
                     }
                 },
             };
-            if let Ok(node) = t.get_mut(ino) {
-                node.opens += 1;
-            }
-        } else {
-            self.union.table.write().get_mut(ino)?.opens += 1;
         }
+        t.get_mut(ino)?.opens += 1;
+        drop(t);
         let counter = if backing.is_some() { &self.stats.passthrough_opens } else { &self.stats.daemon_opens };
         counter.fetch_add(1, Ordering::Relaxed);
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.files
-            .lock()
-            .insert(fh, Arc::new(OpenFile { ino, file, write: wants_write(flags), _backing: backing.clone() }));
+        self.files.lock().insert(fh, Arc::new(OpenFile { ino, file, write, _backing: backing.clone() }));
         Ok((fh, backing))
+    }
+
+    /// `O_TRUNC` on open: truncates by path, since the descriptor may be read-only
+    /// (`O_RDONLY|O_TRUNC` truncates too).
+    fn truncate_for_open(&self, ino: Ino) -> Result<(), Errno> {
+        let (b, rel) = self.union.location(ino)?;
+        let f = sys::open_at(self.union.root(b), &rel, OFlags::WRONLY, Mode::empty()).map_err(errno)?;
+        rustix::fs::ftruncate(&f, 0).map_err(errno)
     }
 
     fn fopen_flags(flags: i32) -> FopenFlags {
@@ -332,7 +345,7 @@ impl StrataFs {
             let st = rustix::fs::fstat(&f.file).map_err(errno)?;
             return Ok(to_attr(ino, &st, false));
         }
-        self.make_writable(ino, data, staged)?;
+        self.union.copy_up(ino, data, staged)?;
         let (b, rel) = self.union.location(ino)?;
         let root_fd = self.union.root(b);
         let root = root_fd.as_fd();
@@ -393,6 +406,15 @@ impl StrataFs {
         let names: Box<[std::ffi::OsString]> = sys::list_xattrs(&p.proc).map_err(errno)?.into();
         self.union.table.write().get_mut(ino)?.xattr_names = Some(names.clone());
         Ok(names)
+    }
+
+    /// Does the node have xattr `name`? Asked for on nearly every write and `ls -l`, so the
+    /// cached list is searched in place, not copied.
+    fn has_xattr(&self, ino: Ino, name: &OsStr) -> Result<bool, Errno> {
+        if let Some(names) = &self.union.table.read().get(ino)?.xattr_names {
+            return Ok(names.iter().any(|n| n == name));
+        }
+        Ok(self.xattr_names(ino)?.iter().any(|n| n == name))
     }
 
     /// Forgets the cached xattr names of a node whose xattrs change.
@@ -515,8 +537,10 @@ impl StrataFs {
             self.union.listed(h.ino, &dirs, &h.entries);
             h.listed = true;
         }
+        // One reply holds one page of entries (128 at most): resolving and copying the
+        // whole rest of a large directory for each page would cost O(n^2).
         let skip = offset.saturating_sub(2) as usize;
-        Ok((h.ino, h.entries.iter().skip(skip).cloned().collect()))
+        Ok((h.ino, h.entries.iter().skip(skip).take(READDIR_BATCH).cloned().collect()))
     }
 
     /// The entries of an open directory from `offset` on, as (next offset, inode, kind, name),
@@ -747,13 +771,10 @@ impl Filesystem for StrataFs {
         let opened = if wants_write(flags) {
             let data = if flags & libc::O_TRUNC != 0 { Data::Skip } else { Data::Copy };
             self.lock_for_change(ino.0, data).and_then(|(_ns, staged)| {
-                self.make_writable(ino.0, data, staged)?;
+                self.union.copy_up(ino.0, data, staged)?;
                 let opened = self.open_backing(ino.0, flags, |f| reply.open_backing(f))?;
                 if flags & libc::O_TRUNC != 0 {
-                    // By path: the descriptor may be read-only (O_RDONLY|O_TRUNC).
-                    let (b, rel) = self.union.location(ino.0)?;
-                    let f = sys::open_at(self.union.root(b), &rel, OFlags::WRONLY, Mode::empty()).map_err(errno)?;
-                    rustix::fs::ftruncate(&f, 0).map_err(errno)?;
+                    self.truncate_for_open(ino.0)?;
                 }
                 Ok(opened)
             })
@@ -962,7 +983,7 @@ impl Filesystem for StrataFs {
             return reply.error(Errno::EPERM);
         }
         let r = self.lock_for_change(ino.0, Data::Copy).and_then(|(_ns, staged)| {
-            self.make_writable(ino.0, Data::Copy, staged)?;
+            self.union.copy_up(ino.0, Data::Copy, staged)?;
             let (b, rel) = self.union.location(ino.0)?;
             let p = sys::PathFd::open(self.union.root(b), &rel).map_err(errno)?;
             let r = rustix::fs::setxattr(&p.proc, name, value, rustix::fs::XattrFlags::from_bits_retain(flags as u32))
@@ -997,9 +1018,9 @@ impl Filesystem for StrataFs {
             return reply.error(Errno::ENODATA);
         }
         let _ns = self.union.ns.read();
-        match self.xattr_names(ino.0) {
-            Ok(names) if !names.iter().any(|n| n == name) => return reply.error(Errno::ENODATA),
-            Ok(_) => {}
+        match self.has_xattr(ino.0, name) {
+            Ok(false) => return reply.error(Errno::ENODATA),
+            Ok(true) => {}
             Err(e) => return reply.error(e),
         }
         let r = self.union.location(ino.0).and_then(|(b, rel)| {
@@ -1033,7 +1054,7 @@ impl Filesystem for StrataFs {
             return reply.error(Errno::EPERM);
         }
         let r = self.lock_for_change(ino.0, Data::Copy).and_then(|(_ns, staged)| {
-            self.make_writable(ino.0, Data::Copy, staged)?;
+            self.union.copy_up(ino.0, Data::Copy, staged)?;
             let (b, rel) = self.union.location(ino.0)?;
             let p = sys::PathFd::open(self.union.root(b), &rel).map_err(errno)?;
             let r = rustix::fs::removexattr(&p.proc, name).map_err(errno);
@@ -1076,12 +1097,10 @@ impl Filesystem for StrataFs {
                     }
                     if wants_write(flags) {
                         let data = if flags & libc::O_TRUNC != 0 { Data::Skip } else { Data::Copy };
-                        self.make_writable(existing, data, None)?;
+                        self.union.copy_up(existing, data, None)?;
                     }
                     if flags & libc::O_TRUNC != 0 {
-                        let (b, rel) = self.union.location(existing)?;
-                        let f = sys::open_at(self.union.root(b), &rel, OFlags::WRONLY, Mode::empty()).map_err(errno)?;
-                        rustix::fs::ftruncate(&f, 0).map_err(errno)?;
+                        self.truncate_for_open(existing)?;
                     }
                     (existing, self.entry_attr(existing)?, None)
                 } else {
@@ -1103,30 +1122,8 @@ impl Filesystem for StrataFs {
             let (fh, backing) = match fd {
                 Some(fd) => {
                     // The descriptor from creation carries the caller's flags already.
-                    let mut backing = None;
-                    if self.passthrough.load(Ordering::Relaxed) {
-                        match reply.open_backing(&fd) {
-                            Ok(id) => {
-                                let id = Arc::new(id);
-                                let (b, _) = self.union.location(ino)?;
-                                self.union.table.write().get_mut(ino)?.backing = Some((b, Arc::downgrade(&id)));
-                                backing = Some(id);
-                            }
-                            Err(e) => {
-                                warn!("FUSE passthrough refused ({e}); serving file I/O from the daemon from now on");
-                                self.passthrough.store(false, Ordering::Relaxed);
-                            }
-                        }
-                    }
-                    self.union.table.write().get_mut(ino)?.opens += 1;
-                    let counter =
-                        if backing.is_some() { &self.stats.passthrough_opens } else { &self.stats.daemon_opens };
-                    counter.fetch_add(1, Ordering::Relaxed);
-                    let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-                    self.files
-                        .lock()
-                        .insert(fh, Arc::new(OpenFile { ino, file: fd, write: true, _backing: backing.clone() }));
-                    (fh, backing)
+                    let (b, _) = self.union.location(ino)?;
+                    self.register_open(ino, b, fd, true, |f| reply.open_backing(f))?
                 }
                 None => self.open_backing(ino, flags & !libc::O_TRUNC, |f| reply.open_backing(f))?,
             };

@@ -22,7 +22,7 @@ use crate::persist;
 use crate::sys::{self, errno};
 use crate::whiteout::{self, Format};
 
-pub const NAME_MAX: usize = 255;
+pub use crate::whiteout::NAME_MAX;
 
 /// Where a name resolved.
 #[derive(Debug)]
@@ -271,14 +271,15 @@ impl Union {
     /// Re-resolves a node marked stale (an ancestor was renamed while parts of it stay in
     /// lower branches), keeping its number.
     fn refresh(&self, ino: Ino) -> Result<(), Errno> {
-        let (parent, name, stale) = {
+        // Asked on every location and listing: only a stale node costs more than a look.
+        let (parent, name) = {
             let t = self.table.read();
             let n = t.get(ino)?;
-            (n.parent, n.name.clone(), n.stale)
+            if !n.stale || ino == ROOT {
+                return Ok(());
+            }
+            (n.parent, n.name.clone())
         };
-        if !stale || ino == ROOT {
-            return Ok(());
-        }
         let (dir, parts) = self.dir_info(parent)?;
         let found = self.resolve(&dir, &parts, &name)?.ok_or(Errno::ENOENT)?;
         let mut t = self.table.write();
@@ -781,7 +782,7 @@ impl Union {
         let root_fd = self.root(target);
         let root = root_fd.as_fd();
         let rm_flags = if is_dir { AtFlags::REMOVEDIR } else { AtFlags::empty() };
-        let aufs_fits = name.len() + whiteout::WH_PREFIX.len() <= NAME_MAX;
+        let aufs_fits = whiteout::aufs_name_fits(name);
 
         if target != branch {
             whiteout::create_whiteout(self.format, root, &dir, name).map_err(errno)?;
@@ -936,7 +937,7 @@ impl Union {
         if src_dir && !redirect && lower_is_dir(&lower_dst) {
             whiteout::set_opaque(self.format, root, &rel).map_err(errno)?;
         }
-        let aufs_fits = name.len() + whiteout::WH_PREFIX.len() <= NAME_MAX;
+        let aufs_fits = whiteout::aufs_name_fits(name);
         if lower_src.is_none() {
             rustix::fs::renameat(root, &rel, root, &new_rel).map_err(errno)?;
         } else if self.format == Format::Aufs && aufs_fits {

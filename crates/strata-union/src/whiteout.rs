@@ -25,7 +25,14 @@ pub enum Format {
 pub const WH_PREFIX: &[u8] = b".wh.";
 pub const AUFS_OPAQUE: &str = ".wh..wh..opq";
 pub const OVL_OPAQUE_XATTRS: [&str; 2] = ["trusted.overlay.opaque", "user.overlay.opaque"];
-const NAME_MAX: usize = 255;
+/// The longest name a branch filesystem takes (and the union).
+pub const NAME_MAX: usize = 255;
+
+/// Is `name` short enough for an AUFS whiteout (`.wh.` + name)? Longer ones get an
+/// overlay-format whiteout instead.
+pub fn aufs_name_fits(name: &OsStr) -> bool {
+    name.len() + WH_PREFIX.len() <= NAME_MAX
+}
 
 /// Any name starting with `.wh.`: never listed, never creatable by users.
 pub fn is_meta_name(name: &OsStr) -> bool {
@@ -58,7 +65,7 @@ pub fn is_private_xattr(name: &OsStr) -> bool {
 
 /// Does branch directory `dir` (relative to `root`) hold an AUFS whiteout for `name`?
 pub fn has_aufs_whiteout(root: impl AsFd, dir: &Path, name: &OsStr) -> Result<bool, Errno> {
-    if name.len() + WH_PREFIX.len() > NAME_MAX {
+    if !aufs_name_fits(name) {
         return Ok(false);
     }
     Ok(sys::lstat_opt(root, &sys::join(dir, &aufs_whiteout_name(name)))?.is_some())
@@ -160,7 +167,7 @@ pub fn set_opaque(format: Format, root: impl AsFd, rel: &Path) -> Result<(), Err
 /// `.wh.` prefix get an OverlayFS whiteout instead, which every Strata mount reads too;
 /// the caller must then make sure nothing else sits at `dir/name`.
 pub fn create_whiteout(format: Format, root: impl AsFd, dir: &Path, name: &OsStr) -> Result<(), Errno> {
-    if format == Format::Aufs && name.len() + WH_PREFIX.len() <= NAME_MAX {
+    if format == Format::Aufs && aufs_name_fits(name) {
         let fd = sys::open_at(
             &root,
             &sys::join(dir, &aufs_whiteout_name(name)),
@@ -176,7 +183,7 @@ pub fn create_whiteout(format: Format, root: impl AsFd, dir: &Path, name: &OsStr
 
 /// Removes an AUFS whiteout for `name` in `dir`, if there is one.
 pub fn remove_aufs_whiteout(root: impl AsFd, dir: &Path, name: &OsStr) -> Result<bool, Errno> {
-    if name.len() + WH_PREFIX.len() > NAME_MAX {
+    if !aufs_name_fits(name) {
         return Ok(false);
     }
     match rustix::fs::unlinkat(root, sys::join(dir, &aufs_whiteout_name(name)), AtFlags::empty()) {

@@ -47,10 +47,9 @@ fn many_branches(n: usize) {
     assert_eq!(read(m.p("renamed")), "3\n");
     fs::write(m.p("shared/s5"), "changed").unwrap();
     assert_eq!(read(m.p("shared/s5")), "changed");
-    let names: Vec<String> =
-        fs::read_dir(&m.mnt).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-    assert!(names.contains(&"new".to_string()) && names.contains(&"renamed".to_string()));
-    assert_eq!(names.len(), n + 1, "n - 1 only-*, shared, top, new, renamed, minus two removed");
+    let listed = names(&m.mnt);
+    assert!(listed.contains(&"new".to_string()) && listed.contains(&"renamed".to_string()));
+    assert_eq!(listed.len(), n + 1, "n - 1 only-*, shared, top, new, renamed, minus two removed");
 }
 
 #[test]

@@ -26,10 +26,7 @@ fn seed_000_aufs_three_layers() {
     let m = Mount::new(&[&dirs], &s.path("aufs-mnt"));
 
     // The upper layer covers the lower one.
-    let mut names: Vec<String> =
-        fs::read_dir(&m.mnt).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-    names.sort();
-    assert_eq!(names, ["image-layer-high.txt", "image-layer-low.txt", "x.txt"]);
+    assert_eq!(names(&m.mnt), ["image-layer-high.txt", "image-layer-low.txt", "x.txt"]);
     assert_eq!(read(m.p("x.txt")), "x.txt from image layer high.\n");
 
     // The branches, as /sys/fs/aufs/si_*/br* shows them.
@@ -65,8 +62,7 @@ fn seed_000_aufs_three_layers() {
     assert_eq!(read(s.path("image-layer-high/image-layer-high.txt")), "I am image layer high.\n");
     assert!(s.path("container-layer/.wh.image-layer-high.txt").exists());
     // Whiteouts and the work dir never show through the union.
-    let listed: Vec<String> =
-        fs::read_dir(&m.mnt).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let listed = names(&m.mnt);
     assert!(listed.iter().all(|n| !n.starts_with(".wh.")), "{listed:?}");
 
     m.unmount();
@@ -89,11 +85,9 @@ fn seed_002_four_image_layers() {
     let out = run(strata().current_dir(s.dir.path()).args(["mount", "-o", dirs, "./mnt"]));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let m = Mount { mnt };
-    let mut names: Vec<String> =
-        fs::read_dir(&m.mnt).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-    names.sort();
+    let listed = names(&m.mnt);
     assert_eq!(
-        names,
+        listed,
         ["container-layer.txt", "image-layer1.txt", "image-layer2.txt", "image-layer3.txt", "image-layer4.txt"]
     );
     let text = String::from_utf8(run(strata().arg("branches").arg(&m.mnt)).stdout).unwrap();
@@ -170,10 +164,7 @@ fn seed_004_br_default_ro_and_rw_mounts() {
     s.write("image2", "003", "image2\n");
     let br = format!("br={}:{}", s.path("image1").display(), s.path("image2").display());
     let m = Mount::new(&[&br], &s.path("container"));
-    let mut names: Vec<String> =
-        fs::read_dir(&m.mnt).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-    names.sort();
-    assert_eq!(names, ["001", "002", "003"]);
+    assert_eq!(names(&m.mnt), ["001", "002", "003"]);
     assert_eq!(read(m.p("002")), "image1\n");
     fs::OpenOptions::new().append(true).open(m.p("001")).unwrap().write_all(b"container\n").unwrap();
     assert_eq!(read(s.path("image1/001")), "image1\ncontainer\n", "image1 is rw: changed in place");

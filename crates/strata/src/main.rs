@@ -1,6 +1,8 @@
 //! `strata`: the command line. Thin: parses, calls the libraries, prints.
 
 mod daemon;
+mod images;
+mod ui;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -13,13 +15,17 @@ const EXIT_USAGE: u8 = 2;
 #[derive(Parser, Debug)]
 #[command(name = "strata", version, about = "Layered filesystem and image storage engine")]
 struct Cli {
+    /// The store's root directory
+    #[arg(long, global = true, env = "STRATA_ROOT", default_value = strata_store::DEFAULT_ROOT)]
+    root: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Mount a union of branches (AUFS: -o br=A=rw:B=ro; OverlayFS: -o lowerdir=..,upperdir=..,workdir=..)
+    /// Mount a union of branches (AUFS: -o br=A=rw:B=ro; OverlayFS: -o lowerdir=..,upperdir=..,workdir=..),
+    /// or, without -o, an image from the store (read-only, at ROOT/mnt/image-ID; prints the path)
     Mount {
         /// Mount options, comma separated; may be repeated
         #[arg(short = 'o', value_name = "OPTIONS")]
@@ -30,6 +36,7 @@ enum Command {
         /// Write the daemon's log here (default: discarded when in the background)
         #[arg(long, value_name = "FILE")]
         log_file: Option<PathBuf>,
+        /// Mount point, or the image to mount when no -o is given
         mountpoint: PathBuf,
     },
     /// Unmount a Strata mount (also one whose daemon died)
@@ -45,6 +52,62 @@ enum Command {
         #[command(subcommand)]
         change: Option<Change>,
     },
+    /// Load images from a docker-archive, an OCI layout directory or an OCI archive (gzip/zstd too)
+    Load {
+        /// Read from this file or directory instead of stdin
+        #[arg(short = 'i', long = "input", value_name = "PATH")]
+        input: Option<PathBuf>,
+    },
+    /// Create a one-layer image from a root filesystem directory or tarball ('-' for stdin)
+    Import { source: PathBuf, reference: String },
+    /// Write images to a docker-archive, an OCI layout or an OCI archive
+    Save {
+        /// Output file (a directory for --format oci); stdout when not given
+        #[arg(short = 'o', long = "output", value_name = "PATH")]
+        output: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "docker-archive")]
+        format: SaveFormatArg,
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// List images
+    Images {
+        #[arg(long, value_enum, default_value = "table")]
+        format: images::ListFormat,
+    },
+    /// Show images' configuration, layers and history as JSON
+    Inspect {
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Show the history of an image, one line per build step, newest first
+    History {
+        image: String,
+        /// Do not shorten the CREATED BY column
+        #[arg(long)]
+        no_trunc: bool,
+        #[arg(long, value_enum, default_value = "table")]
+        format: images::ListFormat,
+    },
+    /// Give an image another name
+    Tag { source: String, target: String },
+    /// Remove images (a tag; the image with its last tag; unused layers with it)
+    Rmi {
+        /// Remove even if several tags or containers refer to it
+        #[arg(short = 'f', long)]
+        force: bool,
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Find and repair what interrupted commands left in the store
+    Check,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum SaveFormatArg {
+    DockerArchive,
+    Oci,
+    OciArchive,
 }
 
 /// Changes to the branches of a live mount (AUFS `remount,add/del/mod/append/prepend`).
@@ -88,7 +151,22 @@ fn change_of(change: Change) -> Result<strata_union::BranchChange, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse_from(drop_in_args(std::env::args_os().collect()));
+    let root = cli.root;
     match cli.command {
+        Command::Mount { options, foreground, log_file, mountpoint } if options.is_empty() => {
+            let reference = mountpoint.to_string_lossy().into_owned();
+            let mounted = images::open(&root).and_then(|s| images::image_mount(&s, &reference));
+            match mounted {
+                Ok((branches, mnt)) => {
+                    let code = daemon::mount(&[branches], foreground, log_file.as_deref(), &mnt);
+                    if code == ExitCode::SUCCESS && !foreground {
+                        println!("{}", mnt.display());
+                    }
+                    code
+                }
+                Err(e) => fail(1, &format!("{e:#}")),
+            }
+        }
         Command::Mount { options, foreground, log_file, mountpoint } => {
             daemon::mount(&options, foreground, log_file.as_deref(), &mountpoint)
         }
@@ -113,7 +191,51 @@ fn main() -> ExitCode {
                 Err(e) => fail(1, &e),
             }
         }
+        store_command => {
+            init_cli_logging();
+            match store_cmd(&root, store_command) {
+                Ok(code) => code,
+                Err(e) => fail(1, &format!("{e:#}")),
+            }
+        }
     }
+}
+
+/// Warnings (an xattr a layer could not carry, say) go to stderr.
+fn init_cli_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).without_time().try_init();
+}
+
+fn store_cmd(root: &Path, command: Command) -> anyhow::Result<ExitCode> {
+    let store = images::open(root)?;
+    match command {
+        Command::Load { input } => images::cmd_load(&store, input.as_deref())?,
+        Command::Import { source, reference } => images::cmd_import(&store, &source, &reference)?,
+        Command::Save { output, format, images } => {
+            let format = match format {
+                SaveFormatArg::DockerArchive => strata_store::save::SaveFormat::DockerArchive,
+                SaveFormatArg::Oci => strata_store::save::SaveFormat::Oci,
+                SaveFormatArg::OciArchive => strata_store::save::SaveFormat::OciArchive,
+            };
+            images::cmd_save(&store, &images, output.as_deref(), format)?
+        }
+        Command::Images { format } => images::cmd_images(&store, format)?,
+        Command::Inspect { images } => images::cmd_inspect(&store, &images)?,
+        Command::History { image, no_trunc, format } => images::cmd_history(&store, &image, no_trunc, format)?,
+        Command::Tag { source, target } => images::cmd_tag(&store, &source, &target)?,
+        Command::Rmi { force, images } => images::cmd_rmi(&store, &images, force)?,
+        Command::Check => {
+            if !images::cmd_check(&store)? {
+                return Ok(ExitCode::from(1));
+            }
+        }
+        Command::Mount { .. } | Command::Umount { .. } | Command::Branches { .. } => {
+            unreachable!("union commands are handled in main")
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Drop-in for fuse-overlayfs: called as `fuse-overlayfs` (a symlink) or as

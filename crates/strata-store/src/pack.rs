@@ -1,0 +1,153 @@
+//! A directory as a layer tar: a rootfs (`import`) or a layer directory in the store's
+//! AUFS form (`commit`). Names are sorted, so the same tree gives the same tar and the
+//! same diff ID. Whiteouts leave as OCI whiteouts: AUFS `.wh.NAME` files as they are,
+//! OverlayFS 0/0 devices as `.wh.NAME`, opaque xattrs as `.wh..wh..opq`; the union's own
+//! `.wh..wh.*` directories stay out.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use strata_union::sys::{get_xattr, list_xattrs};
+use strata_union::whiteout::{AUFS_OPAQUE, OVL_OPAQUE_XATTRS, is_private_xattr};
+
+use crate::error::{IoContext, Result, StoreError};
+use crate::progress::Progress;
+
+/// Writes the tree under `dir` as a tar to `out`; `skip` names top-level entries to leave out.
+pub fn pack_dir(dir: &Path, out: impl Write, skip: &[&str], progress: &dyn Progress) -> Result<()> {
+    let mut p = Packer { root: dir.to_path_buf(), builder: tar::Builder::new(out), links: HashMap::new(), progress };
+    p.builder.follow_symlinks(false);
+    p.walk(Path::new(""), skip)?;
+    p.builder.into_inner().at(dir)?.flush().at(dir)
+}
+
+struct Packer<'a, W: Write> {
+    root: PathBuf,
+    builder: tar::Builder<W>,
+    /// First path of each multiply-linked inode, to emit later names as hard links.
+    links: HashMap<(u64, u64), PathBuf>,
+    progress: &'a dyn Progress,
+}
+
+impl<W: Write> Packer<'_, W> {
+    fn walk(&mut self, rel: &Path, skip: &[&str]) -> Result<()> {
+        let dir = self.root.join(rel);
+        let mut names: Vec<_> =
+            std::fs::read_dir(&dir).at(&dir)?.map(|e| e.map(|e| e.file_name())).collect::<io::Result<_>>().at(&dir)?;
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        for name in names {
+            let bytes = name.as_bytes();
+            if rel.as_os_str().is_empty() && skip.iter().any(|s| OsStr::new(s) == name) {
+                continue;
+            }
+            // The union's bookkeeping (work and state dirs), never content.
+            if bytes.starts_with(b".wh..wh.") && name != AUFS_OPAQUE {
+                continue;
+            }
+            let child = rel.join(&name);
+            self.entry(&child)?;
+        }
+        Ok(())
+    }
+
+    fn entry(&mut self, rel: &Path) -> Result<()> {
+        let full = self.root.join(rel);
+        let meta = std::fs::symlink_metadata(&full).at(&full)?;
+        let ft = meta.file_type();
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(meta.mode() & 0o7777);
+        h.set_uid(meta.uid() as u64);
+        h.set_gid(meta.gid() as u64);
+        h.set_mtime(meta.mtime().max(0) as u64);
+        h.set_size(0);
+        if ft.is_char_device() && meta.rdev() == 0 {
+            // An OverlayFS whiteout.
+            let mut wh = std::ffi::OsString::from(".wh.");
+            wh.push(rel.file_name().unwrap_or_default());
+            let path = rel.with_file_name(wh);
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_mode(0o600);
+            return self.builder.append_data(&mut h, &path, io::empty()).at(&full);
+        }
+        if !ft.is_dir() && meta.nlink() > 1 {
+            if let Some(first) = self.links.get(&(meta.dev(), meta.ino())) {
+                h.set_entry_type(tar::EntryType::Link);
+                let first = first.clone();
+                return self.builder.append_link(&mut h, rel, &first).at(&full);
+            }
+            self.links.insert((meta.dev(), meta.ino()), rel.to_path_buf());
+        }
+        self.xattrs(&full)?;
+        if ft.is_dir() {
+            h.set_entry_type(tar::EntryType::Directory);
+            self.builder.append_data(&mut h, rel, io::empty()).at(&full)?;
+            let opaque = OVL_OPAQUE_XATTRS
+                .iter()
+                .any(|x| get_xattr(&full, OsStr::new(x)).ok().flatten().is_some_and(|v| v == b"y"));
+            if opaque && !full.join(AUFS_OPAQUE).exists() {
+                let mut o = tar::Header::new_gnu();
+                o.set_entry_type(tar::EntryType::Regular);
+                o.set_mode(meta.mode() & 0o7777);
+                o.set_uid(meta.uid() as u64);
+                o.set_gid(meta.gid() as u64);
+                o.set_mtime(meta.mtime().max(0) as u64);
+                o.set_size(0);
+                self.builder.append_data(&mut o, rel.join(AUFS_OPAQUE), io::empty()).at(&full)?;
+            }
+            return self.walk(rel, &[]);
+        }
+        if ft.is_symlink() {
+            let target = std::fs::read_link(&full).at(&full)?;
+            h.set_entry_type(tar::EntryType::Symlink);
+            return self.builder.append_link(&mut h, rel, &target).at(&full);
+        }
+        if ft.is_file() {
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_size(meta.len());
+            let f = File::open(&full).at(&full)?;
+            self.progress.advance(meta.len());
+            return self.builder.append_data(&mut h, rel, f).at(&full);
+        }
+        let kind = if ft.is_char_device() {
+            tar::EntryType::Char
+        } else if ft.is_block_device() {
+            tar::EntryType::Block
+        } else if ft.is_fifo() {
+            tar::EntryType::Fifo
+        } else {
+            tracing::warn!("{}: sockets cannot go into a layer; skipped", full.display());
+            return Ok(());
+        };
+        h.set_entry_type(kind);
+        let dev = meta.rdev();
+        h.set_device_major(rustix::fs::major(dev)).at(&full)?;
+        h.set_device_minor(rustix::fs::minor(dev)).at(&full)?;
+        self.builder.append_data(&mut h, rel, io::empty()).at(&full)
+    }
+
+    /// The entry's xattrs as PAX records (before its header), the union's private ones left out.
+    fn xattrs(&mut self, full: &Path) -> Result<()> {
+        let proc = strata_union::sys::PathFd::open(rustix::fs::CWD, full)
+            .map_err(|e| StoreError::Io { path: full.to_path_buf(), source: e.into() })?;
+        let names = list_xattrs(&proc.proc).at(full)?;
+        let mut records: Vec<(String, Vec<u8>)> = Vec::new();
+        for n in names {
+            if is_private_xattr(&n) {
+                continue;
+            }
+            if let Some(v) = get_xattr(&proc.proc, &n).at(full)? {
+                records.push((format!("SCHILY.xattr.{}", n.to_string_lossy()), v));
+            }
+        }
+        if !records.is_empty() {
+            records.sort();
+            self.builder.append_pax_extensions(records.iter().map(|(k, v)| (k.as_str(), v.as_slice()))).at(full)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,134 @@
+//! What the user sees: progress bars (only when stdout is a terminal), sizes and ages
+//! written the way `docker` writes them.
+
+use std::cell::RefCell;
+use std::io::IsTerminal;
+use std::time::{Duration, SystemTime};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use strata_store::Progress;
+
+/// Progress bars on stderr, shown when stdout is a terminal; notes go to stdout.
+pub struct Bars {
+    shown: bool,
+    bar: RefCell<Option<ProgressBar>>,
+}
+
+impl Bars {
+    pub fn new() -> Bars {
+        Bars { shown: std::io::stdout().is_terminal(), bar: RefCell::new(None) }
+    }
+}
+
+impl Progress for Bars {
+    fn begin(&self, label: &str, total: Option<u64>) {
+        if !self.shown {
+            return;
+        }
+        let bar = match total {
+            Some(t) => ProgressBar::with_draw_target(Some(t), ProgressDrawTarget::stderr()).with_style(
+                ProgressStyle::with_template("{msg:40!} [{bar:30}] {bytes:>10}/{total_bytes:<10} {bytes_per_sec}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+            ),
+            None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()).with_style(
+                ProgressStyle::with_template("{spinner} {msg:40!} {bytes:>10} {bytes_per_sec}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            ),
+        };
+        bar.set_message(label.to_string());
+        bar.enable_steady_tick(Duration::from_millis(120));
+        *self.bar.borrow_mut() = Some(bar);
+    }
+
+    fn advance(&self, bytes: u64) {
+        if let Some(b) = self.bar.borrow().as_ref() {
+            b.inc(bytes);
+        }
+    }
+
+    fn end(&self) {
+        if let Some(b) = self.bar.borrow_mut().take() {
+            b.finish();
+        }
+    }
+
+    fn note(&self, line: &str) {
+        println!("{line}");
+    }
+}
+
+/// `docker`'s human sizes: decimal units, three significant digits (`2.15MB`).
+pub fn human_size(bytes: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB", "PB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u + 1 < units.len() {
+        v /= 1000.0;
+        u += 1;
+    }
+    let text = if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    };
+    let text = if text.contains('.') { text.trim_end_matches('0').trim_end_matches('.').to_string() } else { text };
+    format!("{text}{}", units[u])
+}
+
+/// "3 days ago", from an RFC 3339 time; the raw text when it does not parse.
+pub fn ago(rfc3339: Option<&str>) -> String {
+    let Some(text) = rfc3339 else { return "N/A".into() };
+    let Ok(then) = humantime::parse_rfc3339_weak(text) else { return text.to_string() };
+    let secs = SystemTime::now().duration_since(then).map(|d| d.as_secs()).unwrap_or(0);
+    let (n, unit) = match secs {
+        0..60 => return "Less than a minute ago".into(),
+        60..3600 => (secs / 60, "minute"),
+        3600..86400 => (secs / 3600, "hour"),
+        86400..1209600 => (secs / 86400, "day"),
+        1209600..5184000 => (secs / 604800, "week"),
+        5184000..63072000 => (secs / 2592000, "month"),
+        _ => (secs / 31536000, "year"),
+    };
+    let plural = if n == 1 { "" } else { "s" };
+    format!("{n} {unit}{plural} ago")
+}
+
+/// Prints rows as columns separated by three spaces, like `docker`'s tables.
+pub fn table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let last = cells.len().saturating_sub(1);
+        let parts: Vec<String> = cells
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| if i == last { c } else { format!("{c:<w$}", w = widths[i]) })
+            .collect();
+        println!("{}", parts.join("   ").trim_end());
+    };
+    line(header.iter().map(|s| s.to_string()).collect());
+    for r in rows {
+        line(r.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_like_docker() {
+        assert_eq!(human_size(0), "0B");
+        assert_eq!(human_size(999), "999B");
+        assert_eq!(human_size(2_150_000), "2.15MB");
+        assert_eq!(human_size(21_500_000), "21.5MB");
+        assert_eq!(human_size(1_000_000), "1MB");
+    }
+}

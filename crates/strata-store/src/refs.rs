@@ -21,7 +21,10 @@ pub fn normalize(reference: &str) -> Result<String> {
     }
     let name_ok = name.split('/').enumerate().all(|(i, part)| {
         // The first part may be a registry host (with a port, upper case allowed).
-        (i == 0 && name.contains('/') && part.contains(['.', ':']))
+        (i == 0
+            && name.contains('/')
+            && part.contains(['.', ':'])
+            && part.starts_with(|c: char| c.is_ascii_alphanumeric()))
             || (part.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
                 && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b)))
     });

@@ -39,10 +39,7 @@ pub fn cmd_load(store: &Store, input: Option<&Path>) -> Result<()> {
 
 pub fn cmd_import(store: &Store, source: &Path, reference: &str) -> Result<()> {
     let source = if source == Path::new("-") { ImportSource::Stdin } else { ImportSource::Path(source) };
-    let id = import(store, source, reference, &Bars::new())?;
-    if !std::io::stdout().is_terminal() {
-        println!("{id}");
-    }
+    import(store, source, reference, &Bars::new())?;
     Ok(())
 }
 

@@ -4,39 +4,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
 
-fn fixtures() -> Option<PathBuf> {
-    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dir =
-        std::env::var_os("STRATA_FIXTURES").map(PathBuf::from).unwrap_or_else(|| here.join("../../../shared/fixtures"));
-    dir.join("make-images").exists().then_some(dir)
-}
-
-fn sh(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("spawn");
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn podman_runs_containers_on_strata() {
-    let Some(fixtures) = fixtures() else {
-        // Outside this project's workplace the shared fixtures may be missing; CI has them.
-        assert!(std::env::var_os("CI").is_none(), "shared fixtures not found (set STRATA_FIXTURES)");
-        eprintln!("skipped: shared fixtures not found");
-        return;
-    };
+    let Some(images) = fixture_images() else { return };
     let s = Scratch::new();
-    sh(Command::new("bash").arg(fixtures.join("make-images")).arg(s.path("img")));
     let w = s.mkdir("podman");
     // podman calls its mount program as fuse-overlayfs does: `NAME -o OPTIONS MOUNTPOINT`.
     let drop_in = w.join("fuse-overlayfs");
@@ -50,7 +25,7 @@ fn podman_runs_containers_on_strata() {
         c
     };
     let run_flags = ["--network", "none", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"];
-    sh(podman().arg("load").arg("-i").arg(s.path("img/app.docker.tar")));
+    sh(podman().arg("load").arg("-i").arg(images.join("app.docker.tar")));
     let out = sh(podman().arg("run").arg("--rm").args(run_flags).arg("docker.io/fixtures/app:latest"));
     assert_eq!(out.trim(), "hello from app v2");
 

@@ -217,3 +217,71 @@ pub fn errno_of(r: std::io::Result<impl Sized>) -> i32 {
         Err(e) => e.raw_os_error().unwrap_or(-1),
     }
 }
+
+/// Runs a command, asserts success, returns stdout.
+pub fn sh(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The shared fixtures' directory (`../shared/fixtures`, or `STRATA_FIXTURES`).
+pub fn fixtures() -> Option<PathBuf> {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir =
+        std::env::var_os("STRATA_FIXTURES").map(PathBuf::from).unwrap_or_else(|| here.join("../../../shared/fixtures"));
+    dir.join("make-images").exists().then_some(dir)
+}
+
+/// The fixture images (`make-images` output), built once per test binary under the
+/// target dir; `None` (and the test skips) only outside CI when the fixtures are missing.
+pub fn fixture_images() -> Option<PathBuf> {
+    static BUILT: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let Some(fixtures) = fixtures() else {
+                assert!(std::env::var_os("CI").is_none(), "shared fixtures not found (set STRATA_FIXTURES)");
+                eprintln!("skipped: shared fixtures not found");
+                return None;
+            };
+            // make-images is deterministic and writes tools.txt last: a complete set is reused.
+            let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fixture-images");
+            if !out.join("tools.txt").exists() {
+                sh(Command::new("bash").arg(fixtures.join("make-images")).arg(&out));
+            }
+            Some(out)
+        })
+        .clone()
+}
+
+/// A store-rooted `strata` command.
+pub fn st(root: &Path) -> Command {
+    let mut c = strata();
+    c.arg("--root").arg(root);
+    c
+}
+
+/// The flattened-rootfs listing `make-images` writes in `expected/*.tree` (same columns,
+/// same order), of the tree at `root`.
+pub fn fixture_tree(root: &Path) -> String {
+    const SCRIPT: &str = r#"
+printf '#path\ttype\tmode\tuid\tgid\tsize\tnlink\tsha256|target\txattrs\n'
+cd "$1" && find . -mindepth 1 -printf '%P\t%y\t%m\t%U\t%G\t%s\t%n\t%l\n' | LC_ALL=C sort |
+while IFS=$'\t' read -r p y m u g s n l; do
+  x=$(getfattr -h -d -m '^user\.' --absolute-names "./$p" 2>/dev/null |
+      sed -n 's/^\(user\.[^=]*\)="\(.*\)"$/\1=\2/p' | paste -sd';')
+  case $y in
+    f) c=$(sha256sum < "./$p" | cut -c1-64) ;;
+    l) c=$l; s=-; n=- ;;
+    *) c=-; s=-; n=- ;;
+  esac
+  printf '%s\t%s\t%04o\t%s\t%s\t%s\t%s\t%s\t%s\n' "$p" "$y" "0$m" "$u" "$g" "$s" "$n" "$c" "${x:--}"
+done
+"#;
+    sh(Command::new("bash").arg("-c").arg(SCRIPT).arg("tree").arg(root).env("LC_ALL", "C"))
+}

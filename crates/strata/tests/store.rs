@@ -63,8 +63,9 @@ fn every_fixture_format_loads_and_mounts_exactly() {
     }
     // From stdin, the archive gzip-compressed as a whole (docker load takes that too).
     let root = s.path("stdin");
-    let gz = Command::new("gzip").arg("-c").arg(img.join("app.docker.tar")).stdout(Stdio::piped()).spawn().unwrap();
-    let out = st(&root).arg("load").stdin(gz.stdout.unwrap()).output().unwrap();
+    let mut gz = Command::new("gzip").arg("-c").arg(img.join("app.docker.tar")).stdout(Stdio::piped()).spawn().unwrap();
+    let out = st(&root).arg("load").stdin(gz.stdout.take().unwrap()).output().unwrap();
+    assert!(gz.wait().unwrap().success());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(mounted_tree(&root, "fixtures/app"), expected, "stdin load");
     // Shared layers are unpacked once: base's one layer serves both images.
@@ -384,14 +385,15 @@ fn import_keeps_a_rootfs_exactly() {
     assert!(std::os::unix::fs::MetadataExt::blocks(&sparse) < 64, "sparse file stays sparse");
     sh(strata().arg("umount").arg(&mnt));
     // The same tree as a gzip tarball on stdin.
-    let tgz = Command::new("tar")
+    let mut tgz = Command::new("tar")
         .arg("-C")
         .arg(&src)
         .args(["--xattrs", "-czf", "-", "."])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let o = st(&root).args(["import", "-", "mine:tgz"]).stdin(tgz.stdout.unwrap()).output().unwrap();
+    let o = st(&root).args(["import", "-", "mine:tgz"]).stdin(tgz.stdout.take().unwrap()).output().unwrap();
+    assert!(tgz.wait().unwrap().success());
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let mnt = PathBuf::from(sh(st(&root).args(["mount", "mine:tgz"])).trim());
     assert_eq!(tree(&mnt), tree(&src), "imported tarball");

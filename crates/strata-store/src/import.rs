@@ -44,9 +44,8 @@ pub fn import(store: &Store, source: ImportSource<'_>, reference: &str, progress
     let file = File::open(&tar_path).at(&tar_path)?;
     let size = file.metadata().at(&tar_path)?.len();
     let blob = LayerBlob { path: shown.clone(), digest: None, size: None };
-    let what = format!("Importing {shown}");
-    let layer =
-        unpack_layer(io::BufReader::with_capacity(1 << 17, file), &blob, size, None, &staging.dir, &what, progress)?;
+    progress.begin(&format!("Importing {shown}"), Some(size));
+    let layer = unpack_layer(io::BufReader::with_capacity(1 << 17, file), &blob, None, &staging.dir, progress)?;
     let now = now_rfc3339();
     let config = serde_json::json!({
         "created": now,

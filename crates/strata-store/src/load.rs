@@ -426,7 +426,8 @@ fn load_plan(
             let blob = &plan.layers[i];
             let what = format!("{} layer {}/{} ({})", plan.what, i + 1, chain.len(), blob.path);
             let (r, size) = src.open(&blob.path)?;
-            let layer = unpack_layer(r, blob, size, Some(&diff_ids[i]), &staging.dir, &what, progress)
+            progress.begin(&format!("Layer {}/{} {}", i + 1, chain.len(), diff_ids[i].short()), Some(size));
+            let layer = unpack_layer(r, blob, Some(&diff_ids[i]), &staging.dir, progress)
                 .map_err(|e| StoreError::InLayer { layer: what.clone(), source: Box::new(e) })?;
             staged.insert(c.hex().to_string(), layer);
         }
@@ -438,23 +439,21 @@ fn load_plan(
     Err(StoreError::Conflict(format!("{}: layers kept disappearing while loading (concurrent rmi?)", plan.what)))
 }
 
-/// Unpacks one layer blob into a staging directory, verifying what can be verified.
+/// Unpacks one layer blob into a staging directory, verifying what can be verified; the
+/// caller has begun a progress stage, which this ends.
 pub(crate) fn unpack_layer(
     r: impl Read,
     blob: &LayerBlob,
-    size: u64,
     diff_id: Option<&Digest>,
     staging: &Path,
-    what: &str,
     progress: &dyn Progress,
 ) -> Result<StagedLayer> {
     let name = format!("layer-{}", crate::store::random_hex(8));
     let dir = staging.join(&name);
     let split = staging.join(format!("{name}.split"));
     std::fs::create_dir(&dir).at(&dir)?;
-    progress.begin(what, Some(size));
     let (blob_r, blob_d) = DigestReader::new(ProgressReader { inner: r, progress });
-    let decoded = compress::decompress(blob_r).at(what)?;
+    let decoded = compress::decompress(blob_r).at(&blob.path)?;
     let (diff_r, diff_d) = DigestReader::new(decoded);
     let rec = SplitRecorder::create(&split)?;
     let mut tee = rec.tee(diff_r);

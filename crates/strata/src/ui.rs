@@ -49,7 +49,9 @@ impl Progress for Bars {
 
     fn end(&self) {
         if let Some(b) = self.bar.borrow_mut().take() {
-            b.finish();
+            // A finished bar leaves one plain line, so that notes on stdout start clean.
+            b.finish_and_clear();
+            eprintln!("{}: done ({})", b.message(), indicatif::HumanBytes(b.position()));
         }
     }
 

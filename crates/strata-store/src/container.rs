@@ -1,12 +1,48 @@
-//! Container records (`containers/<id>/config.json`): what the image side of the store
-//! must know about containers, which layers and images they hold on to.
+//! Containers: a record (`containers/<id>/config.json`), the files bind-mounted over
+//! `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf`, an init layer `diff/<id>-init`
+//! (their placeholders and the runtime's mount points, never committed) and a read-write
+//! layer `diff/<id>`, stacked over the image's layers.
 
 use std::fs;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use strata_union::view::View;
 
 use crate::error::{IoContext, Result, StoreError};
-use crate::store::Store;
+use crate::store::{Image, Store, now_rfc3339, random_hex};
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RunConfig {
+    /// The command: entrypoint and arguments.
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    /// `uid[:gid]` or a user name (resolved in the rootfs when the container starts).
+    pub user: String,
+    pub hostname: String,
+    /// `none` or `host`.
+    pub network: String,
+    pub memory: Option<u64>,
+    pub pids: Option<u64>,
+    pub cpus: Option<f64>,
+    /// The command as given on the command line (or the image's Cmd): kept by commit.
+    pub cmd: Vec<String>,
+    pub entrypoint: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct State {
+    /// `created`, `running` or `exited`.
+    pub status: String,
+    /// Host pid of the container's init while it runs, and its start time (clock ticks
+    /// since boot) so that a reused pid is not mistaken for it.
+    pub pid: i32,
+    pub pid_start: u64,
+    pub exit_code: Option<i32>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+}
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Container {
@@ -14,16 +50,65 @@ pub struct Container {
     pub name: String,
     /// The image ID (`sha256:...`).
     pub image: String,
+    /// What the user called the image.
+    pub image_name: String,
     /// The image's layer ids, base first.
     pub image_layers: Vec<String>,
     pub created: String,
+    #[serde(default)]
+    pub config: RunConfig,
+    #[serde(default)]
+    pub state: State,
 }
 
 impl Container {
     /// The container's own layers: read-write and init.
     pub fn own_layers(&self) -> [String; 2] {
-        [self.id.clone(), format!("{}-init", self.id)]
+        [self.id.clone(), self.init_layer()]
     }
+
+    pub fn init_layer(&self) -> String {
+        format!("{}-init", self.id)
+    }
+
+    pub fn short_id(&self) -> &str {
+        &self.id[..12]
+    }
+
+    /// The union's branches, top first: read-write layer, init layer, image layers.
+    pub fn layer_dirs(&self, store: &Store) -> Vec<PathBuf> {
+        let mut v = vec![store.diff_dir(&self.id), store.diff_dir(&self.init_layer())];
+        v.extend(self.image_layers.iter().rev().map(|l| store.diff_dir(l)));
+        v
+    }
+
+    /// The mount option for the container's union.
+    pub fn branches_option(&self, store: &Store) -> String {
+        let dirs = self.layer_dirs(store);
+        let mut parts = Vec::with_capacity(dirs.len());
+        for (i, d) in dirs.iter().enumerate() {
+            parts.push(format!("{}={}", d.display(), if i == 0 { "rw" } else { "ro+wh" }));
+        }
+        format!("br={}", parts.join(":"))
+    }
+
+    /// Is the container's init alive (the recorded pid, with the recorded start time)?
+    pub fn is_running(&self) -> bool {
+        self.state.status == "running"
+            && self.state.pid > 0
+            && pid_start_time(self.state.pid) == Some(self.state.pid_start)
+    }
+
+    pub fn dir(&self, store: &Store) -> PathBuf {
+        store.containers_dir().join(&self.id)
+    }
+}
+
+/// Field 22 of /proc/PID/stat: when the process started.
+pub fn pid_start_time(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    after.split(' ').nth(19)?.parse().ok()
 }
 
 /// Every container record in the store.
@@ -41,10 +126,232 @@ pub fn list(store: &Store) -> Result<Vec<Container>> {
             Err(e) => return Err(e).at(path),
         }
     }
+    out.sort_by(|a: &Container, b: &Container| b.created.cmp(&a.created));
     Ok(out)
 }
 
+/// A container by name, ID or unique ID prefix.
+pub fn find(store: &Store, reference: &str) -> Result<Container> {
+    let _lock = store.lock(false)?;
+    find_locked(store, reference)
+}
+
+fn find_locked(store: &Store, reference: &str) -> Result<Container> {
+    let all = list(store)?;
+    if let Some(c) = all.iter().find(|c| c.name == reference || c.id == reference) {
+        return Ok(c.clone());
+    }
+    let matches: Vec<&Container> = all.iter().filter(|c| reference.len() >= 4 && c.id.starts_with(reference)).collect();
+    match matches.len() {
+        1 => Ok(matches[0].clone()),
+        0 => Err(StoreError::NoSuchContainer(reference.to_string())),
+        _ => Err(StoreError::Conflict(format!("container ID prefix '{reference}' is ambiguous"))),
+    }
+}
+
+fn write_record(store: &Store, c: &Container) -> Result<()> {
+    store.write_atomic(&c.dir(store).join("config.json"), &serde_json::to_vec_pretty(c)?)
+}
+
+/// Changes a container's record under the lock (re-reading it first).
+pub fn update(store: &Store, id: &str, f: impl FnOnce(&mut Container)) -> Result<Container> {
+    let _lock = store.lock(true)?;
+    let mut c = find_locked(store, id)?;
+    f(&mut c);
+    write_record(store, &c)?;
+    Ok(c)
+}
+
+const ADJECTIVES: [&str; 16] = [
+    "brave", "calm", "eager", "fond", "gentle", "happy", "jolly", "keen", "lucid", "merry", "nimble", "proud", "quiet",
+    "sharp", "tidy", "witty",
+];
+const NOUNS: [&str; 16] = [
+    "aufs", "badger", "branch", "cedar", "delta", "ferry", "granite", "harbor", "inode", "layer", "marble", "otter",
+    "quartz", "shale", "tarn", "whiteout",
+];
+
+fn generated_name(id: &str, taken: &[Container]) -> String {
+    let b = u8::from_str_radix(&id[..2], 16).unwrap_or(0) as usize;
+    let base = format!("{}_{}", ADJECTIVES[b % 16], NOUNS[b / 16]);
+    if !taken.iter().any(|c| c.name == base) {
+        return base;
+    }
+    format!("{base}_{}", &id[..6])
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+}
+
+/// Creates a container from `image`: its layers, files and record.
+pub fn create(
+    store: &Store,
+    image: &Image,
+    image_name: &str,
+    name: Option<&str>,
+    config: RunConfig,
+) -> Result<Container> {
+    if let Some(n) = name
+        && !valid_name(n)
+    {
+        return Err(StoreError::Format(format!(
+            "invalid container name '{n}': use letters, digits, '_', '.', '-', starting with a letter or digit"
+        )));
+    }
+    let id = random_hex(32);
+    let staging = store.staging()?;
+    // The init layer: mount points and placeholders, with the attributes the image
+    // gives their directories (a merged directory shows the topmost one's).
+    let init = staging.dir.join("init");
+    let rw = staging.dir.join("rw");
+    fs::create_dir(&init).at(&init)?;
+    fs::create_dir(&rw).at(&rw)?;
+    let image_dirs: Vec<PathBuf> = image.layer_ids().iter().rev().map(|l| store.diff_dir(l)).collect();
+    let view = View::open(&image_dirs).at(store.root())?;
+    let mirror = |rel: &str, dest: &Path| -> Result<()> {
+        let mut dir = view.root();
+        let mut st = None;
+        for comp in Path::new(rel).components() {
+            match view.lookup(&dir, comp.as_os_str()).at(dest)? {
+                Some(e) if e.dir.is_some() => {
+                    st = Some(e.stat);
+                    dir = e.dir.unwrap_or_else(|| view.root());
+                }
+                _ => {
+                    st = None;
+                    break;
+                }
+            }
+        }
+        let (mode, uid, gid) = st.map_or((0o755, 0, 0), |s| (s.st_mode & 0o7777, s.st_uid, s.st_gid));
+        fs::set_permissions(dest, std::os::unix::fs::PermissionsExt::from_mode(mode)).at(dest)?;
+        std::os::unix::fs::lchown(dest, Some(uid), Some(gid)).at(dest)
+    };
+    for d in ["proc", "sys", "dev", "dev/pts", "dev/shm", "etc"] {
+        let p = init.join(d);
+        fs::create_dir_all(&p).at(&p)?;
+    }
+    for d in ["", "proc", "sys", "dev", "dev/pts", "dev/shm", "etc"] {
+        mirror(d, &init.join(d))?;
+    }
+    mirror("", &rw)?;
+    for f in ["etc/hosts", "etc/hostname", "etc/resolv.conf"] {
+        let p = init.join(f);
+        fs::write(&p, b"").at(&p)?;
+    }
+    let cdir = staging.dir.join("container");
+    fs::create_dir(&cdir).at(&cdir)?;
+    let hostname = if config.hostname.is_empty() { id[..12].to_string() } else { config.hostname.clone() };
+    let hosts = format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n");
+    fs::write(cdir.join("hosts"), hosts).at(cdir.join("hosts"))?;
+    fs::write(cdir.join("hostname"), format!("{hostname}\n")).at(cdir.join("hostname"))?;
+    let resolv = if config.network == "host" {
+        fs::read("/etc/resolv.conf").unwrap_or_default()
+    } else {
+        b"# no network (--network none)\n".to_vec()
+    };
+    fs::write(cdir.join("resolv.conf"), resolv).at(cdir.join("resolv.conf"))?;
+
+    let _lock = store.lock(true)?;
+    let all = list(store)?;
+    if let Some(n) = name
+        && let Some(other) = all.iter().find(|c| c.name == n)
+    {
+        return Err(StoreError::Conflict(format!(
+            "the container name '{n}' is already used by container {}",
+            other.short_id()
+        )));
+    }
+    // The image may have been removed since it was looked up.
+    if !image.layer_ids().iter().all(|l| store.has_layer(l)) {
+        return Err(StoreError::NoSuchImage(image_name.to_string()));
+    }
+    let name = name.map(str::to_string).unwrap_or_else(|| generated_name(&id, &all));
+    let c = Container {
+        id: id.clone(),
+        name,
+        image: image.id.to_string(),
+        image_name: image_name.to_string(),
+        image_layers: image.layer_ids(),
+        created: now_rfc3339(),
+        config: RunConfig { hostname, ..config },
+        state: State { status: "created".into(), ..State::default() },
+    };
+    // Layers first, the record last: until it exists, `check` may remove the pieces.
+    fs::rename(&init, store.diff_dir(&c.init_layer())).at(store.diff_dir(&c.init_layer()))?;
+    fs::rename(&rw, store.diff_dir(&id)).at(store.diff_dir(&id))?;
+    let ancestors: Vec<String> = c.image_layers.iter().rev().cloned().collect();
+    store.write_atomic(&store.ancestors_path(&c.init_layer()), lines(&ancestors).as_bytes())?;
+    let mut with_init = vec![c.init_layer()];
+    with_init.extend(ancestors);
+    store.write_atomic(&store.ancestors_path(&id), lines(&with_init).as_bytes())?;
+    fs::rename(&cdir, c.dir(store)).at(c.dir(store))?;
+    write_record(store, &c)?;
+    Ok(c)
+}
+
+fn lines(v: &[String]) -> String {
+    v.iter().map(|l| format!("{l}\n")).collect()
+}
+
+/// Removes a stopped container: its record first, then its layers and files.
+pub fn remove(store: &Store, c: &Container) -> Result<()> {
+    let _lock = store.lock(true)?;
+    let dir = c.dir(store);
+    let record = dir.join("config.json");
+    match fs::remove_file(&record) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).at(record),
+    }
+    remove_pieces(store, &c.id)
+}
+
+/// Deletes whatever exists of container `id`'s files and layers. Lock held.
+fn remove_pieces(store: &Store, id: &str) -> Result<()> {
+    for layer in [id.to_string(), format!("{id}-init")] {
+        let d = store.diff_dir(&layer);
+        if d.exists() {
+            store.discard_dir(&d)?;
+        }
+        let a = store.ancestors_path(&layer);
+        if a.exists() {
+            fs::remove_file(&a).at(&a)?;
+        }
+    }
+    for d in [store.containers_dir().join(id), store.mnt_dir(id)] {
+        if d.exists() {
+            // A mount point still mounted (a killed run) is left for `strata rm` to unmount.
+            if let Err(e) = fs::remove_dir_all(&d) {
+                tracing::warn!("cannot remove {}: {e}", d.display());
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Repairs container leftovers; returns what was done. Lock held.
-pub fn check(_store: &Store) -> Result<Vec<String>> {
-    Ok(Vec::new())
+pub fn check(store: &Store) -> Result<Vec<String>> {
+    let mut done = Vec::new();
+    let dir = store.containers_dir();
+    for e in fs::read_dir(&dir).at(&dir)? {
+        let e = e.at(&dir)?;
+        let id = e.file_name().to_string_lossy().into_owned();
+        if !e.path().join("config.json").exists() {
+            remove_pieces(store, &id)?;
+            done.push(format!("removed the pieces of container {id}, which was never completely created"));
+        }
+    }
+    for mut c in list(store)? {
+        if c.state.status == "running" && !c.is_running() {
+            c.state.status = "exited".into();
+            c.state.finished_at = Some(now_rfc3339());
+            write_record(store, &c)?;
+            done.push(format!("container {} was killed while running: marked exited", c.name));
+        }
+    }
+    Ok(done)
 }

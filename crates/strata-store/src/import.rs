@@ -30,7 +30,7 @@ pub fn import(store: &Store, source: ImportSource<'_>, reference: &str, progress
         ImportSource::Path(p) if p.is_dir() => {
             progress.begin(&format!("Packing {}", p.display()), None);
             let out = BufWriter::new(File::create(&packed).at(&packed)?);
-            pack_dir(p, out, &[], progress)?;
+            pack_dir(p, out, progress)?;
             progress.end();
             (packed, p.display().to_string())
         }

@@ -6,6 +6,8 @@
 //! move images in and out in the OCI and docker-archive formats.
 
 pub mod apply;
+pub mod changes;
+pub mod commit;
 pub mod compress;
 pub mod container;
 pub mod digest;

@@ -13,16 +13,28 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use strata_union::sys::{get_xattr, list_xattrs};
-use strata_union::whiteout::{AUFS_OPAQUE, OVL_OPAQUE_XATTRS, is_private_xattr};
+use strata_union::view::{View, ViewDir};
+use strata_union::whiteout::{AUFS_OPAQUE, OVL_OPAQUE_XATTRS, OVL_REDIRECT_XATTRS, is_private_xattr};
 
 use crate::error::{IoContext, Result, StoreError};
 use crate::progress::Progress;
 
-/// Writes the tree under `dir` as a tar to `out`; `skip` names top-level entries to leave out.
-pub fn pack_dir(dir: &Path, out: impl Write, skip: &[&str], progress: &dyn Progress) -> Result<()> {
-    let mut p = Packer { root: dir.to_path_buf(), builder: tar::Builder::new(out), links: HashMap::new(), progress };
-    p.builder.follow_symlinks(false);
-    p.walk(Path::new(""), skip)?;
+/// Writes the tree under `dir` as a tar to `out`.
+pub fn pack_dir(dir: &Path, out: impl Write, progress: &dyn Progress) -> Result<()> {
+    pack(dir, None, out, progress)
+}
+
+/// Writes a container's read-write layer `dir` as a layer tar. `view` is the container's
+/// whole union: a directory renamed from a lower one (an overlay redirect) cannot be
+/// expressed in a tar, so it leaves as an opaque directory with everything it shows.
+pub fn pack_layer(dir: &Path, view: &View, out: impl Write, progress: &dyn Progress) -> Result<()> {
+    pack(dir, Some(view), out, progress)
+}
+
+fn pack(dir: &Path, view: Option<&View>, out: impl Write, progress: &dyn Progress) -> Result<()> {
+    let mut p =
+        Packer { root: dir.to_path_buf(), builder: tar::Builder::new(out), links: HashMap::new(), progress, view };
+    p.walk(Path::new(""))?;
     p.builder.into_inner().at(dir)?.flush().at(dir)
 }
 
@@ -32,31 +44,32 @@ struct Packer<'a, W: Write> {
     /// First path of each multiply-linked inode, to emit later names as hard links.
     links: HashMap<(u64, u64), PathBuf>,
     progress: &'a dyn Progress,
+    view: Option<&'a View>,
 }
 
 impl<W: Write> Packer<'_, W> {
-    fn walk(&mut self, rel: &Path, skip: &[&str]) -> Result<()> {
+    fn walk(&mut self, rel: &Path) -> Result<()> {
         let dir = self.root.join(rel);
         let mut names: Vec<_> =
             std::fs::read_dir(&dir).at(&dir)?.map(|e| e.map(|e| e.file_name())).collect::<io::Result<_>>().at(&dir)?;
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         for name in names {
             let bytes = name.as_bytes();
-            if rel.as_os_str().is_empty() && skip.iter().any(|s| OsStr::new(s) == name) {
-                continue;
-            }
             // The union's bookkeeping (work and state dirs), never content.
             if bytes.starts_with(b".wh..wh.") && name != AUFS_OPAQUE {
                 continue;
             }
             let child = rel.join(&name);
-            self.entry(&child)?;
+            let full = self.root.join(&child);
+            self.entry(&child, &full, None)?;
         }
         Ok(())
     }
 
-    fn entry(&mut self, rel: &Path) -> Result<()> {
-        let full = self.root.join(rel);
+    /// Emits `rel`, read from `full`; `merged` is set when the entry comes from the
+    /// union view (inside a renamed directory) rather than from the layer itself.
+    fn entry(&mut self, rel: &Path, full: &Path, merged: Option<&ViewDir>) -> Result<()> {
+        let full = full.to_path_buf();
         let meta = std::fs::symlink_metadata(&full).at(&full)?;
         let ft = meta.file_type();
         let mut h = tar::Header::new_gnu();
@@ -86,10 +99,13 @@ impl<W: Write> Packer<'_, W> {
         if ft.is_dir() {
             h.set_entry_type(tar::EntryType::Directory);
             self.builder.append_data(&mut h, rel, io::empty()).at(&full)?;
-            let opaque = OVL_OPAQUE_XATTRS
-                .iter()
-                .any(|x| get_xattr(&full, OsStr::new(x)).ok().flatten().is_some_and(|v| v == b"y"));
-            if opaque && !full.join(AUFS_OPAQUE).exists() {
+            let redirected =
+                self.view.is_some() && get_xattr(&full, OsStr::new(OVL_REDIRECT_XATTRS[0])).ok().flatten().is_some();
+            let opaque = redirected
+                || OVL_OPAQUE_XATTRS
+                    .iter()
+                    .any(|x| get_xattr(&full, OsStr::new(x)).ok().flatten().is_some_and(|v| v == b"y"));
+            if opaque && (redirected || !full.join(AUFS_OPAQUE).exists()) {
                 let mut o = tar::Header::new_gnu();
                 o.set_entry_type(tar::EntryType::Regular);
                 o.set_mode(meta.mode() & 0o7777);
@@ -99,7 +115,15 @@ impl<W: Write> Packer<'_, W> {
                 o.set_size(0);
                 self.builder.append_data(&mut o, rel.join(AUFS_OPAQUE), io::empty()).at(&full)?;
             }
-            return self.walk(rel, &[]);
+            let merged = match (merged, self.view) {
+                (Some(d), _) => Some(d.clone()),
+                (None, Some(view)) if redirected => Some(lookup_dir(view, rel).at(&full)?),
+                _ => None,
+            };
+            return match merged {
+                Some(dir) => self.merged(rel, &dir),
+                None => self.walk(rel),
+            };
         }
         if ft.is_symlink() {
             let target = std::fs::read_link(&full).at(&full)?;
@@ -130,6 +154,15 @@ impl<W: Write> Packer<'_, W> {
         self.builder.append_data(&mut h, rel, io::empty()).at(&full)
     }
 
+    /// Emits everything the union shows in `dir` (entries of any layer).
+    fn merged(&mut self, rel: &Path, dir: &ViewDir) -> Result<()> {
+        let Some(view) = self.view else { return Ok(()) };
+        for e in view.entries(dir).at(&self.root)? {
+            self.entry(&rel.join(&e.name), &e.disk_path, e.dir.as_ref())?;
+        }
+        Ok(())
+    }
+
     /// The entry's xattrs as PAX records (before its header), the union's private ones left out.
     fn xattrs(&mut self, full: &Path) -> Result<()> {
         let proc = strata_union::sys::PathFd::open(rustix::fs::CWD, full)
@@ -150,4 +183,15 @@ impl<W: Write> Packer<'_, W> {
         }
         Ok(())
     }
+}
+
+/// The view's directory at `rel`.
+fn lookup_dir(view: &View, rel: &Path) -> io::Result<ViewDir> {
+    let mut dir = view.root();
+    for c in rel.components() {
+        dir = view.lookup(&dir, c.as_os_str())?.and_then(|e| e.dir).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, format!("{} is not a directory of the union", rel.display()))
+        })?;
+    }
+    Ok(dir)
 }

@@ -176,7 +176,7 @@ impl Store {
     pub fn split_path(&self, layer: &str) -> PathBuf {
         self.root.join("layerdb").join(format!("{layer}.split"))
     }
-    fn ancestors_path(&self, layer: &str) -> PathBuf {
+    pub(crate) fn ancestors_path(&self, layer: &str) -> PathBuf {
         self.root.join("layers").join(layer)
     }
     fn image_path(&self, id: &Digest) -> PathBuf {
@@ -307,7 +307,7 @@ impl Store {
     }
 
     /// Moves a directory out of the store's view into `tmp/` and deletes it there.
-    fn discard_dir(&self, dir: &Path) -> Result<()> {
+    pub(crate) fn discard_dir(&self, dir: &Path) -> Result<()> {
         let trash = self.root.join("tmp").join(format!("trash-{}", random_hex(8)));
         fs::rename(dir, &trash).at(dir)?;
         fs::remove_dir_all(&trash).at(&trash)

@@ -17,6 +17,7 @@ pub mod persist;
 pub mod restack;
 pub mod sys;
 pub mod union;
+pub mod view;
 pub mod whiteout;
 
 pub use branch::{BranchSpec, Perm};

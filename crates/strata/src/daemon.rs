@@ -59,10 +59,11 @@ pub fn mount(options: &[String], foreground: bool, log_file: Option<&Path>, moun
         let _ = status.flush();
     });
     drop(status);
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(_) => ExitCode::from(EXIT_USAGE),
-    }
+    // The daemon never returns into the caller's code (which may go on to use the mount).
+    std::process::exit(match result {
+        Ok(()) => 0,
+        Err(_) => EXIT_USAGE.into(),
+    })
 }
 
 /// Parent side: the daemon writes an empty line once the mount is live, or the error.

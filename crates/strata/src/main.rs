@@ -1,5 +1,6 @@
 //! `strata`: the command line. Thin: parses, calls the libraries, prints.
 
+mod containers;
 mod daemon;
 mod images;
 mod ui;
@@ -101,6 +102,71 @@ enum Command {
     },
     /// Find and repair what interrupted commands left in the store
     Check,
+    /// Create a container from an image (prints its ID)
+    Create {
+        #[command(flatten)]
+        args: containers::CreateArgs,
+    },
+    /// Create and start a container, in the foreground; exits with the command's status
+    Run {
+        /// Remove the container when it exits
+        #[arg(long)]
+        rm: bool,
+        /// Keep stdin attached (else the command reads /dev/null)
+        #[arg(short = 'i', long)]
+        interactive: bool,
+        #[command(flatten)]
+        args: containers::CreateArgs,
+    },
+    /// Run a created or exited container again, keeping its read-write layer
+    Start {
+        #[arg(short = 'i', long)]
+        interactive: bool,
+        container: String,
+    },
+    /// Run a command in a running container's namespaces and cgroups
+    Exec {
+        #[arg(short = 'i', long)]
+        interactive: bool,
+        #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+        env: Vec<String>,
+        #[arg(short = 'w', long = "workdir")]
+        workdir: Option<String>,
+        #[arg(short = 'u', long = "user")]
+        user: Option<String>,
+        container: String,
+        #[arg(required = true, trailing_var_arg = true)]
+        command: Vec<String>,
+    },
+    /// List running containers (-a: all)
+    Ps {
+        #[arg(short = 'a', long)]
+        all: bool,
+        #[arg(long, value_enum, default_value = "table")]
+        format: images::ListFormat,
+    },
+    /// Remove containers (a running one only with -f, which kills it)
+    Rm {
+        #[arg(short = 'f', long)]
+        force: bool,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Show what a container changed: A added, C changed, D deleted
+    Diff { container: String },
+    /// Make an image from a container's changes
+    Commit {
+        /// Commit message (the history entry's comment)
+        #[arg(short = 'm', long)]
+        message: Option<String>,
+        #[arg(short = 'a', long)]
+        author: Option<String>,
+        /// Change the config: 'CMD ...', 'ENTRYPOINT ...', 'ENV K=V', 'WORKDIR D', 'USER U', 'LABEL K=V'
+        #[arg(short = 'c', long = "change")]
+        change: Vec<String>,
+        container: String,
+        reference: Option<String>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -155,8 +221,21 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Mount { options, foreground, log_file, mountpoint } if options.is_empty() => {
             let reference = mountpoint.to_string_lossy().into_owned();
-            let mounted = images::open(&root).and_then(|s| images::image_mount(&s, &reference));
-            match mounted {
+            let store = match images::open(&root) {
+                Ok(s) => s,
+                Err(e) => return fail(1, &format!("{e:#}")),
+            };
+            // A container (mounted read-write, as `run` does), else an image (read-only).
+            if let Ok(c) = strata_store::container::find(&store, &reference) {
+                return match containers::ensure_mounted(&store, &c) {
+                    Ok(mnt) => {
+                        println!("{}", mnt.display());
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => fail(1, &format!("{e:#}")),
+                };
+            }
+            match images::image_mount(&store, &reference) {
                 Ok((branches, mnt)) => {
                     let code = daemon::mount(&[branches], foreground, log_file.as_deref(), &mnt);
                     if code == ExitCode::SUCCESS && !foreground {
@@ -230,6 +309,33 @@ fn store_cmd(root: &Path, command: Command) -> anyhow::Result<ExitCode> {
             if !images::cmd_check(&store)? {
                 return Ok(ExitCode::from(1));
             }
+        }
+        Command::Create { args } => return containers::cmd_create(&store, &args),
+        Command::Run { rm, interactive, args } => return containers::cmd_run(&store, &args, rm, interactive),
+        Command::Start { interactive, container } => return containers::cmd_start(&store, &container, interactive),
+        Command::Exec { interactive, env, workdir, user, container, command } => {
+            return containers::cmd_exec(
+                &store,
+                &container,
+                &command,
+                &env,
+                workdir.as_deref(),
+                user.as_deref(),
+                interactive,
+            );
+        }
+        Command::Ps { all, format } => return containers::cmd_ps(&store, all, format),
+        Command::Rm { force, containers: list } => return containers::cmd_rm(&store, &list, force),
+        Command::Diff { container } => return containers::cmd_diff(&store, &container),
+        Command::Commit { message, author, change, container, reference } => {
+            return containers::cmd_commit(
+                &store,
+                &container,
+                reference.as_deref(),
+                message.as_deref(),
+                author.as_deref(),
+                &change,
+            );
         }
         Command::Mount { .. } | Command::Umount { .. } | Command::Branches { .. } => {
             unreachable!("union commands are handled in main")

@@ -1,0 +1,357 @@
+//! strata-runtime: runs a process in a prepared root filesystem.
+//!
+//! It knows nothing of layers: it gets a rootfs path (the union mount) and a process
+//! spec. Process tree:
+//!
+//! ```text
+//! caller ──fork──> keeper (host pid ns; in the cgroup; unshares the namespaces)
+//!                    └─fork─> init, pid 1 (mounts /proc, /dev, /sys, binds; pivot_root)
+//!                               └─fork─> the command, pid 2 (user, cwd, exec)
+//! ```
+//!
+//! The keeper exists so that the caller stays in the host namespaces (it must unmount
+//! and clean up afterwards). Init forwards signals sent to it and reaps orphans, so
+//! `kill` and Ctrl-C reach the command even though it is not pid 1 (a pid-1 command
+//! ignores every signal it has no handler for); it exits with the command's status.
+
+pub mod cgroup;
+mod rootfs;
+mod signals;
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+pub use cgroup::{Cgroup, Limits};
+
+#[derive(Debug, Error)]
+pub enum RuntimeError {
+    #[error("cgroup: {0}")]
+    Cgroup(String),
+    #[error("{what}: {source}")]
+    Sys { what: String, source: std::io::Error },
+    #[error("{0}")]
+    Other(String),
+}
+
+fn sys(what: impl Into<String>) -> impl FnOnce(rustix::io::Errno) -> RuntimeError {
+    let what = what.into();
+    move |e| RuntimeError::Sys { what, source: e.into() }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Network {
+    /// A network namespace of its own, with only `lo`.
+    None,
+    /// The host's network.
+    Host,
+}
+
+/// The process to run and its environment.
+#[derive(Clone, Debug)]
+pub struct RunSpec {
+    pub rootfs: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    pub hostname: String,
+    pub network: Network,
+    /// Host files bind-mounted over files of the rootfs (`/etc/hosts` and friends).
+    pub binds: Vec<(PathBuf, String)>,
+    pub limits: Limits,
+    /// The cgroup's name under `strata/`.
+    pub cgroup: String,
+    /// Keep stdin (else it is `/dev/null`).
+    pub stdin: bool,
+}
+
+/// Exit status for failures of the runtime itself, before the command runs (as Docker).
+pub const EXIT_SETUP: i32 = 125;
+/// The command could not be executed (permission, not executable).
+pub const EXIT_CANNOT_EXEC: i32 = 126;
+/// The command was not found.
+pub const EXIT_NOT_FOUND: i32 = 127;
+
+fn pipe() -> Result<(File, File), RuntimeError> {
+    let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(sys("pipe"))?;
+    Ok((File::from(r), File::from(w)))
+}
+
+fn fork() -> Result<i32, RuntimeError> {
+    // SAFETY: callers fork from single-threaded code; the child runs only our own set-up
+    // code and then execs or exits.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(RuntimeError::Sys { what: "fork".into(), source: std::io::Error::last_os_error() });
+    }
+    Ok(pid)
+}
+
+/// The exit status a shell would report for a wait status: the code, or 128+signal.
+pub fn exit_code(status: i32) -> i32 {
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status)
+    } else {
+        EXIT_SETUP
+    }
+}
+
+fn wait(pid: i32) -> i32 {
+    let mut status = 0;
+    loop {
+        // SAFETY: plain waitpid on our own child.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            return exit_code(status);
+        }
+        if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return EXIT_SETUP;
+        }
+    }
+}
+
+/// Child side: report a set-up failure and exit.
+fn die(msg: &str) -> ! {
+    let _ = writeln!(std::io::stderr(), "strata: {msg}");
+    // SAFETY: _exit skips atexit handlers and stdio buffers that belong to the parent.
+    unsafe { libc::_exit(EXIT_SETUP) }
+}
+
+/// Runs `spec` and returns the command's exit status (128+N after signal N).
+/// `started` gets the host pid of the container's init once it runs.
+pub fn run(spec: &RunSpec, started: impl FnOnce(i32)) -> Result<i32, RuntimeError> {
+    let cgroup = Cgroup::create(&spec.cgroup, &spec.limits)?;
+    let (go_r, mut go_w) = pipe()?;
+    let (pid_r, pid_w) = pipe()?;
+    let keeper = fork()?;
+    if keeper == 0 {
+        drop(go_w);
+        drop(pid_r);
+        keeper_main(spec, go_r, pid_w);
+    }
+    drop(go_r);
+    drop(pid_w);
+    let res = cgroup.add(keeper);
+    let status = match res {
+        Ok(()) => {
+            let _ = go_w.write_all(b"g");
+            drop(go_w);
+            signals::forward_to(keeper);
+            let mut buf = [0u8; 4];
+            let mut r = pid_r;
+            if r.read_exact(&mut buf).is_ok() {
+                started(i32::from_le_bytes(buf));
+            }
+            let code = wait(keeper);
+            signals::restore();
+            Ok(code)
+        }
+        Err(e) => {
+            drop(go_w); // the keeper exits on a closed pipe
+            wait(keeper);
+            Err(e)
+        }
+    };
+    cgroup.remove();
+    status
+}
+
+/// The keeper: joins the namespaces-to-be, forks init, waits for it.
+fn keeper_main(spec: &RunSpec, mut go: File, mut pid_out: File) -> ! {
+    signals::reset();
+    let mut b = [0u8; 1];
+    if go.read_exact(&mut b).is_err() {
+        // SAFETY: see die().
+        unsafe { libc::_exit(EXIT_SETUP) }
+    }
+    use rustix::thread::UnshareFlags as U;
+    let mut flags = U::NEWNS | U::NEWPID | U::NEWUTS | U::NEWIPC;
+    if spec.network == Network::None {
+        flags |= U::NEWNET;
+    }
+    // SAFETY: this process is single-threaded; no file table is shared.
+    if let Err(e) = unsafe { rustix::thread::unshare_unsafe(flags) } {
+        die(&format!("unshare: {e}"));
+    }
+    let init = match fork() {
+        Ok(p) => p,
+        Err(e) => die(&e.to_string()),
+    };
+    if init == 0 {
+        drop(pid_out);
+        init_main(spec);
+    }
+    let _ = pid_out.write_all(&init.to_le_bytes());
+    drop(pid_out);
+    signals::forward_to(init);
+    let code = wait(init);
+    // SAFETY: see die().
+    unsafe { libc::_exit(code) }
+}
+
+/// Pid 1: sets up the root filesystem, starts the command, forwards signals, reaps.
+fn init_main(spec: &RunSpec) -> ! {
+    if let Err(e) = rootfs::prepare(spec) {
+        die(&e.to_string());
+    }
+    let cmd = match fork() {
+        Ok(p) => p,
+        Err(e) => die(&e.to_string()),
+    };
+    if cmd == 0 {
+        command_main(spec);
+    }
+    signals::forward_to(cmd);
+    // Reap everything; leave with the command's status.
+    loop {
+        let mut status = 0;
+        // SAFETY: plain waitpid.
+        let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if pid == cmd {
+            // SAFETY: see die().
+            unsafe { libc::_exit(exit_code(status)) }
+        }
+        if pid < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD) {
+            // SAFETY: see die().
+            unsafe { libc::_exit(EXIT_SETUP) }
+        }
+    }
+}
+
+/// Finds `cmd` in the container's PATH, as a shell would.
+fn find_command(cmd: &str, env: &[String]) -> Result<PathBuf, i32> {
+    let is_exec = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file()) && rustix::fs::access(p, rustix::fs::Access::EXEC_OK).is_ok()
+    };
+    if cmd.contains('/') {
+        let p = PathBuf::from(cmd);
+        return match std::fs::metadata(&p) {
+            Err(_) => Err(EXIT_NOT_FOUND),
+            Ok(_) if is_exec(&p) => Ok(p),
+            Ok(_) => Err(EXIT_CANNOT_EXEC),
+        };
+    }
+    let path = env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    for dir in path.split(':').filter(|d| !d.is_empty()) {
+        let p = Path::new(dir).join(cmd);
+        if is_exec(&p) {
+            return Ok(p);
+        }
+    }
+    Err(EXIT_NOT_FOUND)
+}
+
+/// The command: its user, its directory, exec.
+fn command_main(spec: &RunSpec) -> ! {
+    signals::reset();
+    if !spec.stdin
+        && let Ok(null) = File::open("/dev/null")
+    {
+        let _ = rustix::stdio::dup2_stdin(&null);
+    }
+    enter_user_and_exec(spec.uid, spec.gid, &spec.groups, &spec.cwd, &spec.args, &spec.env)
+}
+
+fn enter_user_and_exec(uid: u32, gid: u32, groups: &[u32], cwd: &str, args: &[String], env: &[String]) -> ! {
+    let groups: Vec<libc::gid_t> = groups.to_vec();
+    // SAFETY: plain system calls on values we own.
+    let ok = unsafe {
+        libc::setgroups(groups.len(), groups.as_ptr()) == 0 && libc::setgid(gid) == 0 && libc::setuid(uid) == 0
+    };
+    if !ok {
+        die(&format!("cannot switch to user {uid}:{gid}: {}", std::io::Error::last_os_error()));
+    }
+    if let Err(e) = std::env::set_current_dir(cwd) {
+        die(&format!("working directory {cwd}: {e}"));
+    }
+    let Some(cmd) = args.first() else { die("no command given, and the image has none") };
+    let path = match find_command(cmd, env) {
+        Ok(p) => p,
+        Err(code) => {
+            let why = if code == EXIT_NOT_FOUND { "not found" } else { "permission denied (not executable)" };
+            let _ = writeln!(std::io::stderr(), "strata: {cmd}: {why}");
+            // SAFETY: see die().
+            unsafe { libc::_exit(code) }
+        }
+    };
+    let c = |s: &str| CString::new(s).unwrap_or_default();
+    let prog = CString::new(path.as_os_str().as_encoded_bytes()).unwrap_or_default();
+    let argv: Vec<CString> = args.iter().map(|a| c(a)).collect();
+    let envp: Vec<CString> = env.iter().map(|e| c(e)).collect();
+    let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    argv_p.push(std::ptr::null());
+    let mut envp_p: Vec<*const libc::c_char> = envp.iter().map(|e| e.as_ptr()).collect();
+    envp_p.push(std::ptr::null());
+    // SAFETY: NUL-terminated arrays of valid C strings that outlive the call.
+    unsafe { libc::execve(prog.as_ptr(), argv_p.as_ptr(), envp_p.as_ptr()) };
+    let err = std::io::Error::last_os_error();
+    let code = if err.raw_os_error() == Some(libc::ENOENT) { EXIT_NOT_FOUND } else { EXIT_CANNOT_EXEC };
+    let _ = writeln!(std::io::stderr(), "strata: {cmd}: {err}");
+    // SAFETY: see die().
+    unsafe { libc::_exit(code) }
+}
+
+/// Runs a command in the namespaces and cgroup of the running container whose init has
+/// host pid `init`. Returns its exit status.
+pub fn exec_in(init: i32, cgroup: &str, spec: &RunSpec) -> Result<i32, RuntimeError> {
+    let ns: Vec<(&str, OwnedFd)> = ["ipc", "uts", "net", "pid", "mnt"]
+        .iter()
+        .map(|n| {
+            let p = format!("/proc/{init}/ns/{n}");
+            rustix::fs::open(&p, rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC, rustix::fs::Mode::empty())
+                .map(|fd| (*n, fd))
+                .map_err(sys(p))
+        })
+        .collect::<Result<_, _>>()?;
+    let cg = Cgroup::existing(cgroup);
+    let (go_r, mut go_w) = pipe()?;
+    let child = fork()?;
+    if child == 0 {
+        drop(go_w);
+        let mut b = [0u8; 1];
+        let mut go_r = go_r;
+        if go_r.read_exact(&mut b).is_err() {
+            // SAFETY: see die().
+            unsafe { libc::_exit(EXIT_SETUP) }
+        }
+        for (name, fd) in &ns {
+            // SAFETY: fd is an open /proc/PID/ns link.
+            let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd.as_raw_fd()) };
+            if let Err(e) = rustix::thread::move_into_link_name_space(borrowed, None) {
+                die(&format!("joining the container's {name} namespace: {e}"));
+            }
+        }
+        // The pid namespace applies to children: fork once more.
+        let inner = match fork() {
+            Ok(p) => p,
+            Err(e) => die(&e.to_string()),
+        };
+        if inner == 0 {
+            command_main(spec);
+        }
+        signals::forward_to(inner);
+        let code = wait(inner);
+        // SAFETY: see die().
+        unsafe { libc::_exit(code) }
+    }
+    drop(go_r);
+    let joined = cg.add(child);
+    let _ = go_w.write_all(b"g");
+    drop(go_w);
+    signals::forward_to(child);
+    let code = wait(child);
+    signals::restore();
+    joined.map(|()| code)
+}

@@ -1,0 +1,107 @@
+//! What a container changed, as `docker diff` shows it: `A` added, `C` changed, `D`
+//! deleted, from its read-write layer against the layers below (the init layer
+//! included, so its placeholders never show). Both sides are read through the union's own
+//! rules ([`View`]), so renamed directories, opaque directories and whiteouts of either
+//! format come out right.
+
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::Stat;
+use strata_union::view::{View, ViewDir};
+
+use crate::container::Container;
+use crate::error::{IoContext, Result};
+use crate::store::Store;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    Added,
+    Changed,
+    Deleted,
+}
+
+impl Kind {
+    pub fn letter(self) -> char {
+        match self {
+            Kind::Added => 'A',
+            Kind::Changed => 'C',
+            Kind::Deleted => 'D',
+        }
+    }
+}
+
+/// The container's changes, sorted by path.
+pub fn changes(store: &Store, c: &Container) -> Result<Vec<(Kind, PathBuf)>> {
+    let dirs = c.layer_dirs(store);
+    let full = View::open(&dirs).at(&dirs[0])?;
+    let lower = View::open(&dirs[1..]).at(&dirs[1])?;
+    let mut out = Vec::new();
+    walk(&full, &lower, &full.root(), Some(&lower.root()), Path::new("/"), &mut out).at(&dirs[0])?;
+    out.sort_by(|a, b| a.1.cmp(&b.1));
+    Ok(out)
+}
+
+fn differs(now: &Stat, before: &Stat) -> bool {
+    let kind = |s: &Stat| s.st_mode & libc::S_IFMT;
+    if kind(now) != kind(before) {
+        return true;
+    }
+    let meta = now.st_mode != before.st_mode || now.st_uid != before.st_uid || now.st_gid != before.st_gid;
+    if kind(now) == libc::S_IFDIR {
+        return meta;
+    }
+    meta || now.st_rdev != before.st_rdev || now.st_size != before.st_size || now.st_mtime != before.st_mtime
+}
+
+/// Compares directory `fdir` of the full view with `ldir` of the lower view (`None`:
+/// the directory is new, so is everything in it).
+fn walk(
+    full: &View,
+    lower: &View,
+    fdir: &ViewDir,
+    ldir: Option<&ViewDir>,
+    path: &Path,
+    out: &mut Vec<(Kind, PathBuf)>,
+) -> std::io::Result<()> {
+    if ldir.is_some() && !fdir.has_layer(0) {
+        return Ok(()); // the read-write layer has nothing here: nothing changed below
+    }
+    let entries = full.entries(fdir)?;
+    if let Some(ld) = ldir {
+        let now: BTreeSet<OsString> = entries.iter().map(|e| e.name.clone()).collect();
+        for e in lower.entries(ld)? {
+            if !now.contains(&e.name) {
+                out.push((Kind::Deleted, path.join(&e.name)));
+            }
+        }
+    }
+    for e in entries {
+        let p = path.join(&e.name);
+        let before = match ldir {
+            Some(ld) => lower.lookup(ld, &e.name)?,
+            None => None,
+        };
+        match before {
+            None => {
+                out.push((Kind::Added, p.clone()));
+                if let Some(d) = &e.dir {
+                    walk(full, lower, d, None, &p, out)?;
+                }
+            }
+            Some(b) => {
+                let mark = out.len();
+                if let (Some(fd), Some(bd)) = (&e.dir, &b.dir) {
+                    walk(full, lower, fd, Some(bd), &p, out)?;
+                }
+                let changed_below = out.len() > mark;
+                // A directory holding changes is reported changed, as docker does.
+                if (e.layer == 0 && differs(&e.stat, &b.stat)) || changed_below {
+                    out.insert(mark, (Kind::Changed, p));
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,422 @@
+//! The container commands: create, run, start, exec, ps, rm, diff, commit, and mounting
+//! a container's union.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, anyhow, bail};
+use strata_runtime::{Limits, Network, RunSpec};
+use strata_store::Store;
+use strata_store::container::{self, Container, RunConfig};
+
+use crate::ui::{Bars, ago, table};
+
+/// Options shared by `create` and `run`.
+#[derive(clap::Args, Debug)]
+pub struct CreateArgs {
+    /// Name the container (default: a generated name)
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Set an environment variable (KEY=VALUE, or KEY to take this process's value)
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Working directory inside the container
+    #[arg(short = 'w', long = "workdir", value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// User: UID[:GID] or NAME[:GROUP] from the image's /etc/passwd and /etc/group
+    #[arg(short = 'u', long = "user")]
+    pub user: Option<String>,
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Memory limit (bytes, or with k, m, g suffix; at least 6m)
+    #[arg(short = 'm', long = "memory", value_parser = parse_memory)]
+    pub memory: Option<u64>,
+    /// Maximum number of processes
+    #[arg(long = "pids-limit")]
+    pub pids_limit: Option<u64>,
+    /// CPU share in CPUs (e.g. 0.5)
+    #[arg(long, value_parser = parse_cpus)]
+    pub cpus: Option<f64>,
+    /// none: an own network namespace with only lo; host: the host's network
+    #[arg(long, default_value = "none", value_parser = ["none", "host"])]
+    pub network: String,
+    /// The image, then the command and its arguments (default: the image's)
+    #[arg(required = true, trailing_var_arg = true, value_name = "IMAGE [COMMAND [ARG...]]")]
+    pub image_and_cmd: Vec<String>,
+}
+
+/// "32m" -> 33554432.
+pub fn parse_memory(s: &str) -> Result<u64, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t.strip_suffix('b').unwrap_or(&t);
+    let (num, mult) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        _ => (t, 1),
+    };
+    let n: f64 = num.parse().map_err(|_| format!("'{s}': not a size (examples: 67108864, 64m, 1g)"))?;
+    let bytes = (n * mult as f64) as u64;
+    if bytes < 6 << 20 {
+        return Err(format!("'{s}': the minimum memory limit is 6m"));
+    }
+    Ok(bytes)
+}
+
+fn parse_cpus(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(c) if c > 0.0 && c <= 1024.0 => Ok(c),
+        _ => Err(format!("'{s}': CPUs are a positive number, e.g. 0.5 or 2")),
+    }
+}
+
+fn image_list(v: Option<&serde_json::Value>) -> Vec<String> {
+    v.and_then(|v| v.as_array())
+        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
+}
+
+/// Creates the container the options describe.
+pub fn create(store: &Store, args: &CreateArgs) -> Result<Container> {
+    let (image_ref, cmd) = args.image_and_cmd.split_first().ok_or_else(|| anyhow!("no image given"))?;
+    let image = store.image(image_ref)?;
+    let cfg = image.config.get("config");
+    let get = |k: &str| cfg.and_then(|c| c.get(k));
+    let entrypoint = image_list(get("Entrypoint"));
+    let cmd: Vec<String> = if cmd.is_empty() { image_list(get("Cmd")) } else { cmd.to_vec() };
+    let mut argv = entrypoint.clone();
+    argv.extend(cmd.iter().cloned());
+    if argv.is_empty() {
+        bail!("no command given, and image {image_ref} has no Cmd or Entrypoint");
+    }
+    let mut env = image_list(get("Env"));
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.push(strata_store::import::DEFAULT_PATH.to_string());
+    }
+    for e in &args.env {
+        let e = if e.contains('=') { e.clone() } else { format!("{e}={}", std::env::var(e).unwrap_or_default()) };
+        let key = e.split('=').next().unwrap_or_default().to_string();
+        env.retain(|x| x.split('=').next() != Some(key.as_str()));
+        env.push(e);
+    }
+    let cwd = args
+        .workdir
+        .clone()
+        .or_else(|| get("WorkingDir").and_then(|w| w.as_str()).filter(|w| !w.is_empty()).map(str::to_string))
+        .unwrap_or_else(|| "/".into());
+    if !cwd.starts_with('/') {
+        bail!("working directory '{cwd}' must be absolute");
+    }
+    let user =
+        args.user.clone().or_else(|| get("User").and_then(|u| u.as_str()).map(str::to_string)).unwrap_or_default();
+    let config = RunConfig {
+        args: argv,
+        env,
+        cwd,
+        user,
+        hostname: args.hostname.clone().unwrap_or_default(),
+        network: args.network.clone(),
+        memory: args.memory,
+        pids: args.pids_limit,
+        cpus: args.cpus,
+        cmd,
+        entrypoint,
+    };
+    Ok(container::create(store, &image, image_ref, args.name.as_deref(), config)?)
+}
+
+/// Mounts the container's union at `mnt/<id>` unless it is mounted already.
+pub fn ensure_mounted(store: &Store, c: &Container) -> Result<PathBuf> {
+    let mnt = store.mnt_dir(&c.id);
+    if is_strata_mount(&mnt) {
+        if std::fs::metadata(&mnt).is_ok() {
+            return Ok(mnt);
+        }
+        // Its daemon died: clear it and mount again.
+        let _ = strata_union::unmount(&mnt, true);
+    }
+    std::fs::create_dir_all(&mnt).with_context(|| format!("{}", mnt.display()))?;
+    let code = crate::daemon::mount(&[c.branches_option(store)], false, None, &mnt);
+    if code != ExitCode::SUCCESS {
+        bail!("cannot mount the container's filesystem at {}", mnt.display());
+    }
+    Ok(mnt)
+}
+
+fn is_strata_mount(p: &Path) -> bool {
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else { return false };
+    let p = p.to_string_lossy();
+    mounts.lines().any(|l| {
+        let mut f = l.split(' ');
+        f.next();
+        f.next() == Some(&p) && f.next() == Some("fuse.strata")
+    })
+}
+
+fn unmount(store: &Store, c: &Container) {
+    let mnt = store.mnt_dir(&c.id);
+    if is_strata_mount(&mnt)
+        && let Err(e) = strata_union::unmount(&mnt, false)
+    {
+        tracing::debug!("{e}; detaching");
+        let _ = strata_union::unmount(&mnt, true);
+    }
+}
+
+/// uid, gid, supplementary groups and home for a user spec, from the rootfs's files.
+fn resolve_user(rootfs: &Path, spec: &str) -> Result<(u32, u32, Vec<u32>, String)> {
+    let read = |f: &str| std::fs::read_to_string(rootfs.join(f)).unwrap_or_default();
+    let passwd = read("etc/passwd");
+    let group = read("etc/group");
+    let (user, grp) = spec.split_once(':').map_or((spec, None), |(u, g)| (u, Some(g)));
+    let user = if user.is_empty() { "0" } else { user };
+    let entry = passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() >= 7 && (f[0] == user || f[2] == user));
+    let (uid, mut gid, name, home) = match (&entry, user.parse::<u32>()) {
+        (Some(f), _) => (f[2].parse().unwrap_or(0), f[3].parse().unwrap_or(0), f[0].to_string(), f[5].to_string()),
+        (None, Ok(n)) => (n, 0, String::new(), "/".to_string()),
+        (None, Err(_)) => bail!("unable to find user {user}: no matching entries in the image's /etc/passwd"),
+    };
+    if let Some(g) = grp {
+        gid = match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => group
+                .lines()
+                .map(|l| l.split(':').collect::<Vec<_>>())
+                .find(|f| f.len() >= 3 && f[0] == g)
+                .and_then(|f| f[2].parse().ok())
+                .ok_or_else(|| anyhow!("unable to find group {g}: no matching entries in the image's /etc/group"))?,
+        };
+    }
+    let groups: Vec<u32> = group
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .filter(|f| f.len() >= 4 && !name.is_empty() && f[3].split(',').any(|m| m == name))
+        .filter_map(|f| f[2].parse().ok())
+        .collect();
+    Ok((uid, gid, groups, home))
+}
+
+fn spec_for(c: &Container, rootfs: &Path, user_root: &Path, stdin: bool) -> Result<RunSpec> {
+    let (uid, gid, groups, home) = resolve_user(user_root, &c.config.user)?;
+    let mut env = c.config.env.clone();
+    env.push(format!("HOSTNAME={}", c.config.hostname));
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={home}"));
+    }
+    Ok(RunSpec {
+        rootfs: rootfs.to_path_buf(),
+        args: c.config.args.clone(),
+        env,
+        cwd: c.config.cwd.clone(),
+        uid,
+        gid,
+        groups,
+        hostname: c.config.hostname.clone(),
+        network: if c.config.network == "host" { Network::Host } else { Network::None },
+        binds: ["hosts", "hostname", "resolv.conf"].iter().map(|f| (PathBuf::from(f), format!("/etc/{f}"))).collect(),
+        limits: Limits { memory: c.config.memory, pids: c.config.pids, cpus: c.config.cpus },
+        cgroup: c.id.clone(),
+        stdin,
+    })
+}
+
+/// Runs a created or exited container in the foreground; returns its exit status.
+pub fn start(store: &Store, c: &Container, stdin: bool) -> Result<i32> {
+    if c.is_running() {
+        bail!("container {} is already running", c.name);
+    }
+    let mnt = ensure_mounted(store, c)?;
+    if !c.config.cwd.is_empty() {
+        // Docker makes a missing working directory.
+        let _ = std::fs::create_dir_all(mnt.join(c.config.cwd.trim_start_matches('/')));
+    }
+    let mut spec = spec_for(c, &mnt, &mnt, stdin)?;
+    let cdir = c.dir(store);
+    for b in spec.binds.iter_mut() {
+        b.0 = cdir.join(&b.0);
+    }
+    let id = c.id.clone();
+    let res = strata_runtime::run(&spec, |pid| {
+        let start = container::pid_start_time(pid).unwrap_or(0);
+        let r = container::update(store, &id, |c| {
+            c.state.status = "running".into();
+            c.state.pid = pid;
+            c.state.pid_start = start;
+            c.state.exit_code = None;
+            c.state.started_at = Some(strata_store::store::now_rfc3339());
+        });
+        if let Err(e) = r {
+            tracing::warn!("cannot record the container as running: {e}");
+        }
+    });
+    let code = res.as_ref().ok().copied();
+    container::update(store, &c.id, |c| {
+        c.state.status =
+            if code.is_some() || c.state.status == "running" { "exited".into() } else { c.state.status.clone() };
+        c.state.pid = 0;
+        c.state.exit_code = code;
+        c.state.finished_at = Some(strata_store::store::now_rfc3339());
+    })?;
+    unmount(store, c);
+    Ok(res?)
+}
+
+pub fn cmd_create(store: &Store, args: &CreateArgs) -> Result<ExitCode> {
+    let c = create(store, args)?;
+    println!("{}", c.id);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn cmd_run(store: &Store, args: &CreateArgs, rm: bool, interactive: bool) -> Result<ExitCode> {
+    let c = create(store, args)?;
+    let res = start(store, &c, interactive);
+    if rm {
+        remove(store, &container::find(store, &c.id)?, true)?;
+    }
+    Ok(ExitCode::from(res?.clamp(0, 255) as u8))
+}
+
+pub fn cmd_start(store: &Store, reference: &str, interactive: bool) -> Result<ExitCode> {
+    let c = container::find(store, reference)?;
+    let code = start(store, &c, interactive)?;
+    Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
+
+pub fn cmd_exec(
+    store: &Store,
+    reference: &str,
+    cmd: &[String],
+    env: &[String],
+    workdir: Option<&str>,
+    user: Option<&str>,
+    interactive: bool,
+) -> Result<ExitCode> {
+    let mut c = container::find(store, reference)?;
+    if !c.is_running() {
+        bail!("container {} is not running", c.name);
+    }
+    c.config.args = cmd.to_vec();
+    if let Some(w) = workdir {
+        c.config.cwd = w.to_string();
+    }
+    if let Some(u) = user {
+        c.config.user = u.to_string();
+    }
+    c.config.env.extend(env.iter().cloned());
+    let root = PathBuf::from(format!("/proc/{}/root", c.state.pid));
+    let spec = spec_for(&c, Path::new("/"), &root, interactive)?;
+    let code = strata_runtime::exec_in(c.state.pid, &c.id, &spec)?;
+    Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
+
+fn status(c: &Container) -> String {
+    let since = |t: &Option<String>| ago(t.as_deref()).trim_end_matches(" ago").to_string();
+    if c.is_running() {
+        format!("Up {}", since(&c.state.started_at))
+    } else if c.state.status == "created" {
+        "Created".into()
+    } else {
+        match c.state.exit_code {
+            Some(code) => format!("Exited ({code}) {}", ago(c.state.finished_at.as_deref())),
+            None => format!("Exited (killed) {}", ago(c.state.finished_at.as_deref())),
+        }
+    }
+}
+
+pub fn cmd_ps(store: &Store, all: bool, format: crate::images::ListFormat) -> Result<ExitCode> {
+    let list: Vec<Container> = container::list(store)?.into_iter().filter(|c| all || c.is_running()).collect();
+    match format {
+        crate::images::ListFormat::Json => {
+            let v: Vec<serde_json::Value> = list
+                .iter()
+                .map(|c| {
+                    serde_json::json!({"Id": c.id, "Names": c.name, "Image": c.image_name, "ImageId": c.image,
+                        "Command": c.config.args, "Created": c.created, "State": if c.is_running() { "running" } else { c.state.status.as_str() },
+                        "Status": status(c), "ExitCode": c.state.exit_code, "Pid": if c.is_running() { c.state.pid } else { 0 }})
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        crate::images::ListFormat::Table => {
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|c| {
+                    let mut cmd = c.config.args.join(" ");
+                    if cmd.chars().count() > 22 {
+                        cmd = format!("{}…", cmd.chars().take(21).collect::<String>());
+                    }
+                    vec![
+                        c.short_id().to_string(),
+                        c.image_name.clone(),
+                        format!("\"{cmd}\""),
+                        ago(Some(&c.created)),
+                        status(c),
+                        c.name.clone(),
+                    ]
+                })
+                .collect();
+            table(&["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES"], &rows);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Removes a container; a running one only with `force` (its processes are killed).
+pub fn remove(store: &Store, c: &Container, force: bool) -> Result<()> {
+    if c.is_running() {
+        if !force {
+            bail!("container {} is running: stop it first, or use rm -f", c.name);
+        }
+        // SAFETY: kill(2) of the container's init, whose pid and start time were checked.
+        unsafe { libc::kill(c.state.pid, libc::SIGKILL) };
+        for _ in 0..250 {
+            if container::pid_start_time(c.state.pid) != Some(c.state.pid_start) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+    unmount(store, c);
+    container::remove(store, c)?;
+    Ok(())
+}
+
+pub fn cmd_rm(store: &Store, refs: &[String], force: bool) -> Result<ExitCode> {
+    let mut failed = false;
+    for r in refs {
+        match container::find(store, r).map_err(anyhow::Error::from).and_then(|c| remove(store, &c, force)) {
+            Ok(()) => println!("{r}"),
+            Err(e) => {
+                eprintln!("strata: {e:#}");
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+pub fn cmd_diff(store: &Store, reference: &str) -> Result<ExitCode> {
+    let c = container::find(store, reference)?;
+    for (kind, path) in strata_store::changes::changes(store, &c)? {
+        println!("{} {}", kind.letter(), path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn cmd_commit(
+    store: &Store,
+    reference: &str,
+    target: Option<&str>,
+    message: Option<&str>,
+    author: Option<&str>,
+    changes: &[String],
+) -> Result<ExitCode> {
+    let c = container::find(store, reference)?;
+    let opts = strata_store::commit::CommitOptions { reference: target, message, author, changes };
+    let id = strata_store::commit::commit(store, &c, &opts, &Bars::new())?;
+    println!("{id}");
+    Ok(ExitCode::SUCCESS)
+}

@@ -143,6 +143,18 @@ impl Cgroup {
         Ok(())
     }
 
+    /// Moves process `pid` back to the root of each hierarchy.
+    pub fn leave(&self, pid: i32) {
+        for d in &self.dirs {
+            // dirs are <hierarchy root>/strata/<name>
+            if let Some(root) = d.parent().and_then(Path::parent) {
+                if let Err(e) = write(&root.join("cgroup.procs"), &pid.to_string()) {
+                    tracing::debug!("leaving {}: {e}", d.display());
+                }
+            }
+        }
+    }
+
     /// The directories, for `exec` to join.
     pub fn dirs(&self) -> &[PathBuf] {
         &self.dirs

@@ -136,7 +136,7 @@ pub fn run(spec: &RunSpec, started: impl FnOnce(i32)) -> Result<i32, RuntimeErro
     if keeper == 0 {
         drop(go_w);
         drop(pid_r);
-        keeper_main(spec, go_r, pid_w);
+        keeper_main(spec, &cgroup, go_r, pid_w);
     }
     drop(go_r);
     drop(pid_w);
@@ -166,7 +166,7 @@ pub fn run(spec: &RunSpec, started: impl FnOnce(i32)) -> Result<i32, RuntimeErro
 }
 
 /// The keeper: joins the namespaces-to-be, forks init, waits for it.
-fn keeper_main(spec: &RunSpec, mut go: File, mut pid_out: File) -> ! {
+fn keeper_main(spec: &RunSpec, cgroup: &Cgroup, mut go: File, mut pid_out: File) -> ! {
     signals::reset();
     let mut b = [0u8; 1];
     if go.read_exact(&mut b).is_err() {
@@ -192,6 +192,8 @@ fn keeper_main(spec: &RunSpec, mut go: File, mut pid_out: File) -> ! {
     }
     let _ = pid_out.write_all(&init.to_le_bytes());
     drop(pid_out);
+    // Only the container's processes count against its limits.
+    cgroup.leave(std::process::id() as i32);
     signals::forward_to(init);
     let code = wait(init);
     // SAFETY: see die().

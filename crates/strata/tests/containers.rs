@@ -1,0 +1,389 @@
+//! Containers for real: namespaces, cgroup limits, exit statuses, exec, rm, diff,
+//! commit (and the committed image loaded and run by podman), the seed 004 story, bad
+//! input and killed processes. Uses the fixture images (busybox inside).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn go(root: &Path, args: &[&str]) -> Out {
+    let o = st(root).args(args).output().expect("spawn strata");
+    Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+/// A store with the fixture `app` image (busybox, /etc/passwd with user app = 1000).
+fn store_with_app(s: &Scratch) -> Option<PathBuf> {
+    let img = fixture_images()?;
+    let root = s.path("store");
+    sh(st(&root).args(["load", "-i"]).arg(img.join("app.docker.tar")));
+    sh(st(&root).args(["tag", "fixtures/app", "app"]));
+    Some(root)
+}
+
+fn ps_json(root: &Path) -> serde_json::Value {
+    serde_json::from_str(&sh(st(root).args(["ps", "-a", "--format", "json"]))).unwrap()
+}
+
+fn wait_running(root: &Path, name: &str) -> serde_json::Value {
+    let t0 = Instant::now();
+    loop {
+        let all = ps_json(root);
+        if let Some(c) = all.as_array().unwrap().iter().find(|c| c["Names"] == name && c["State"] == "running") {
+            return c.clone();
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "{name} never ran: {all}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn spawn_run(root: &Path, args: &[&str]) -> Child {
+    st(root).arg("run").args(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()
+}
+
+#[test]
+fn namespaces_are_isolated_and_statuses_pass_through() {
+    let s = Scratch::new();
+    let Some(root) = store_with_app(&s) else { return };
+    // Pid namespace: only init (1) and the command (2); own hostname; only lo.
+    let o = go(
+        &root,
+        &[
+            "run",
+            "--rm",
+            "--hostname",
+            "box1",
+            "app",
+            "sh",
+            "-c",
+            "set -- /proc/[0-9]*; echo $* ; hostname; cat /etc/hostname; grep -c : /proc/net/dev",
+        ],
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(o.stdout.lines().collect::<Vec<_>>(), ["/proc/1 /proc/2", "box1", "box1", "1"]);
+    // The image's Cmd and WorkingDir; exit statuses; users; env; workdir.
+    let o = go(&root, &["run", "--rm", "app"]);
+    assert_eq!((o.code, o.stdout.trim()), (0, "hello from app v2"));
+    assert_eq!(go(&root, &["run", "--rm", "app", "sh", "-c", "exit 3"]).code, 3);
+    let o = go(&root, &["run", "--rm", "app", "nosuchcmd"]);
+    assert_eq!(o.code, 127);
+    assert!(o.stderr.contains("nosuchcmd: not found"), "{}", o.stderr);
+    assert_eq!(go(&root, &["run", "--rm", "app", "/etc/passwd"]).code, 126);
+    assert_eq!(go(&root, &["run", "--rm", "app", "sh", "-c", "kill -9 $$"]).code, 137);
+    let o = go(
+        &root,
+        &[
+            "run",
+            "--rm",
+            "-u",
+            "app",
+            "-e",
+            "FOO=bar",
+            "-w",
+            "/home",
+            "app",
+            "sh",
+            "-c",
+            "id -u; id -g; echo $FOO $HOME; pwd",
+        ],
+    );
+    assert_eq!(o.stdout.lines().collect::<Vec<_>>(), ["1000", "1000", "bar /home/app", "/home"], "{}", o.stderr);
+    let o = go(&root, &["run", "--rm", "-u", "1234:5", "app", "sh", "-c", "id -u; id -g; touch /root/x"]);
+    assert_eq!(o.stdout.lines().collect::<Vec<_>>(), ["1234", "5"]);
+    assert_ne!(o.code, 0, "uid 1234 cannot write in /root (0700)");
+    // /dev, /sys read-only, /etc files bind-mounted.
+    let o = go(
+        &root,
+        &[
+            "run",
+            "--rm",
+            "app",
+            "sh",
+            "-c",
+            "ls /dev | tr '\\n' ' '; echo; touch /sys/x 2>/dev/null || echo sys-ro; grep -c localhost /etc/hosts",
+        ],
+    );
+    assert_eq!(
+        o.stdout.lines().collect::<Vec<_>>(),
+        ["fd full null ptmx pts random shm stderr stdin stdout tty urandom zero ", "sys-ro", "2"],
+        "{}",
+        o.stderr
+    );
+    assert_eq!(ps_json(&root).as_array().unwrap().len(), 0, "--rm removed them all");
+    assert_eq!(names(root.join("diff")).len(), 3, "only the image layers are left");
+}
+
+#[test]
+fn limits_are_enforced() {
+    let s = Scratch::new();
+    let Some(root) = store_with_app(&s) else { return };
+    let o = go(
+        &root,
+        &[
+            "run",
+            "--rm",
+            "-m",
+            "32m",
+            "app",
+            "sh",
+            "-c",
+            "x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo survived",
+        ],
+    );
+    assert_eq!(o.code, 137, "killed by the memory limit: {} {}", o.stdout, o.stderr);
+    assert!(!o.stdout.contains("survived"));
+    let o = go(
+        &root,
+        &["run", "--rm", "-m", "64m", "app", "sh", "-c", "x=$(head -c 1000000 /dev/zero | tr '\\0' a); echo survived"],
+    );
+    assert_eq!((o.code, o.stdout.trim()), (0, "survived"), "{}", o.stderr);
+    // A fork bomb stops at the limit (init and the shell count: 8 more fit in 10).
+    let bomb = "n=0; while true; do sleep 5 & n=$((n+1)); echo $n; done";
+    let o = go(&root, &["run", "--rm", "--pids-limit", "10", "app", "sh", "-c", bomb]);
+    assert_ne!(o.code, 0);
+    assert!(o.stderr.contains("can't fork"), "{}", o.stderr);
+    assert_eq!(o.stdout.lines().last(), Some("8"));
+}
+
+#[test]
+fn exec_ps_and_rm_of_a_running_container() {
+    let s = Scratch::new();
+    let Some(root) = store_with_app(&s) else { return };
+    let mut child = spawn_run(
+        &root,
+        &["--name", "live", "--cpus", "0.5", "-m", "64m", "--hostname", "live1", "app", "sleep", "60"],
+    );
+    let info = wait_running(&root, "live");
+    let id = info["Id"].as_str().unwrap().to_string();
+    let o = go(
+        &root,
+        &[
+            "exec",
+            "live",
+            "sh",
+            "-c",
+            "hostname; set -- /proc/[0-9]*; echo $#; mount -t tmpfs none /tmp && touch /tmp/inside && echo mounted",
+        ],
+    );
+    assert_eq!(o.stdout.lines().collect::<Vec<_>>(), ["live1", "3", "mounted"], "{}", o.stderr);
+    let mnt = root.join("mnt").join(&id);
+    assert!(!mnt.join("tmp/inside").exists(), "mounts inside are not visible outside");
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    assert!(!mounts.contains(&format!("{}/proc", mnt.display())), "the container's /proc is not in the host's mounts");
+    let cg = std::fs::read_to_string(format!("/sys/fs/cgroup/cpu/strata/{id}/cpu.cfs_quota_us")).unwrap();
+    assert_eq!(cg.trim(), "50000");
+    let mem = std::fs::read_to_string(format!("/sys/fs/cgroup/memory/strata/{id}/memory.limit_in_bytes")).unwrap();
+    assert_eq!(mem.trim(), (64u64 << 20).to_string());
+    let table = sh(st(&root).arg("ps"));
+    assert!(table.lines().nth(1).unwrap().contains("Up ") && table.contains("live"), "{table}");
+    let o = go(&root, &["rm", "live"]);
+    assert_eq!(o.code, 1);
+    assert!(o.stderr.contains("is running"), "{}", o.stderr);
+    let o = go(&root, &["exec", "live", "sh", "-c", "exit 7"]);
+    assert_eq!(o.code, 7);
+    sh(st(&root).args(["rm", "-f", "live"]));
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(137), "the run ends with the killed command's status");
+    assert!(!is_mounted(&mnt));
+    assert!(!Path::new(&format!("/sys/fs/cgroup/cpu/strata/{id}")).exists(), "cgroup removed");
+    assert_eq!(ps_json(&root).as_array().unwrap().len(), 0);
+    assert_eq!(names(root.join("diff")).len(), 3);
+    let o = go(&root, &["exec", "live", "true"]);
+    assert!(o.stderr.contains("no such container: live"), "{}", o.stderr);
+}
+
+#[test]
+fn diff_and_commit_keep_only_the_read_write_layer() {
+    let s = Scratch::new();
+    let Some(root) = store_with_app(&s) else { return };
+    let script = "echo new > /app/new.txt; rm /etc/motd; rm -rf /usr/share/base; mkdir -p /var/made; \
+                  echo more >> /etc/passwd; mv /etc/conf.d /etc/conf.renamed; echo h > /etc/hostname; chmod 600 /app/hello.sh";
+    let o = go(&root, &["run", "--name", "c1", "app", "sh", "-c", script]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let diff = sh(st(&root).args(["diff", "c1"]));
+    let want = [
+        "C /app",
+        "C /app/hello.sh",
+        "A /app/new.txt",
+        "C /etc",
+        "D /etc/conf.d",
+        "A /etc/conf.renamed",
+        "A /etc/conf.renamed/new.conf",
+        "D /etc/motd",
+        "C /etc/passwd",
+        "C /usr",
+        "C /usr/share",
+        "D /usr/share/base",
+        "C /var",
+        "A /var/made",
+    ];
+    assert_eq!(diff.lines().collect::<Vec<_>>(), want, "{diff}");
+    let id = sh(st(&root).args(["commit", "-m", "changed", "c1", "app:changed"]));
+    assert!(id.trim().starts_with("sha256:"));
+    let check = "cat /app/new.txt; test -e /etc/motd || echo motd-gone; test -e /usr/share/base || echo base-gone; \
+                 test -d /var/made && echo made; tail -1 /etc/passwd; cat /etc/conf.renamed/new.conf; ls /etc/conf.d 2>&1 | head -1";
+    let o = go(&root, &["run", "--rm", "app:changed", "sh", "-c", check]);
+    assert_eq!(
+        o.stdout.lines().collect::<Vec<_>>(),
+        ["new", "motd-gone", "base-gone", "made", "more", "new=1", "ls: /etc/conf.d: No such file or directory"],
+        "{}",
+        o.stderr
+    );
+    // History and RootFS: one more layer and a history entry with the message.
+    let i: serde_json::Value = serde_json::from_str(&sh(st(&root).args(["inspect", "app:changed"]))).unwrap();
+    assert_eq!(i[0]["RootFS"]["Layers"].as_array().unwrap().len(), 4);
+    assert_eq!(i[0]["History"].as_array().unwrap().last().unwrap()["comment"], "changed");
+    // The committed layer holds none of the init layer's files.
+    let out = s.path("changed.tar");
+    sh(st(&root).args(["save", "-o"]).arg(&out).arg("app:changed"));
+    let x = s.mkdir("x");
+    sh(Command::new("tar").arg("-xf").arg(&out).arg("-C").arg(&x));
+    let manifest: serde_json::Value = serde_json::from_str(&read(x.join("manifest.json"))).unwrap();
+    let top = manifest[0]["Layers"][3].as_str().unwrap();
+    let listing = sh(Command::new("tar").arg("-tf").arg(x.join(top)));
+    for init_file in ["etc/hosts", "etc/hostname", "etc/resolv.conf", "proc", "dev", "sys"] {
+        assert!(!listing.lines().any(|l| l.trim_end_matches('/') == init_file), "{init_file} committed:\n{listing}");
+    }
+    assert!(listing.lines().any(|l| l == "etc/.wh.motd"), "{listing}");
+    assert!(listing.lines().any(|l| l == "etc/conf.renamed/.wh..wh..opq"), "{listing}");
+    // podman loads and runs the committed image.
+    let peer = fixtures().unwrap().join("peer-check");
+    let o = sh(Command::new("bash").arg(&peer).arg("image").arg(format!("docker-archive:{}", out.display())).args([
+        "/bin/busybox",
+        "cat",
+        "/app/new.txt",
+    ]));
+    assert!(o.lines().any(|l| l == "new"), "{o}");
+    // `start` runs the container again on its own layer.
+    let o = go(&root, &["start", "c1"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let o = go(&root, &["run", "--rm", "app", "test", "-e", "/app/new.txt"]);
+    assert_eq!(o.code, 1, "another container does not see c1's changes");
+}
+
+/// The README's main job: a base image from busybox-static, then seed 004.
+#[test]
+fn seed_004_story_from_busybox_static() {
+    let Some(busybox) = ["/bin/busybox", "/usr/bin/busybox"].iter().map(PathBuf::from).find(|p| p.exists()) else {
+        assert!(std::env::var_os("CI").is_none(), "busybox-static is not installed");
+        return;
+    };
+    let s = Scratch::new();
+    let rootfs = s.mkdir("rootfs");
+    for d in ["bin", "etc", "tmp", "root"] {
+        std::fs::create_dir_all(rootfs.join(d)).unwrap();
+    }
+    std::fs::copy(&busybox, rootfs.join("bin/busybox")).unwrap();
+    for applet in ["sh", "cat", "echo", "ls"] {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+    }
+    sh(Command::new("chmod").arg("1777").arg(rootfs.join("tmp")));
+    let root = s.path("store");
+    sh(st(&root).arg("import").arg(&rootfs).arg("base"));
+    let o = go(&root, &["run", "--name", "c", "base", "sh", "-c", "echo \"hello world\" > /tmp/newfile"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(sh(st(&root).args(["diff", "c"])), "C /tmp\nA /tmp/newfile\n");
+    sh(st(&root).args(["commit", "c", "base-changed"]));
+    let h = sh(st(&root).args(["history", "base-changed"]));
+    assert_eq!(h.lines().count(), 3, "{h}");
+    assert!(h.contains("sh -c echo \"hello world\" > /tmp/newfile") && h.contains("strata import"), "{h}");
+    let i: serde_json::Value = serde_json::from_str(&sh(st(&root).args(["inspect", "base-changed"]))).unwrap();
+    assert_eq!(i[0]["RootFS"]["Type"], "layers");
+    assert_eq!(i[0]["RootFS"]["Layers"].as_array().unwrap().len(), 2);
+    assert_eq!(go(&root, &["run", "--rm", "base-changed", "cat", "/tmp/newfile"]).stdout, "hello world\n");
+    // The container's mount shows its branches as seed 001 does: rw, init, the image.
+    let mnt = PathBuf::from(sh(st(&root).args(["mount", "c"])).trim());
+    let branches = sh(strata().arg("branches").arg(&mnt));
+    let c: serde_json::Value = ps_json(&root)[0].clone();
+    let id = c["Id"].as_str().unwrap();
+    let lines: Vec<&str> = branches.lines().collect();
+    assert!(lines[0].ends_with(&format!("diff/{id}=rw")), "{branches}");
+    assert!(lines[1].ends_with(&format!("diff/{id}-init=ro+wh")), "{branches}");
+    assert!(lines[2].ends_with("=ro+wh"), "{branches}");
+    sh(strata().arg("umount").arg(&mnt));
+}
+
+#[test]
+fn bad_input_gives_clear_errors_and_keeps_the_store() {
+    let s = Scratch::new();
+    let Some(root) = store_with_app(&s) else { return };
+    let o = go(&root, &["run", "nope"]);
+    assert_eq!((o.code, o.stderr.trim()), (1, "strata: no such image: nope"));
+    let o = go(&root, &["run", "-m", "12x", "app"]);
+    assert_eq!(o.code, 2);
+    assert!(o.stderr.contains("not a size"), "{}", o.stderr);
+    let o = go(&root, &["run", "-m", "1k", "app"]);
+    assert!(o.stderr.contains("minimum memory limit is 6m"), "{}", o.stderr);
+    let o = go(&root, &["create", "--name", "dup", "app"]);
+    assert_eq!(o.code, 0);
+    let o = go(&root, &["create", "--name", "dup", "app"]);
+    assert_eq!(o.code, 1);
+    assert!(o.stderr.contains("'dup' is already used"), "{}", o.stderr);
+    let o = go(&root, &["create", "--name", "bad/name", "app"]);
+    assert!(o.stderr.contains("invalid container name"), "{}", o.stderr);
+    let o = go(&root, &["rm", "ghost"]);
+    assert!(o.stderr.contains("no such container: ghost"), "{}", o.stderr);
+    let o = go(&root, &["rmi", "app"]);
+    assert!(
+        o.stderr.contains("used by container(s) dup") || o.stdout.contains("Untagged"),
+        "{} {}",
+        o.stdout,
+        o.stderr
+    );
+    let o = go(&root, &["rmi", "fixtures/app"]);
+    assert_eq!(o.code, 1, "the image of a container is kept");
+    assert!(o.stderr.contains("dup"), "{}", o.stderr);
+    assert_eq!(ps_json(&root).as_array().unwrap().len(), 1);
+    assert!(!sh(st(&root).arg("check")).contains("problem"));
+}
+
+#[test]
+fn killed_processes_leave_a_store_that_cleans_up() {
+    let s = Scratch::new();
+    let Some(root) = store_with_app(&s) else { return };
+    // The command killed from outside: the run ends with 137, ps says so.
+    let mut child = spawn_run(&root, &["--name", "k1", "app", "sleep", "60"]);
+    let info = wait_running(&root, "k1");
+    let init = info["Pid"].as_i64().unwrap() as i32;
+    let cmd = std::fs::read_to_string(format!("/proc/{init}/task/{init}/children")).unwrap();
+    let cmd: i32 = cmd.split_whitespace().next().unwrap().parse().unwrap();
+    // SAFETY: killing the test's own container process.
+    unsafe { libc::kill(cmd, libc::SIGKILL) };
+    assert_eq!(child.wait().unwrap().code(), Some(137));
+    let c = &ps_json(&root)[0];
+    assert_eq!((c["State"].as_str(), c["ExitCode"].as_i64()), (Some("exited"), Some(137)));
+    // The `strata run` process and the mount's daemon killed: rm -f still cleans all.
+    let mut child = spawn_run(&root, &["--name", "k2", "app", "sleep", "60"]);
+    let info = wait_running(&root, "k2");
+    let id = info["Id"].as_str().unwrap().to_string();
+    let mnt = root.join("mnt").join(&id);
+    let _ = child.kill();
+    let _ = child.wait();
+    let daemon = sh(Command::new("sh")
+        .arg("-c")
+        .arg(format!("getfattr --only-values -n trusted.strata.pid {} 2>/dev/null", mnt.display())));
+    if let Ok(pid) = daemon.trim().parse::<i32>() {
+        // SAFETY: killing the test's own mount daemon.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    assert_eq!(wait_running(&root, "k2")["Id"], id.as_str(), "the container itself still runs");
+    sh(st(&root).args(["rm", "-f", "k2", "k1"]));
+    assert!(!is_mounted(&mnt));
+    assert_eq!(ps_json(&root).as_array().unwrap().len(), 0);
+    let out = sh(st(&root).arg("check"));
+    assert!(!out.contains("problem"), "{out}");
+    assert_eq!(names(root.join("diff")).len(), 3);
+}

@@ -147,10 +147,10 @@ impl Cgroup {
     pub fn leave(&self, pid: i32) {
         for d in &self.dirs {
             // dirs are <hierarchy root>/strata/<name>
-            if let Some(root) = d.parent().and_then(Path::parent) {
-                if let Err(e) = write(&root.join("cgroup.procs"), &pid.to_string()) {
-                    tracing::debug!("leaving {}: {e}", d.display());
-                }
+            if let Some(root) = d.parent().and_then(Path::parent)
+                && let Err(e) = write(&root.join("cgroup.procs"), &pid.to_string())
+            {
+                tracing::debug!("leaving {}: {e}", d.display());
             }
         }
     }

@@ -219,7 +219,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse_from(drop_in_args(std::env::args_os().collect()));
     let root = cli.root;
     match cli.command {
-        Command::Mount { options, foreground, log_file, mountpoint } if options.is_empty() => {
+        // Without -o, a name that is not a directory here is an image or a container.
+        Command::Mount { options, foreground, log_file, mountpoint } if options.is_empty() && !mountpoint.is_dir() => {
             let reference = mountpoint.to_string_lossy().into_owned();
             let store = match images::open(&root) {
                 Ok(s) => s,
@@ -243,7 +244,12 @@ fn main() -> ExitCode {
                     }
                     code
                 }
-                Err(e) => fail(1, &format!("{e:#}")),
+                Err(e) => match e.downcast_ref::<strata_store::StoreError>() {
+                    Some(strata_store::StoreError::NoSuchImage(_)) => {
+                        fail(1, &format!("no such image or container: {reference}"))
+                    }
+                    _ => fail(1, &format!("{e:#}")),
+                },
             }
         }
         Command::Mount { options, foreground, log_file, mountpoint } => {

@@ -17,6 +17,7 @@
 pub mod cgroup;
 mod rootfs;
 mod signals;
+mod tty;
 
 use std::ffi::CString;
 use std::fs::File;
@@ -70,6 +71,9 @@ pub struct RunSpec {
     pub cgroup: String,
     /// Keep stdin (else it is `/dev/null`).
     pub stdin: bool,
+    /// Give the command a pseudo-terminal (of the container's own devpts) as stdin,
+    /// stdout, stderr and controlling terminal; init relays it to our stdio.
+    pub tty: bool,
 }
 
 /// Exit status for failures of the runtime itself, before the command runs (as Docker).
@@ -205,13 +209,22 @@ fn init_main(spec: &RunSpec) -> ! {
     if let Err(e) = rootfs::prepare(spec) {
         die(&e.to_string());
     }
+    let pty = if spec.tty {
+        match tty::Pty::open() {
+            Ok(p) => Some(p),
+            Err(e) => die(&e.to_string()),
+        }
+    } else {
+        None
+    };
     let cmd = match fork() {
         Ok(p) => p,
         Err(e) => die(&e.to_string()),
     };
     if cmd == 0 {
-        command_main(spec);
+        command_main(spec, pty.as_ref().map(|p| p.slave_path.as_path()));
     }
+    let output = pty.map(|p| p.relay(spec.stdin));
     signals::forward_to(cmd);
     // Reap everything; leave with the command's status.
     loop {
@@ -219,6 +232,9 @@ fn init_main(spec: &RunSpec) -> ! {
         // SAFETY: plain waitpid.
         let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
         if pid == cmd {
+            if let Some(output) = output {
+                output.finish();
+            }
             // SAFETY: see die().
             unsafe { libc::_exit(exit_code(status)) }
         }
@@ -255,10 +271,14 @@ fn find_command(cmd: &str, env: &[String]) -> Result<PathBuf, i32> {
     Err(EXIT_NOT_FOUND)
 }
 
-/// The command: its user, its directory, exec.
-fn command_main(spec: &RunSpec) -> ! {
+/// The command: its terminal, its user, its directory, exec.
+fn command_main(spec: &RunSpec, tty: Option<&Path>) -> ! {
     signals::reset();
-    if !spec.stdin
+    if let Some(path) = tty {
+        if let Err(e) = tty::attach(path) {
+            die(&e.to_string());
+        }
+    } else if !spec.stdin
         && let Ok(null) = File::open("/dev/null")
     {
         let _ = rustix::stdio::dup2_stdin(&null);
@@ -341,7 +361,7 @@ pub fn exec_in(init: i32, cgroup: &str, spec: &RunSpec) -> Result<i32, RuntimeEr
             Err(e) => die(&e.to_string()),
         };
         if inner == 0 {
-            command_main(spec);
+            command_main(spec, None);
         }
         signals::forward_to(inner);
         let code = wait(inner);

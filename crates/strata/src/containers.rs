@@ -220,11 +220,12 @@ fn spec_for(c: &Container, rootfs: &Path, user_root: &Path, stdin: bool) -> Resu
         limits: Limits { memory: c.config.memory, pids: c.config.pids, cpus: c.config.cpus },
         cgroup: c.id.clone(),
         stdin,
+        tty: false,
     })
 }
 
 /// Runs a created or exited container in the foreground; returns its exit status.
-pub fn start(store: &Store, c: &Container, stdin: bool) -> Result<i32> {
+pub fn start(store: &Store, c: &Container, stdin: bool, tty: bool) -> Result<i32> {
     if c.is_running() {
         bail!("container {} is already running", c.name);
     }
@@ -238,6 +239,8 @@ pub fn start(store: &Store, c: &Container, stdin: bool) -> Result<i32> {
     for b in spec.binds.iter_mut() {
         b.0 = cdir.join(&b.0);
     }
+    spec.tty = tty;
+    let raw = tty.then(crate::terminal::RawMode::enter);
     let id = c.id.clone();
     let res = strata_runtime::run(&spec, |pid| {
         let start = container::pid_start_time(pid).unwrap_or(0);
@@ -252,6 +255,7 @@ pub fn start(store: &Store, c: &Container, stdin: bool) -> Result<i32> {
             tracing::warn!("cannot record the container as running: {e}");
         }
     });
+    drop(raw);
     let code = res.as_ref().ok().copied();
     container::update(store, &c.id, |c| {
         c.state.status =
@@ -270,18 +274,18 @@ pub fn cmd_create(store: &Store, args: &CreateArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn cmd_run(store: &Store, args: &CreateArgs, rm: bool, interactive: bool) -> Result<ExitCode> {
+pub fn cmd_run(store: &Store, args: &CreateArgs, rm: bool, interactive: bool, tty: bool) -> Result<ExitCode> {
     let c = create(store, args)?;
-    let res = start(store, &c, interactive);
+    let res = start(store, &c, interactive, tty);
     if rm {
         remove(store, &container::find(store, &c.id)?, true)?;
     }
     Ok(ExitCode::from(res?.clamp(0, 255) as u8))
 }
 
-pub fn cmd_start(store: &Store, reference: &str, interactive: bool) -> Result<ExitCode> {
+pub fn cmd_start(store: &Store, reference: &str, interactive: bool, tty: bool) -> Result<ExitCode> {
     let c = container::find(store, reference)?;
-    let code = start(store, &c, interactive)?;
+    let code = start(store, &c, interactive, tty)?;
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
 

@@ -3,6 +3,7 @@
 mod containers;
 mod daemon;
 mod images;
+mod terminal;
 mod ui;
 
 use std::path::{Path, PathBuf};
@@ -115,6 +116,9 @@ enum Command {
         /// Keep stdin attached (else the command reads /dev/null)
         #[arg(short = 'i', long)]
         interactive: bool,
+        /// Give the command a pseudo-terminal
+        #[arg(short = 't', long)]
+        tty: bool,
         #[command(flatten)]
         args: containers::CreateArgs,
     },
@@ -122,6 +126,8 @@ enum Command {
     Start {
         #[arg(short = 'i', long)]
         interactive: bool,
+        #[arg(short = 't', long)]
+        tty: bool,
         container: String,
     },
     /// Run a command in a running container's namespaces and cgroups
@@ -317,8 +323,10 @@ fn store_cmd(root: &Path, command: Command) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Create { args } => return containers::cmd_create(&store, &args),
-        Command::Run { rm, interactive, args } => return containers::cmd_run(&store, &args, rm, interactive),
-        Command::Start { interactive, container } => return containers::cmd_start(&store, &container, interactive),
+        Command::Run { rm, interactive, tty, args } => return containers::cmd_run(&store, &args, rm, interactive, tty),
+        Command::Start { interactive, tty, container } => {
+            return containers::cmd_start(&store, &container, interactive, tty);
+        }
         Command::Exec { interactive, env, workdir, user, container, command } => {
             return containers::cmd_exec(
                 &store,

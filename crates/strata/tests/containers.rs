@@ -387,3 +387,23 @@ fn killed_processes_leave_a_store_that_cleans_up() {
     assert!(!out.contains("problem"), "{out}");
     assert_eq!(names(root.join("diff")).len(), 3);
 }
+
+#[test]
+fn a_terminal_for_the_command_and_ctrl_c_reaches_it() {
+    let s = Scratch::new();
+    let Some(root) = store_with_app(&s) else { return };
+    let bin = env!("CARGO_BIN_EXE_strata");
+    // `script` gives `strata run` a terminal; keys are fed through it.
+    let feed = |keys: &str, cmd: &str| -> String {
+        let shell = format!("({keys}) | script -qc '{bin} --root {} {cmd}; echo rc=$?' /dev/null", root.display());
+        sh(Command::new("sh").arg("-c").arg(shell)).replace('\r', "")
+    };
+    let out = feed("sleep 0.5", "run --rm -t app tty");
+    assert!(out.contains("/dev/pts/0"), "the container's own terminal: {out}");
+    let out = feed(
+        "sleep 1; printf 'sleep 30\\n'; sleep 1; printf '\\003'; sleep 0.5; printf 'echo after-ctrl-c\\nexit 4\\n'",
+        "run --rm -it app sh",
+    );
+    assert!(out.contains("after-ctrl-c"), "Ctrl-C stopped sleep, not the shell: {out}");
+    assert!(out.contains("rc=4"), "{out}");
+}

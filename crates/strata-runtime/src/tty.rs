@@ -1,0 +1,94 @@
+//! `-t`: a pseudo-terminal from the container's own devpts (so `tty` and `ttyname` work
+//! inside), opened by init; the command gets the slave as stdio and controlling
+//! terminal, and init relays the master to the stdin and stdout it inherited.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
+
+use rustix::fs::{Mode, OFlags};
+use rustix::pty::OpenptFlags;
+
+use crate::{RuntimeError, sys};
+
+pub struct Pty {
+    master: OwnedFd,
+    pub slave_path: PathBuf,
+}
+
+impl Pty {
+    /// Opens `/dev/ptmx` of the container (call after pivot_root), with our terminal's size.
+    pub fn open() -> Result<Pty, RuntimeError> {
+        let master = rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)
+            .map_err(sys("openpt"))?;
+        rustix::pty::grantpt(&master).map_err(sys("grantpt"))?;
+        rustix::pty::unlockpt(&master).map_err(sys("unlockpt"))?;
+        let name = rustix::pty::ptsname(&master, Vec::new()).map_err(sys("ptsname"))?;
+        if let Ok(size) = rustix::termios::tcgetwinsize(io::stdout()) {
+            let _ = rustix::termios::tcsetwinsize(&master, size);
+        }
+        let slave_path = PathBuf::from(std::ffi::OsStr::from_bytes(name.as_bytes()));
+        Ok(Pty { master, slave_path })
+    }
+
+    /// Relays our stdin to the terminal (with `stdin`) and the terminal to our stdout.
+    pub fn relay(self, stdin: bool) -> Output {
+        if stdin && let Ok(fd) = self.master.try_clone() {
+            let mut to = File::from(fd);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let mut input = io::stdin();
+                while let Ok(n) = input.read(&mut buf) {
+                    if n == 0 || to.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let mut from = File::from(self.master);
+        Output(std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            let mut out = io::stdout();
+            // EIO once nothing holds the slave side any more.
+            while let Ok(n) = from.read(&mut buf) {
+                if n == 0 || out.write_all(&buf[..n]).and_then(|()| out.flush()).is_err() {
+                    break;
+                }
+            }
+        }))
+    }
+}
+
+pub struct Output(JoinHandle<()>);
+
+impl Output {
+    /// Waits (briefly) for the command's last output to be relayed.
+    pub fn finish(self) {
+        for _ in 0..50 {
+            if self.0.is_finished() {
+                let _ = self.0.join();
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+}
+
+/// In the command: a new session with the terminal at `path` as controlling terminal
+/// and stdin, stdout, stderr.
+pub fn attach(path: &Path) -> Result<(), RuntimeError> {
+    rustix::process::setsid().map_err(sys("setsid"))?;
+    let c = CString::new(path.as_os_str().as_bytes()).unwrap_or_default();
+    // Opening a terminal without O_NOCTTY in a session leader without one makes it the
+    // controlling terminal.
+    let fd =
+        rustix::fs::open(c.as_c_str(), OFlags::RDWR, Mode::empty()).map_err(sys(format!("open {}", path.display())))?;
+    rustix::stdio::dup2_stdin(&fd).map_err(sys("dup2"))?;
+    rustix::stdio::dup2_stdout(&fd).map_err(sys("dup2"))?;
+    rustix::stdio::dup2_stderr(&fd).map_err(sys("dup2"))?;
+    Ok(())
+}

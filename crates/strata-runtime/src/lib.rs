@@ -23,6 +23,8 @@ use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
+
+use rustix::fs::Mode;
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
@@ -287,6 +289,11 @@ fn command_main(spec: &RunSpec, tty: Option<&Path>) -> ! {
 }
 
 fn enter_user_and_exec(uid: u32, gid: u32, groups: &[u32], cwd: &str, args: &[String], env: &[String]) -> ! {
+    // As root, inside the container's root: a missing working directory is made (as
+    // Docker does), never on the host's side of the mount.
+    let _ = std::fs::create_dir_all(cwd);
+    // The command gets the usual umask, not the one set up for device nodes.
+    rustix::process::umask(Mode::from_raw_mode(0o022));
     let groups: Vec<libc::gid_t> = groups.to_vec();
     // SAFETY: plain system calls on values we own.
     let ok = unsafe {
@@ -316,6 +323,10 @@ fn enter_user_and_exec(uid: u32, gid: u32, groups: &[u32], cwd: &str, args: &[St
     argv_p.push(std::ptr::null());
     let mut envp_p: Vec<*const libc::c_char> = envp.iter().map(|e| e.as_ptr()).collect();
     envp_p.push(std::ptr::null());
+    // Nothing of ours crosses into the container but stdin, stdout and stderr (an open
+    // directory fd would be a way out of the root).
+    // SAFETY: close_range only closes descriptors; none above 2 is used after this.
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
     // SAFETY: NUL-terminated arrays of valid C strings that outlive the call.
     unsafe { libc::execve(prog.as_ptr(), argv_p.as_ptr(), envp_p.as_ptr()) };
     let err = std::io::Error::last_os_error();
@@ -338,6 +349,14 @@ pub fn exec_in(init: i32, cgroup: &str, spec: &RunSpec) -> Result<i32, RuntimeEr
         })
         .collect::<Result<_, _>>()?;
     let cg = Cgroup::existing(cgroup);
+    // The container's root as its init sees it (after pivot_root or chroot alike).
+    let root_path = format!("/proc/{init}/root");
+    let root = rustix::fs::open(
+        &root_path,
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(sys(root_path))?;
     let (go_r, mut go_w) = pipe()?;
     let child = fork()?;
     if child == 0 {
@@ -355,6 +374,11 @@ pub fn exec_in(init: i32, cgroup: &str, spec: &RunSpec) -> Result<i32, RuntimeEr
                 die(&format!("joining the container's {name} namespace: {e}"));
             }
         }
+        // setns(mnt) leaves us at the namespace's root, which is the host's tree when
+        // init had to chroot: go to init's root instead.
+        if let Err(e) = rustix::process::fchdir(&root).and_then(|()| rustix::process::chroot(".")) {
+            die(&format!("entering the container's root: {e}"));
+        }
         // The pid namespace applies to children: fork once more.
         let inner = match fork() {
             Ok(p) => p,
@@ -369,11 +393,15 @@ pub fn exec_in(init: i32, cgroup: &str, spec: &RunSpec) -> Result<i32, RuntimeEr
         unsafe { libc::_exit(code) }
     }
     drop(go_r);
-    let joined = cg.add(child);
+    if let Err(e) = cg.add(child) {
+        drop(go_w); // the child exits on a closed pipe: nothing runs outside the limits
+        wait(child);
+        return Err(e);
+    }
     let _ = go_w.write_all(b"g");
     drop(go_w);
     signals::forward_to(child);
     let code = wait(child);
     signals::restore();
-    joined.map(|()| code)
+    Ok(code)
 }

@@ -48,9 +48,12 @@ pub fn restore() {
     TARGET.store(0, Ordering::Relaxed);
 }
 
-/// In a new child: default actions, nothing blocked.
+/// In a new child: default actions (SIGPIPE too, which Rust ignores and execve would
+/// pass on), nothing blocked.
 pub fn reset() {
     restore();
+    // SAFETY: setting a default disposition.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     // SAFETY: an empty set unblocks everything.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();

@@ -401,7 +401,8 @@ impl Applier {
         // A name whited out and re-created as a directory in the same layer replaces the
         // lower directory: nothing below may show through it.
         for rel in std::mem::take(&mut self.whiteouts) {
-            let st = rustix::fs::statat(&self.root, &rel, AtFlags::SYMLINK_NOFOLLOW);
+            let Ok(parent) = self.open_dir(rel.parent().unwrap_or(Path::new("")), false) else { continue };
+            let st = rustix::fs::statat(&parent, rel.file_name().unwrap_or_default(), AtFlags::SYMLINK_NOFOLLOW);
             if matches!(st, Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR) {
                 let dir = self.open_dir(&rel, false)?;
                 let fd = rustix::fs::openat(

@@ -118,10 +118,16 @@ pub fn list(store: &Store) -> Result<Vec<Container>> {
     for e in fs::read_dir(&dir).at(&dir)? {
         let path = e.at(&dir)?.path().join("config.json");
         match fs::read(&path) {
-            Ok(bytes) => out.push(
-                serde_json::from_slice(&bytes)
-                    .map_err(|e| StoreError::Format(format!("{}: corrupt container record: {e}", path.display())))?,
-            ),
+            Ok(bytes) => {
+                let c: Container = serde_json::from_slice(&bytes)
+                    .map_err(|e| StoreError::Format(format!("{}: corrupt container record: {e}", path.display())))?;
+                // Ids become paths: anything but 64 hex digits is refused.
+                let hex = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
+                if !hex(&c.id) || !c.image_layers.iter().all(|l| hex(l)) {
+                    return Err(StoreError::Format(format!("{}: corrupt container record (bad id)", path.display())));
+                }
+                out.push(c)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e).at(path),
         }

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -135,7 +135,10 @@ impl<W: Write> Packer<'_, W> {
             h.set_size(meta.len());
             let f = File::open(&full).at(&full)?;
             self.progress.advance(meta.len());
-            return self.builder.append_data(&mut h, rel, f).at(&full);
+            // Exactly the size the header says: a file growing meanwhile (a running
+            // container) must not spill bytes that would parse as further entries.
+            let exact = Exact { inner: f.take(meta.len()), left: meta.len(), path: &full };
+            return self.builder.append_data(&mut h, rel, exact).at(&full);
         }
         let kind = if ft.is_char_device() {
             tar::EntryType::Char
@@ -182,6 +185,24 @@ impl<W: Write> Packer<'_, W> {
             self.builder.append_pax_extensions(records.iter().map(|(k, v)| (k.as_str(), v.as_slice()))).at(full)?;
         }
         Ok(())
+    }
+}
+
+/// Reads exactly `left` bytes or fails.
+struct Exact<'a, R> {
+    inner: R,
+    left: u64,
+    path: &'a Path,
+}
+
+impl<R: io::Read> io::Read for Exact<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && self.left > 0 {
+            return Err(io::Error::other(format!("{} shrank while being packed", self.path.display())));
+        }
+        self.left -= n as u64;
+        Ok(n)
     }
 }
 

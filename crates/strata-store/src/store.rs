@@ -152,15 +152,24 @@ pub fn now_rfc3339() -> String {
 impl Store {
     /// Opens (creating if needed) the store at `root`.
     pub fn open(root: &Path) -> Result<Store> {
+        use std::os::unix::fs::PermissionsExt;
+        fs::create_dir_all(root).at(root)?;
+        // Absolute and symlink-free: mount points are compared with the mount table.
+        let root = root.canonicalize().at(root)?;
+        // Layers hold what untrusted images hold (setuid binaries, device nodes): only
+        // root may reach them. Mount points stay reachable through ROOT's execute bit.
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o711)).at(&root)?;
         for d in DIRS {
             let p = root.join(d);
             fs::create_dir_all(&p).at(&p)?;
+            let mode = if d == "mnt" { 0o711 } else { 0o700 };
+            fs::set_permissions(&p, fs::Permissions::from_mode(mode)).at(&p)?;
         }
         let lock = root.join("lock");
         if !lock.exists() {
             File::create(&lock).at(&lock)?;
         }
-        Ok(Store { root: root.to_path_buf() })
+        Ok(Store { root })
     }
 
     pub fn root(&self) -> &Path {
@@ -202,6 +211,8 @@ impl Store {
 
     /// A fresh staging directory.
     pub fn staging(&self) -> Result<Staging> {
+        // Made and flocked under the store lock: `check` never sees it unowned.
+        let _lock = self.lock(false)?;
         let dir = self.root.join("tmp").join(format!("stage-{}", random_hex(8)));
         fs::create_dir(&dir).at(&dir)?;
         let lock_path = dir.join(".owner");
@@ -213,8 +224,9 @@ impl Store {
     /// Writes `bytes` to `path` atomically: temp file in `tmp/`, fsync, rename, fsync of
     /// the directory. Call with the exclusive lock held.
     pub fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
         let tmp = self.root.join("tmp").join(format!("write-{}", random_hex(8)));
-        let mut f = File::create(&tmp).at(&tmp)?;
+        let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o644).open(&tmp).at(&tmp)?;
         let res =
             f.write_all(bytes).and_then(|()| f.sync_all()).at(&tmp).and_then(|()| fs::rename(&tmp, path).at(path));
         if res.is_err() {
@@ -287,8 +299,12 @@ impl Store {
         if dir.exists() {
             self.discard_dir(&dir)?; // a leftover of a killed process: no record points at it
         }
+        // The files reach the disk before the record says the layer exists.
+        let fd = File::open(&s.dir).at(&s.dir)?;
+        rustix::fs::syncfs(&fd).at(&s.dir)?;
         fs::rename(&s.dir, &dir).at(&dir)?;
         fs::rename(&s.split, self.split_path(id)).at(self.split_path(id))?;
+        sync_parent(&dir)?;
         let mut text = ancestors.join("\n");
         if !text.is_empty() {
             text.push('\n');
@@ -466,9 +482,12 @@ impl Store {
         let tags = BTreeMap::new();
         let mut keep = BTreeSet::new();
         for id in self.image_ids()? {
-            if let Ok(img) = self.load_image(&id, &tags) {
-                keep.extend(img.layer_ids());
-            }
+            // An image that cannot be read stops the collection: its layers might be
+            // taken for unused ones.
+            let img = self
+                .load_image(&id, &tags)
+                .map_err(|e| StoreError::Format(format!("image {id} cannot be read ({e}); run `strata check`")))?;
+            keep.extend(img.layer_ids());
         }
         for c in crate::container::list(self)? {
             keep.extend(c.image_layers.iter().cloned());

@@ -261,7 +261,7 @@ impl StrataFs {
         let mut t = self.union.table.write();
         let node = t.get_mut(ino)?;
         if self.passthrough.load(Ordering::Relaxed) {
-            let live = node.backing.as_ref().and_then(|(b, w)| w.upgrade().map(|id| (*b, id)));
+            let live = node.backing().and_then(|(b, w)| w.upgrade().map(|id| (*b, id)));
             backing = match live {
                 Some((b, id)) if b == branch => Some(id),
                 Some(_) => {
@@ -275,7 +275,7 @@ impl StrataFs {
                 None => match register(&file) {
                     Ok(id) => {
                         let id = Arc::new(id);
-                        node.backing = Some((branch, Arc::downgrade(&id)));
+                        node.set_backing(Some((branch, Arc::downgrade(&id))));
                         Some(id)
                     }
                     Err(e) => {

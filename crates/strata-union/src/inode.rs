@@ -41,8 +41,6 @@ pub struct Node {
     pub kind: FileType,
     /// Topmost branch holding this entry.
     pub branch: u16,
-    /// Where the entry lives in `branch` when that is not its path in the union.
-    pub src: Option<Arc<Path>>,
     /// Directories only: the parts merged into it, top first, cut at the first opaque one.
     pub dirs: Box<[Part]>,
     /// The cached resolution may be out of date (an ancestor directory was renamed while
@@ -54,16 +52,24 @@ pub struct Node {
     pub opens: u32,
     /// False once the last name is gone; the node lives on while looked up or open.
     pub linked: bool,
-    /// The passthrough backing file registered for this node, and its branch: the kernel
-    /// allows one backing file per inode at a time.
-    pub backing: Option<(u16, Weak<BackingId>)>,
     /// The entry's xattr names, once read: the kernel asks for `security.capability` on
     /// every write and `ls -l` for ACLs and SELinux labels on every file, and most files
     /// have none. Dropped whenever the entry's xattrs may change.
     pub xattr_names: Option<Box<[OsString]>>,
+    /// What few nodes need, out of line: a node is one of tens of thousands.
+    extra: Option<Box<Extra>>,
+}
+
+#[derive(Debug, Default)]
+struct Extra {
+    /// Where the entry lives in `branch` when that is not its path in the union.
+    src: Option<Arc<Path>>,
+    /// The passthrough backing file registered for this node, and its branch: the kernel
+    /// allows one backing file per inode at a time.
+    backing: Option<(u16, Weak<BackingId>)>,
     /// Regular files with several names: the backing inode's identity, which every name
     /// of it shares this node by, and whether all its names in the branch were found.
-    pub links: Option<Links>,
+    links: Option<Links>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,21 +87,74 @@ impl Node {
         src: Option<Arc<Path>>,
         dirs: Box<[Part]>,
     ) -> Node {
-        Node {
+        let mut n = Node {
             parent,
             name,
             kind,
             branch,
-            src,
             dirs,
             stale: false,
             lookups: 0,
             opens: 0,
             linked: true,
-            backing: None,
             xattr_names: None,
-            links: None,
+            extra: None,
+        };
+        n.set_src(src);
+        n
+    }
+
+    fn extra_mut(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Default::default)
+    }
+
+    /// Frees the out-of-line part once it holds nothing.
+    fn trim(&mut self) {
+        if self.extra.as_ref().is_some_and(|e| e.src.is_none() && e.backing.is_none() && e.links.is_none()) {
+            self.extra = None;
         }
+    }
+
+    /// Where the entry lives in `branch` when that is not its path in the union.
+    pub fn src(&self) -> Option<&Arc<Path>> {
+        self.extra.as_ref().and_then(|e| e.src.as_ref())
+    }
+
+    pub fn set_src(&mut self, src: Option<Arc<Path>>) {
+        if src.is_some() || self.extra.is_some() {
+            self.extra_mut().src = src;
+            self.trim();
+        }
+    }
+
+    /// The passthrough backing file registered for this node, and its branch.
+    pub fn backing(&self) -> Option<&(u16, Weak<BackingId>)> {
+        self.extra.as_ref().and_then(|e| e.backing.as_ref())
+    }
+
+    pub fn set_backing(&mut self, backing: Option<(u16, Weak<BackingId>)>) {
+        if backing.is_some() || self.extra.is_some() {
+            self.extra_mut().backing = backing;
+            self.trim();
+        }
+    }
+
+    /// Regular files with several names: see [`Links`].
+    pub fn links(&self) -> Option<Links> {
+        self.extra.as_ref().and_then(|e| e.links)
+    }
+
+    pub fn links_mut(&mut self) -> Option<&mut Links> {
+        self.extra.as_mut().and_then(|e| e.links.as_mut())
+    }
+
+    fn replace_links(&mut self, links: Option<Links>) -> Option<Links> {
+        let old = self.links();
+        if links.is_some() || self.extra.is_some() {
+            self.extra_mut().links = links;
+            self.trim();
+        }
+        old
     }
 
     pub fn is_dir(&self) -> bool {
@@ -196,10 +255,9 @@ impl Table {
     /// Sets (or clears) the backing identity a node is found by.
     pub fn set_links(&mut self, ino: Ino, links: Option<Links>) {
         let Some(n) = self.nodes.get_mut(&ino) else { return };
-        if let Some(old) = n.links.take() {
+        if let Some(old) = n.replace_links(links) {
             self.groups.remove(&old.key);
         }
-        n.links = links;
         if let Some(l) = links {
             self.groups.insert(l.key, ino);
         }
@@ -223,13 +281,13 @@ impl Table {
     pub fn replace_node(&mut self, old: Ino) -> Option<Ino> {
         let names = self.names_of(old);
         let n = self.nodes.get(&old)?;
-        let mut fresh = Node::new(n.parent, n.name.clone(), n.kind, n.branch, n.src.clone(), n.dirs.clone());
-        fresh.links = n.links;
+        let mut fresh = Node::new(n.parent, n.name.clone(), n.kind, n.branch, n.src().cloned(), n.dirs.clone());
+        fresh.replace_links(n.links());
         let new = self.insert(fresh);
         for (p, name) in names.iter().skip(1) {
             self.add_alias(new, *p, name);
         }
-        if let Some(l) = self.nodes.get(&new).and_then(|n| n.links) {
+        if let Some(l) = self.nodes.get(&new).and_then(|n| n.links()) {
             self.groups.insert(l.key, new);
         }
         Some(new)
@@ -312,8 +370,8 @@ impl Table {
     /// passthrough files follow `moved`, and the root merges all `count` branches.
     pub fn restack(&mut self, moved: &[Option<u16>], count: u16) {
         for (ino, n) in self.nodes.iter_mut() {
-            if let Some((b, w)) = n.backing.take() {
-                n.backing = moved.get(b as usize).copied().flatten().map(|nb| (nb, w));
+            if let Some((b, w)) = n.backing().cloned() {
+                n.set_backing(moved.get(b as usize).copied().flatten().map(|nb| (nb, w)));
             }
             if *ino == ROOT {
                 n.dirs = (0..count).map(Part::at).collect();
@@ -364,7 +422,7 @@ impl Table {
         }
         if self.nodes.get(&ino).is_some_and(|n| !n.linked && n.lookups == 0 && n.opens == 0)
             && let Some(n) = self.nodes.remove(&ino)
-            && let Some(l) = n.links
+            && let Some(l) = n.links()
             && self.groups.get(&l.key) == Some(&ino)
         {
             self.groups.remove(&l.key);

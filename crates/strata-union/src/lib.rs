@@ -22,7 +22,7 @@ pub mod whiteout;
 
 pub use branch::{BranchSpec, Perm};
 pub use error::{MountError, OptionError};
-pub use mount::{Prepared, branches_of, change_branches, prepare, unmount};
+pub use mount::{Prepared, branches_of, change_branches, is_strata_mount, prepare, unmount};
 pub use options::MountSpec;
 pub use restack::BranchChange;
 pub use whiteout::Format;

@@ -205,17 +205,9 @@ impl Prepared {
 /// connected"). `lazy` detaches a busy mount.
 pub fn unmount(mountpoint: &Path, lazy: bool) -> Result<(), std::io::Error> {
     let abs = mount_path(mountpoint)?;
-    let entry = std::fs::read_to_string("/proc/self/mounts")?
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split(' ');
-            let (_, mp, ty) = (f.next()?, f.next()?, f.next()?);
-            Some((unescape_mount_path(mp), ty.to_string()))
-        })
-        .rfind(|(mp, _)| *mp == abs);
-    match entry {
+    match mount_type(&abs)? {
         None => return Err(std::io::Error::other(format!("{}: not mounted", abs.display()))),
-        Some((_, ty)) if ty != FS_TYPE => {
+        Some(ty) if ty != FS_TYPE => {
             return Err(std::io::Error::other(format!("{}: not a Strata mount (type {ty})", abs.display())));
         }
         Some(_) => {}
@@ -243,6 +235,24 @@ pub fn unmount(mountpoint: &Path, lazy: bool) -> Result<(), std::io::Error> {
         }
     }
     Ok(())
+}
+
+/// The type of the topmost mount at the absolute, canonical path `abs`, if any.
+fn mount_type(abs: &Path) -> std::io::Result<Option<String>> {
+    Ok(std::fs::read_to_string("/proc/self/mounts")?
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(' ');
+            let (_, mp, ty) = (f.next()?, f.next()?, f.next()?);
+            Some((unescape_mount_path(mp), ty.to_string()))
+        })
+        .rfind(|(mp, _)| mp == abs)
+        .map(|(_, ty)| ty))
+}
+
+/// Is `path` (any form: relative, through symlinks) a Strata mount, live or with a dead daemon?
+pub fn is_strata_mount(path: &Path) -> bool {
+    mount_path(path).ok().and_then(|abs| mount_type(&abs).ok().flatten()).is_some_and(|ty| ty == FS_TYPE)
 }
 
 /// Running, as opposed to gone or a zombie waiting for init to reap it.

@@ -285,7 +285,7 @@ impl Union {
         let mut t = self.table.write();
         let n = t.get_mut(ino)?;
         n.branch = found.branch;
-        n.src = found.src;
+        n.set_src(found.src);
         if n.is_dir() {
             n.dirs = found.dirs;
         }
@@ -401,7 +401,7 @@ impl Union {
         let (branch, links) = {
             let t = self.table.read();
             let n = t.get(ino)?;
-            (n.branch, n.links)
+            (n.branch, n.links())
         };
         let Some(l) = links.filter(|l| !l.discovered) else { return Ok(()) };
         for path in self.branch_links.names(branch, self.root(branch), l.key).map_err(errno)? {
@@ -410,7 +410,7 @@ impl Union {
         }
         let mut t = self.table.write();
         if let Ok(n) = t.get_mut(ino)
-            && let Some(l) = n.links.as_mut()
+            && let Some(l) = n.links_mut()
         {
             l.discovered = true;
         }
@@ -423,7 +423,7 @@ impl Union {
         let (branch, links) = {
             let t = self.table.read();
             let n = t.get(ino)?;
-            (n.branch, n.links)
+            (n.branch, n.links())
         };
         if links.is_none() || self.perm(branch).is_writable() {
             return Ok(st.st_nlink as u32);
@@ -443,7 +443,7 @@ impl Union {
         self.refresh(ino)?;
         let t = self.table.read();
         let n = t.get(ino)?;
-        match &n.src {
+        match n.src() {
             Some(src) => Ok((n.branch, src.to_path_buf())),
             None => Ok((n.branch, t.path(ino)?)),
         }
@@ -551,7 +551,7 @@ impl Union {
         dirs.push(Part::at(wb));
         dirs.sort_unstable_by_key(|p| p.branch);
         n.branch = dirs[0].branch;
-        n.src = dirs[0].path.clone();
+        n.set_src(dirs[0].path.clone());
         n.dirs = dirs.into_boxed_slice();
         Ok(())
     }
@@ -638,7 +638,7 @@ impl Union {
         let mut t = self.table.write();
         let n = t.get_mut(ino)?;
         n.branch = wb;
-        n.src = None;
+        n.set_src(None);
         n.xattr_names = None;
         let name = n.name.clone();
         let others: Vec<(Ino, OsString)> = t.names_of(ino).into_iter().skip(1).collect();

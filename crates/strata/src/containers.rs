@@ -128,7 +128,7 @@ pub fn create(store: &Store, args: &CreateArgs) -> Result<Container> {
 /// Mounts the container's union at `mnt/<id>` unless it is mounted already.
 pub fn ensure_mounted(store: &Store, c: &Container) -> Result<PathBuf> {
     let mnt = store.mnt_dir(&c.id);
-    if is_strata_mount(&mnt) {
+    if strata_union::is_strata_mount(&mnt) {
         if std::fs::metadata(&mnt).is_ok() {
             return Ok(mnt);
         }
@@ -143,19 +143,9 @@ pub fn ensure_mounted(store: &Store, c: &Container) -> Result<PathBuf> {
     Ok(mnt)
 }
 
-fn is_strata_mount(p: &Path) -> bool {
-    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else { return false };
-    let p = p.to_string_lossy();
-    mounts.lines().any(|l| {
-        let mut f = l.split(' ');
-        f.next();
-        f.next() == Some(&p) && f.next() == Some("fuse.strata")
-    })
-}
-
 fn unmount(store: &Store, c: &Container) {
     let mnt = store.mnt_dir(&c.id);
-    if is_strata_mount(&mnt)
+    if strata_union::is_strata_mount(&mnt)
         && let Err(e) = strata_union::unmount(&mnt, false)
     {
         tracing::debug!("{e}; detaching");
@@ -163,9 +153,29 @@ fn unmount(store: &Store, c: &Container) {
     }
 }
 
+/// A small regular file of the container, its symlinks resolved inside `root` (an
+/// image's `/etc/passwd -> /dev/zero` or `-> /etc/shadow` must not reach the host's).
+fn read_in_root(root: &Path, rel: &str) -> String {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let Ok(dir) = rustix::fs::open(root, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()) else {
+        return String::new();
+    };
+    let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK;
+    let Ok(fd) = rustix::fs::openat2(&dir, rel, flags, Mode::empty(), ResolveFlags::IN_ROOT) else {
+        return String::new();
+    };
+    let file = std::fs::File::from(fd);
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        return String::new();
+    }
+    let mut text = String::new();
+    let _ = std::io::Read::read_to_string(&mut std::io::Read::take(file, 4 << 20), &mut text);
+    text
+}
+
 /// uid, gid, supplementary groups and home for a user spec, from the rootfs's files.
 fn resolve_user(rootfs: &Path, spec: &str) -> Result<(u32, u32, Vec<u32>, String)> {
-    let read = |f: &str| std::fs::read_to_string(rootfs.join(f)).unwrap_or_default();
+    let read = |f: &str| read_in_root(rootfs, f);
     let passwd = read("etc/passwd");
     let group = read("etc/group");
     let (user, grp) = spec.split_once(':').map_or((spec, None), |(u, g)| (u, Some(g)));
@@ -230,10 +240,6 @@ pub fn start(store: &Store, c: &Container, stdin: bool, tty: bool) -> Result<i32
         bail!("container {} is already running", c.name);
     }
     let mnt = ensure_mounted(store, c)?;
-    if !c.config.cwd.is_empty() {
-        // Docker makes a missing working directory.
-        let _ = std::fs::create_dir_all(mnt.join(c.config.cwd.trim_start_matches('/')));
-    }
     let mut spec = spec_for(c, &mnt, &mnt, stdin)?;
     let cdir = c.dir(store);
     for b in spec.binds.iter_mut() {
@@ -257,16 +263,29 @@ pub fn start(store: &Store, c: &Container, stdin: bool, tty: bool) -> Result<i32
     });
     drop(raw);
     let code = res.as_ref().ok().copied();
-    container::update(store, &c.id, |c| {
+    let recorded = container::update(store, &c.id, |c| {
         c.state.status =
             if code.is_some() || c.state.status == "running" { "exited".into() } else { c.state.status.clone() };
         c.state.pid = 0;
         c.state.exit_code = code;
         c.state.finished_at = Some(strata_store::store::now_rfc3339());
-    })?;
+    });
     unmount(store, c);
-    Ok(res?)
+    recorded?;
+    res.map_err(|e| anyhow::Error::new(RuntimeFailure(e)))
 }
+
+/// The runtime failed before or around the command: exit status 125, as Docker's.
+#[derive(Debug)]
+pub struct RuntimeFailure(pub strata_runtime::RuntimeError);
+
+impl std::fmt::Display for RuntimeFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "container runtime: {}", self.0)
+    }
+}
+
+impl std::error::Error for RuntimeFailure {}
 
 pub fn cmd_create(store: &Store, args: &CreateArgs) -> Result<ExitCode> {
     let c = create(store, args)?;

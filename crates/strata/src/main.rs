@@ -286,6 +286,9 @@ fn main() -> ExitCode {
             init_cli_logging();
             match store_cmd(&root, store_command) {
                 Ok(code) => code,
+                Err(e) if e.downcast_ref::<containers::RuntimeFailure>().is_some() => {
+                    fail(strata_runtime::EXIT_SETUP as u8, &format!("{e:#}"))
+                }
                 Err(e) => fail(1, &format!("{e:#}")),
             }
         }

@@ -407,3 +407,31 @@ fn a_terminal_for_the_command_and_ctrl_c_reaches_it() {
     assert!(out.contains("after-ctrl-c"), "Ctrl-C stopped sleep, not the shell: {out}");
     assert!(out.contains("rc=4"), "{out}");
 }
+
+#[test]
+fn containers_cannot_reach_the_host_through_their_config_or_files() {
+    let s = Scratch::new();
+    let Some(root) = store_with_app(&s) else { return };
+    let escape = format!("/tmp/strata-escape-{}", std::process::id());
+    // A working directory climbing out, a passwd that is a link to a device.
+    let o = go(&root, &["run", "--name", "evil", "app", "sh", "-c", "rm /etc/passwd && ln -s /dev/zero /etc/passwd"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let wd = format!("WORKDIR /../../../../..{escape}");
+    sh(st(&root).args(["commit", "-c", &wd, "evil", "evil:1"]));
+    let o = go(&root, &["run", "--rm", "evil:1", "pwd"]);
+    assert_eq!(o.stdout.trim(), escape, "the directory is made inside the container: {}", o.stderr);
+    assert!(!Path::new(&escape).exists(), "nothing made on the host");
+    let t0 = Instant::now();
+    let o = go(&root, &["run", "--rm", "-u", "app", "evil:1", "true"]);
+    assert!(o.stderr.contains("unable to find user app"), "{}", o.stderr);
+    assert!(t0.elapsed() < Duration::from_secs(10), "the link was not followed to the host's /dev/zero");
+    // Only stdin, stdout and stderr cross into the container; SIGPIPE and umask as usual.
+    let o =
+        go(&root, &["run", "--rm", "app", "sh", "-c", "ls /proc/self/fd | tr '\\n' ' '; echo; yes | head -n1; umask"]);
+    assert_eq!(o.stdout.lines().collect::<Vec<_>>(), ["0 1 2 3 ", "y", "0022"], "{}", o.stderr);
+    assert_eq!(o.stderr, "", "yes dies of SIGPIPE quietly");
+    // The store keeps untrusted layers out of other users' reach.
+    let mode = |p: &Path| std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p).unwrap().permissions()) & 0o777;
+    assert_eq!(mode(&root.join("diff")), 0o700);
+    assert_eq!(mode(&root), 0o711);
+}

@@ -20,6 +20,7 @@ use rustix::io::Errno;
 use strata_union::whiteout::{AUFS_OPAQUE, is_private_xattr};
 use tar::EntryType;
 
+use crate::compress::read_full;
 use crate::error::{IoContext, Result, StoreError};
 use crate::split::SplitRecorder;
 
@@ -433,19 +434,6 @@ impl Applier {
         }
         Ok(())
     }
-}
-
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match r.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(got)
 }
 
 fn times(t: Timespec) -> Timestamps {

@@ -7,12 +7,27 @@
 use std::sync::atomic::{AtomicI32, Ordering};
 
 static TARGET: AtomicI32 = AtomicI32::new(0);
+/// With `-t`, init's pseudo-terminal master: a resize of our terminal is copied to it.
+static RESIZE: AtomicI32 = AtomicI32::new(-1);
 const FORWARDED: [i32; 7] =
     [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2, libc::SIGWINCH];
 
 extern "C" fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
     let code = unsafe { (*info).si_code };
+    if sig == libc::SIGWINCH {
+        let master = RESIZE.load(Ordering::Relaxed);
+        if master >= 0 {
+            // SAFETY: ioctl is async-signal-safe; winsize is plain data on the stack.
+            unsafe {
+                let mut size: libc::winsize = std::mem::zeroed();
+                if libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) == 0 {
+                    libc::ioctl(master, libc::TIOCSWINSZ, &size);
+                }
+            }
+            return; // the command's terminal signals the command itself
+        }
+    }
     if code == libc::SI_KERNEL {
         return; // from the terminal: the command got it too
     }
@@ -40,6 +55,11 @@ fn set(handler: libc::sighandler_t, flags: libc::c_int) {
 pub fn forward_to(pid: i32) {
     TARGET.store(pid, Ordering::Relaxed);
     set(forward as *const () as libc::sighandler_t, libc::SA_SIGINFO | libc::SA_RESTART);
+}
+
+/// Resizes of our terminal go to the pseudo-terminal master `fd` (init, with `-t`).
+pub fn resize_into(fd: i32) {
+    RESIZE.store(fd, Ordering::Relaxed);
 }
 
 /// Back to the default actions.

@@ -5,7 +5,7 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
@@ -35,8 +35,10 @@ impl Pty {
         Ok(Pty { master, slave_path })
     }
 
-    /// Relays our stdin to the terminal (with `stdin`) and the terminal to our stdout.
+    /// Relays our stdin to the terminal (with `stdin`) and the terminal to our stdout;
+    /// resizes of our terminal follow.
     pub fn relay(self, stdin: bool) -> Output {
+        crate::signals::resize_into(self.master.as_raw_fd());
         if stdin && let Ok(fd) = self.master.try_clone() {
             let mut to = File::from(fd);
             std::thread::spawn(move || {

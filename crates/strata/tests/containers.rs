@@ -74,6 +74,9 @@ fn namespaces_are_isolated_and_statuses_pass_through() {
     );
     assert_eq!(o.code, 0, "{}", o.stderr);
     assert_eq!(o.stdout.lines().collect::<Vec<_>>(), ["/proc/1 /proc/2", "box1", "box1", "1"]);
+    let o = go(&root, &["run", "--rm", "--network", "host", "app", "sh", "-c", "grep -c : /proc/net/dev"]);
+    let host_ifaces = std::fs::read_to_string("/proc/net/dev").unwrap().lines().filter(|l| l.contains(':')).count();
+    assert_eq!(o.stdout.trim(), host_ifaces.to_string(), "--network host sees the host's interfaces");
     // The image's Cmd and WorkingDir; exit statuses; users; env; workdir.
     let o = go(&root, &["run", "--rm", "app"]);
     assert_eq!((o.code, o.stdout.trim()), (0, "hello from app v2"));
@@ -434,4 +437,43 @@ fn containers_cannot_reach_the_host_through_their_config_or_files() {
     let mode = |p: &Path| std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p).unwrap().permissions()) & 0o777;
     assert_eq!(mode(&root.join("diff")), 0o700);
     assert_eq!(mode(&root), 0o711);
+}
+
+#[test]
+fn a_resize_of_our_terminal_reaches_the_container() {
+    let s = Scratch::new();
+    let Some(root) = store_with_app(&s) else { return };
+    // Python's pty module plays the user's terminal: it sets a size, then changes it.
+    const SCRIPT: &str = r#"
+import fcntl, os, pty, select, struct, sys, termios, time
+strata, root = sys.argv[1], sys.argv[2]
+pid, fd = pty.fork()
+if pid == 0:
+    fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    os.execv(strata, [strata, "--root", root, "run", "--rm", "-it", "app", "sh"])
+out = b""
+def pump(t):
+    global out
+    end = time.time() + t
+    while time.time() < end:
+        if not select.select([fd], [], [], max(0, end - time.time()))[0]:
+            return
+        try:
+            out += os.read(fd, 4096)
+        except OSError:
+            return
+pump(1.5)
+os.write(fd, b"stty size\n"); pump(1.0)
+fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 132, 0, 0)); pump(0.5)
+os.write(fd, b"stty size; exit\n"); pump(2.0)
+os.waitpid(pid, 0)
+sys.stdout.write(out.decode(errors="replace"))
+"#;
+    let out = sh(Command::new("python3").arg("-c").arg(SCRIPT).arg(env!("CARGO_BIN_EXE_strata")).arg(&root));
+    let sizes: Vec<&str> = out
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.split(' ').count() == 2 && l.split(' ').all(|n| n.parse::<u32>().is_ok()))
+        .collect();
+    assert_eq!(sizes, ["24 80", "50 132"], "{out}");
 }

@@ -211,23 +211,7 @@ fn init_main(spec: &RunSpec) -> ! {
     if let Err(e) = rootfs::prepare(spec) {
         die(&e.to_string());
     }
-    let pty = if spec.tty {
-        match tty::Pty::open() {
-            Ok(p) => Some(p),
-            Err(e) => die(&e.to_string()),
-        }
-    } else {
-        None
-    };
-    let cmd = match fork() {
-        Ok(p) => p,
-        Err(e) => die(&e.to_string()),
-    };
-    if cmd == 0 {
-        command_main(spec, pty.as_ref().map(|p| p.slave_path.as_path()));
-    }
-    let output = pty.map(|p| p.relay(spec.stdin));
-    signals::forward_to(cmd);
+    let (cmd, output) = start_command(spec);
     // Reap everything; leave with the command's status.
     loop {
         let mut status = 0;
@@ -245,6 +229,29 @@ fn init_main(spec: &RunSpec) -> ! {
             unsafe { libc::_exit(EXIT_SETUP) }
         }
     }
+}
+
+/// Opens the command's terminal (with `-t`, inside the container's root), forks the
+/// command and forwards signals to it; the caller waits for it.
+fn start_command(spec: &RunSpec) -> (i32, Option<tty::Output>) {
+    let pty = if spec.tty {
+        match tty::Pty::open() {
+            Ok(p) => Some(p),
+            Err(e) => die(&e.to_string()),
+        }
+    } else {
+        None
+    };
+    let cmd = match fork() {
+        Ok(p) => p,
+        Err(e) => die(&e.to_string()),
+    };
+    if cmd == 0 {
+        command_main(spec, pty.as_ref().map(|p| p.slave_path.as_path()));
+    }
+    let output = pty.map(|p| p.relay(spec.stdin));
+    signals::forward_to(cmd);
+    (cmd, output)
 }
 
 /// Finds `cmd` in the container's PATH, as a shell would.
@@ -379,13 +386,21 @@ pub fn exec_in(init: i32, cgroup: &str, spec: &RunSpec) -> Result<i32, RuntimeEr
         if let Err(e) = rustix::process::fchdir(&root).and_then(|()| rustix::process::chroot(".")) {
             die(&format!("entering the container's root: {e}"));
         }
-        // The pid namespace applies to children: fork once more.
+        // The pid namespace applies to children: fork once more. (Threads, which the
+        // terminal relay needs, cannot be made by a process whose children go to another
+        // pid namespace: the relaying parent is that child.)
         let inner = match fork() {
             Ok(p) => p,
             Err(e) => die(&e.to_string()),
         };
         if inner == 0 {
-            command_main(spec, None);
+            let (cmd, output) = start_command(spec);
+            let code = wait(cmd);
+            if let Some(output) = output {
+                output.finish();
+            }
+            // SAFETY: see die().
+            unsafe { libc::_exit(code) }
         }
         signals::forward_to(inner);
         let code = wait(inner);

@@ -308,30 +308,47 @@ pub fn cmd_start(store: &Store, reference: &str, interactive: bool, tty: bool) -
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
 
-pub fn cmd_exec(
-    store: &Store,
-    reference: &str,
-    cmd: &[String],
-    env: &[String],
-    workdir: Option<&str>,
-    user: Option<&str>,
-    interactive: bool,
-) -> Result<ExitCode> {
-    let mut c = container::find(store, reference)?;
+/// Options of `exec`.
+#[derive(clap::Args, Debug)]
+pub struct ExecArgs {
+    /// Keep stdin attached
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Give the command a pseudo-terminal
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    #[arg(short = 'w', long = "workdir")]
+    pub workdir: Option<String>,
+    #[arg(short = 'u', long = "user")]
+    pub user: Option<String>,
+    pub container: String,
+    #[arg(required = true, trailing_var_arg = true)]
+    pub command: Vec<String>,
+}
+
+pub fn cmd_exec(store: &Store, args: &ExecArgs) -> Result<ExitCode> {
+    let (interactive, tty) = (args.interactive, args.tty);
+    let mut c = container::find(store, &args.container)?;
     if !c.is_running() {
         bail!("container {} is not running", c.name);
     }
-    c.config.args = cmd.to_vec();
-    if let Some(w) = workdir {
-        c.config.cwd = w.to_string();
+    c.config.args = args.command.clone();
+    if let Some(w) = &args.workdir {
+        c.config.cwd = w.clone();
     }
-    if let Some(u) = user {
-        c.config.user = u.to_string();
+    if let Some(u) = &args.user {
+        c.config.user = u.clone();
     }
-    c.config.env.extend(env.iter().cloned());
+    c.config.env.extend(args.env.iter().cloned());
     let root = PathBuf::from(format!("/proc/{}/root", c.state.pid));
-    let spec = spec_for(&c, Path::new("/"), &root, interactive)?;
-    let code = strata_runtime::exec_in(c.state.pid, &c.id, &spec)?;
+    let mut spec = spec_for(&c, Path::new("/"), &root, interactive)?;
+    spec.tty = tty;
+    let raw = tty.then(crate::terminal::RawMode::enter);
+    let res = strata_runtime::exec_in(c.state.pid, &c.id, &spec);
+    drop(raw);
+    let code = res.map_err(|e| anyhow::Error::new(RuntimeFailure(e)))?;
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
 

@@ -132,17 +132,8 @@ enum Command {
     },
     /// Run a command in a running container's namespaces and cgroups
     Exec {
-        #[arg(short = 'i', long)]
-        interactive: bool,
-        #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
-        env: Vec<String>,
-        #[arg(short = 'w', long = "workdir")]
-        workdir: Option<String>,
-        #[arg(short = 'u', long = "user")]
-        user: Option<String>,
-        container: String,
-        #[arg(required = true, trailing_var_arg = true)]
-        command: Vec<String>,
+        #[command(flatten)]
+        args: containers::ExecArgs,
     },
     /// List running containers (-a: all)
     Ps {
@@ -330,17 +321,7 @@ fn store_cmd(root: &Path, command: Command) -> anyhow::Result<ExitCode> {
         Command::Start { interactive, tty, container } => {
             return containers::cmd_start(&store, &container, interactive, tty);
         }
-        Command::Exec { interactive, env, workdir, user, container, command } => {
-            return containers::cmd_exec(
-                &store,
-                &container,
-                &command,
-                &env,
-                workdir.as_deref(),
-                user.as_deref(),
-                interactive,
-            );
-        }
+        Command::Exec { args } => return containers::cmd_exec(&store, &args),
         Command::Ps { all, format } => return containers::cmd_ps(&store, all, format),
         Command::Rm { force, containers: list } => return containers::cmd_rm(&store, &list, force),
         Command::Diff { container } => return containers::cmd_diff(&store, &container),

@@ -409,6 +409,13 @@ fn a_terminal_for_the_command_and_ctrl_c_reaches_it() {
     );
     assert!(out.contains("after-ctrl-c"), "Ctrl-C stopped sleep, not the shell: {out}");
     assert!(out.contains("rc=4"), "{out}");
+    // exec -t gets a terminal of the container too.
+    let mut child = spawn_run(&root, &["--name", "t1", "app", "sleep", "30"]);
+    wait_running(&root, "t1");
+    let out = feed("sleep 0.5", "exec -t t1 sh -c \"tty; exit 6\"");
+    assert!(out.contains("/dev/pts/") && out.contains("rc=6"), "{out}");
+    sh(st(&root).args(["rm", "-f", "t1"]));
+    let _ = child.wait();
 }
 
 #[test]

@@ -7,6 +7,7 @@
 //! point at an entry of the same layer. OCI whiteouts become the store's on-disk form,
 //! which is AUFS's (`.wh.NAME`, `.wh..wh..opq`): the union reads it as it is.
 
+use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read};
@@ -40,7 +41,7 @@ pub fn apply_layer(tar: impl Read, dest: &Path, split: Option<&SplitRecorder>) -
         root,
         dest: dest.to_path_buf(),
         parent: None,
-        dir_times: Vec::new(),
+        dir_times: HashMap::new(),
         whiteouts: Vec::new(),
         buf: vec![0; 1 << 17],
         stats: Applied::default(),
@@ -143,7 +144,8 @@ struct Applier {
     /// The last parent directory opened, by layer path: tars list a directory's entries together.
     parent: Option<(PathBuf, OwnedFd)>,
     /// Directory times are set last: creating children changes them.
-    dir_times: Vec<(Option<PathBuf>, Timespec)>,
+    /// The last entry for a directory decides its time, as it decides its owner and mode.
+    dir_times: HashMap<Option<PathBuf>, Timespec>,
     /// Names whited out in this layer (`dir/NAME` for `dir/.wh.NAME`).
     whiteouts: Vec<PathBuf>,
     buf: Vec<u8>,
@@ -169,7 +171,7 @@ impl Applier {
             if kind == EntryType::Directory {
                 let attrs = attrs_of(entry)?;
                 self.set_owner_mode(&self.root.try_clone().at(&self.dest)?, None, &attrs, false)?;
-                self.dir_times.push((None, attrs.mtime));
+                self.dir_times.insert(None, attrs.mtime);
             }
             return Ok(());
         };
@@ -204,7 +206,7 @@ impl Applier {
                     rustix::fs::mkdirat(&parent, &name, Mode::from_raw_mode(0o700)).at(&rel)?;
                 }
                 self.set_owner_mode(&parent, Some(&name), &attrs, true)?;
-                self.dir_times.push((Some(rel), attrs.mtime));
+                self.dir_times.insert(Some(rel), attrs.mtime);
             }
             EntryType::Symlink => {
                 let target = entry.link_name_bytes().ok_or_else(|| bad("symlink without a target"))?;
@@ -416,7 +418,7 @@ impl Applier {
                 drop(fd);
             }
         }
-        for (rel, t) in std::mem::take(&mut self.dir_times).into_iter().rev() {
+        for (rel, t) in std::mem::take(&mut self.dir_times) {
             let res = match &rel {
                 None => rustix::fs::futimens(&self.root, &times(t)),
                 Some(rel) => {

@@ -386,23 +386,28 @@ pub fn exec_in(init: i32, cgroup: &str, spec: &RunSpec) -> Result<i32, RuntimeEr
         if let Err(e) = rustix::process::fchdir(&root).and_then(|()| rustix::process::chroot(".")) {
             die(&format!("entering the container's root: {e}"));
         }
-        // The pid namespace applies to children: fork once more. (Threads, which the
-        // terminal relay needs, cannot be made by a process whose children go to another
-        // pid namespace: the relaying parent is that child.)
-        let inner = match fork() {
-            Ok(p) => p,
-            Err(e) => die(&e.to_string()),
-        };
-        if inner == 0 {
-            let (cmd, output) = start_command(spec);
-            let code = wait(cmd);
-            if let Some(output) = output {
-                output.finish();
+        // The pid namespace applies to children: the command is forked from here. With
+        // `-t`, one more process in between relays the terminal: a process whose children
+        // go to another pid namespace cannot create threads.
+        let inner = if spec.tty {
+            let relay = match fork() {
+                Ok(p) => p,
+                Err(e) => die(&e.to_string()),
+            };
+            if relay == 0 {
+                let (cmd, output) = start_command(spec);
+                let code = wait(cmd);
+                if let Some(output) = output {
+                    output.finish();
+                }
+                // SAFETY: see die().
+                unsafe { libc::_exit(code) }
             }
-            // SAFETY: see die().
-            unsafe { libc::_exit(code) }
-        }
-        signals::forward_to(inner);
+            signals::forward_to(relay);
+            relay
+        } else {
+            start_command(spec).0
+        };
         let code = wait(inner);
         // SAFETY: see die().
         unsafe { libc::_exit(code) }

@@ -27,7 +27,8 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Mount a union of branches (AUFS: -o br=A=rw:B=ro; OverlayFS: -o lowerdir=..,upperdir=..,workdir=..),
-    /// or, without -o, an image from the store (read-only, at ROOT/mnt/image-ID; prints the path)
+    /// or, without -o, a container (read-write, at ROOT/mnt/ID) or an image (read-only, at
+    /// ROOT/mnt/image-ID) from the store, printing the path
     Mount {
         /// Mount options, comma separated; may be repeated
         #[arg(short = 'o', value_name = "OPTIONS")]

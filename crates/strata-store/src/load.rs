@@ -453,8 +453,15 @@ pub(crate) fn unpack_layer(
     let split = staging.join(format!("{name}.split"));
     std::fs::create_dir(&dir).at(&dir)?;
     let (blob_r, blob_d) = DigestReader::new(ProgressReader { inner: r, progress });
-    let decoded = compress::decompress(blob_r).at(&blob.path)?;
-    let (diff_r, diff_d) = DigestReader::new(decoded);
+    let (kind, decoded) = compress::decompress_sniffed(blob_r).at(&blob.path)?;
+    // A plain tar is its own blob: its diff ID is the blob digest, hashed once.
+    let (diff_r, diff_d) = match kind {
+        Compression::None => (Box::new(decoded) as Box<dyn Read>, None),
+        _ => {
+            let (r, d) = DigestReader::new(decoded);
+            (Box::new(r) as Box<dyn Read>, Some(d))
+        }
+    };
     let rec = SplitRecorder::create(&split)?;
     let mut tee = rec.tee(diff_r);
     let applied = apply_layer(&mut tee, &dir, Some(&rec))?;
@@ -471,7 +478,7 @@ pub(crate) fn unpack_layer(
     if let Some(expected) = &blob.digest {
         check_digest("blob", expected, &blob_digest)?;
     }
-    let (actual_diff, tar_size) = diff_d.result();
+    let (actual_diff, tar_size) = diff_d.map_or((blob_digest.clone(), blob_size), |d| d.result());
     if let Some(expected) = diff_id {
         check_digest("diff ID", expected, &actual_diff)?;
     }

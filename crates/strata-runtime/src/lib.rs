@@ -35,15 +35,15 @@ pub use cgroup::{Cgroup, Limits};
 pub enum RuntimeError {
     #[error("cgroup: {0}")]
     Cgroup(String),
-    #[error("{what}: {source}")]
-    Sys { what: String, source: std::io::Error },
+    #[error("{what}: {cause}")]
+    Sys { what: String, cause: std::io::Error },
     #[error("{0}")]
     Other(String),
 }
 
 fn sys(what: impl Into<String>) -> impl FnOnce(rustix::io::Errno) -> RuntimeError {
     let what = what.into();
-    move |e| RuntimeError::Sys { what, source: e.into() }
+    move |e| RuntimeError::Sys { what, cause: e.into() }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,7 +95,7 @@ fn fork() -> Result<i32, RuntimeError> {
     // code and then execs or exits.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
-        return Err(RuntimeError::Sys { what: "fork".into(), source: std::io::Error::last_os_error() });
+        return Err(RuntimeError::Sys { what: "fork".into(), cause: std::io::Error::last_os_error() });
     }
     Ok(pid)
 }

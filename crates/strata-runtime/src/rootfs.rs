@@ -65,7 +65,7 @@ pub fn prepare(spec: &RunSpec) -> Result<(), RuntimeError> {
     ] {
         let p = dev.join(link);
         std::os::unix::fs::symlink(target, &p)
-            .map_err(|e| RuntimeError::Sys { what: format!("symlink {}", p.display()), source: e })?;
+            .map_err(|e| RuntimeError::Sys { what: format!("symlink {}", p.display()), cause: e })?;
     }
 
     let sysfs = root.join("sys");
@@ -95,7 +95,7 @@ pub fn prepare(spec: &RunSpec) -> Result<(), RuntimeError> {
     }
 
     std::env::set_current_dir(root)
-        .map_err(|e| RuntimeError::Sys { what: format!("chdir {}", root.display()), source: e })?;
+        .map_err(|e| RuntimeError::Sys { what: format!("chdir {}", root.display()), cause: e })?;
     match rustix::process::pivot_root(".", ".") {
         Ok(()) => {
             // The old root is now stacked on "."; detach it.
@@ -106,7 +106,7 @@ pub fn prepare(spec: &RunSpec) -> Result<(), RuntimeError> {
             rustix::process::chroot(".").map_err(sys("chroot"))?;
         }
     }
-    std::env::set_current_dir("/").map_err(|e| RuntimeError::Sys { what: "chdir /".into(), source: e })?;
+    std::env::set_current_dir("/").map_err(|e| RuntimeError::Sys { what: "chdir /".into(), cause: e })?;
     Ok(())
 }
 
@@ -117,7 +117,7 @@ fn loopback_up() -> Result<(), RuntimeError> {
     unsafe {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
         if fd < 0 {
-            return Err(RuntimeError::Sys { what: "socket".into(), source: std::io::Error::last_os_error() });
+            return Err(RuntimeError::Sys { what: "socket".into(), cause: std::io::Error::last_os_error() });
         }
         let mut req: libc::ifreq = std::mem::zeroed();
         for (i, b) in b"lo\0".iter().enumerate() {
@@ -130,7 +130,7 @@ fn loopback_up() -> Result<(), RuntimeError> {
         let err = std::io::Error::last_os_error();
         libc::close(fd);
         if !ok {
-            return Err(RuntimeError::Sys { what: "bringing up lo".into(), source: err });
+            return Err(RuntimeError::Sys { what: "bringing up lo".into(), cause: err });
         }
     }
     Ok(())

@@ -53,8 +53,9 @@ pub fn apply_layer(tar: impl Read, dest: &Path, split: Option<&SplitRecorder>) -
         let raw_name = entry.path_bytes().into_owned();
         let shown = String::from_utf8_lossy(&raw_name).into_owned();
         a.entry(&mut entry, &raw_name, split).map_err(|e| match e {
-            StoreError::Io { path, source } => {
-                StoreError::BadEntry { entry: shown.clone(), reason: format!("{}: {source}", path.display()) }
+            // Where on disk, so that a full or failing filesystem is named.
+            StoreError::Io { path, cause } => {
+                StoreError::BadEntry { entry: shown.clone(), reason: format!("{}: {cause}", dest.join(path).display()) }
             }
             StoreError::BadEntry { reason, .. } => StoreError::BadEntry { entry: shown.clone(), reason },
             other => other,
@@ -282,7 +283,7 @@ impl Applier {
         let tname = target.file_name().unwrap_or_default().to_os_string();
         let tparent = match self.open_dir(target.parent().unwrap_or(Path::new("")), false) {
             Ok(fd) => fd,
-            Err(StoreError::Io { source, .. }) if source.raw_os_error() == Some(libc::ENOENT) => return Err(not_here()),
+            Err(StoreError::Io { cause, .. }) if cause.raw_os_error() == Some(libc::ENOENT) => return Err(not_here()),
             Err(e) => return Err(e),
         };
         match rustix::fs::statat(&tparent, &tname, AtFlags::SYMLINK_NOFOLLOW) {

@@ -42,11 +42,14 @@ pub fn decompress<'a, R: Read + 'a>(r: R) -> io::Result<Box<dyn Read + 'a>> {
 /// The decompressed stream of `r`, and the compression it had.
 pub fn decompress_sniffed<'a, R: Read + 'a>(r: R) -> io::Result<(Compression, Box<dyn Read + 'a>)> {
     let (kind, r) = sniff(r)?;
-    Ok((kind, match kind {
-        Compression::None => Box::new(r),
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 16, r))),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(r)?),
-    }))
+    Ok((
+        kind,
+        match kind {
+            Compression::None => Box::new(r),
+            Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 16, r))),
+            Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(r)?),
+        },
+    ))
 }
 
 /// Fills `buf` as far as the stream goes; returns how much it got (less only at the end).

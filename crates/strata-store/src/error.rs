@@ -7,8 +7,10 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum StoreError {
-    #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: io::Error },
+    // The cause is part of the message, not a `source()`: printed as a chain it would
+    // show twice.
+    #[error("{}: {cause}", path.display())]
+    Io { path: PathBuf, cause: io::Error },
     /// A layer tar entry that cannot be applied safely or makes no sense.
     #[error("layer entry '{entry}': {reason}")]
     BadEntry { entry: String, reason: String },
@@ -17,8 +19,8 @@ pub enum StoreError {
     #[error("{what}: size mismatch: expected {expected} bytes, content is {actual}")]
     SizeMismatch { what: String, expected: u64, actual: u64 },
     /// An error while loading or applying one layer, named by what it is.
-    #[error("{layer}: {source}")]
-    InLayer { layer: String, source: Box<StoreError> },
+    #[error("{layer}: {cause}")]
+    InLayer { layer: String, cause: Box<StoreError> },
     /// Malformed input: an archive, a manifest, a config, a reference.
     #[error("{0}")]
     Format(String),
@@ -40,13 +42,13 @@ pub trait IoContext<T> {
 
 impl<T> IoContext<T> for io::Result<T> {
     fn at(self, path: impl AsRef<Path>) -> Result<T> {
-        self.map_err(|source| StoreError::Io { path: path.as_ref().to_path_buf(), source })
+        self.map_err(|cause| StoreError::Io { path: path.as_ref().to_path_buf(), cause })
     }
 }
 
 impl<T> IoContext<T> for Result<T, rustix::io::Errno> {
     fn at(self, path: impl AsRef<Path>) -> Result<T> {
-        self.map_err(|e| StoreError::Io { path: path.as_ref().to_path_buf(), source: e.into() })
+        self.map_err(|e| StoreError::Io { path: path.as_ref().to_path_buf(), cause: e.into() })
     }
 }
 

@@ -428,7 +428,7 @@ fn load_plan(
             let (r, size) = src.open(&blob.path)?;
             progress.begin(&format!("Layer {}/{} {}", i + 1, chain.len(), diff_ids[i].short()), Some(size));
             let layer = unpack_layer(r, blob, Some(&diff_ids[i]), &staging.dir, progress)
-                .map_err(|e| StoreError::InLayer { layer: what.clone(), source: Box::new(e) })?;
+                .map_err(|e| StoreError::InLayer { layer: what.clone(), cause: Box::new(e) })?;
             staged.insert(c.hex().to_string(), layer);
         }
         match store.commit_image(&plan.config, &mut staged, &plan.tags)? {

@@ -169,7 +169,7 @@ impl<W: Write> Packer<'_, W> {
     /// The entry's xattrs as PAX records (before its header), the union's private ones left out.
     fn xattrs(&mut self, full: &Path) -> Result<()> {
         let proc = strata_union::sys::PathFd::open(rustix::fs::CWD, full)
-            .map_err(|e| StoreError::Io { path: full.to_path_buf(), source: e.into() })?;
+            .map_err(|e| StoreError::Io { path: full.to_path_buf(), cause: e.into() })?;
         let names = list_xattrs(&proc.proc).at(full)?;
         let mut records: Vec<(String, Vec<u8>)> = Vec::new();
         for n in names {

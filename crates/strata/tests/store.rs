@@ -524,3 +524,27 @@ fn concurrent_load_and_rmi_keep_the_store_whole() {
     }
     assert_store_empty(&root);
 }
+
+#[test]
+fn a_full_disk_fails_the_load_cleanly() {
+    let s = Scratch::new();
+    let src = s.mkdir("rootfs");
+    make_rootfs(&src, 400);
+    std::fs::write(src.join("big"), vec![7u8; 12 << 20]).unwrap();
+    let a = s.path("a");
+    sh(st(&a).arg("import").arg(&src).arg("big"));
+    let archive = s.path("big.tar");
+    sh(st(&a).args(["save", "-o"]).arg(&archive).arg("big"));
+    // A store on an 8 MiB tmpfs: the 12 MiB file cannot fit.
+    let small = s.mkdir("small");
+    sh(Command::new("mount").args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"]).arg(&small));
+    let o = run(st(&small).args(["load", "-i"]).arg(&archive));
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    let listing: Vec<Vec<String>> =
+        ["diff", "layerdb", "images", "tmp"].iter().map(|d| entries(&small.join(d))).collect();
+    let _ = Command::new("umount").arg(&small).status();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err.contains("No space left on device") && err.contains(&small.display().to_string()), "{err}");
+    assert_eq!(err.matches("No space left on device").count(), 1, "said once: {err}");
+    assert!(listing.iter().all(Vec::is_empty), "nothing kept: {listing:?}");
+}

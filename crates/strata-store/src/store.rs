@@ -153,12 +153,16 @@ impl Store {
     /// Opens (creating if needed) the store at `root`.
     pub fn open(root: &Path) -> Result<Store> {
         use std::os::unix::fs::PermissionsExt;
+        let new = !root.exists();
         fs::create_dir_all(root).at(root)?;
         // Absolute and symlink-free: mount points are compared with the mount table.
         let root = root.canonicalize().at(root)?;
         // Layers hold what untrusted images hold (setuid binaries, device nodes): only
-        // root may reach them. Mount points stay reachable through ROOT's execute bit.
-        fs::set_permissions(&root, fs::Permissions::from_mode(0o711)).at(&root)?;
+        // root may reach them. Mount points stay reachable through ROOT's execute bit. A
+        // directory the user gave that already existed keeps its own mode.
+        if new {
+            fs::set_permissions(&root, fs::Permissions::from_mode(0o711)).at(&root)?;
+        }
         for d in DIRS {
             let p = root.join(d);
             fs::create_dir_all(&p).at(&p)?;

@@ -199,7 +199,9 @@ impl Applier {
                 let file = File::from(fd);
                 self.stats.bytes += self.write_content(entry, &file).at(&rel)?;
                 fchown_mode(&file, &attrs).at(&rel)?;
-                set_xattrs_fd(&file, &attrs, &rel);
+                set_xattrs(&attrs, &rel, |k, v| {
+                    rustix::fs::fsetxattr(file.as_fd(), k, v, rustix::fs::XattrFlags::empty())
+                });
                 rustix::fs::futimens(&file, &times(attrs.mtime)).at(&rel)?;
             }
             EntryType::Directory => {
@@ -365,16 +367,16 @@ impl Applier {
             rustix::fs::chmodat(parent, name, mode, AtFlags::empty()).at(shown)?;
         }
         let path = sys_path(parent, name);
-        for (key, value) in &attrs.xattrs {
-            // lsetxattr: never through a symlink the layer holds; the root is reached by its
-            // /proc/self/fd name, which must be followed.
-            let set = if name.is_empty() { rustix::fs::setxattr } else { rustix::fs::lsetxattr };
-            if let Err(e) = checked_xattr(key)
-                .and_then(|()| set(&path, key, value, rustix::fs::XattrFlags::empty()).map_err(|e| e.to_string()))
-            {
-                tracing::warn!(entry = %shown.display(), "xattr {} not applied: {e}", key.to_string_lossy());
+        // lsetxattr: never through a symlink the layer holds; the root is reached by its
+        // /proc/self/fd name, which must be followed.
+        let flags = rustix::fs::XattrFlags::empty();
+        set_xattrs(attrs, shown, |k, v| {
+            if name.is_empty() {
+                rustix::fs::setxattr(&path, k, v, flags)
+            } else {
+                rustix::fs::lsetxattr(&path, k, v, flags)
             }
-        }
+        });
         Ok(())
     }
 
@@ -468,12 +470,11 @@ fn checked_xattr(name: &OsStr) -> std::result::Result<(), String> {
     Ok(())
 }
 
-fn set_xattrs_fd(file: &File, attrs: &Attrs, rel: &Path) {
+/// Applies the entry's xattrs with `set`, best effort: one the filesystem refuses (or
+/// one private to the union) is reported and skipped.
+fn set_xattrs(attrs: &Attrs, rel: &Path, set: impl Fn(&OsStr, &[u8]) -> rustix::io::Result<()>) {
     for (key, value) in &attrs.xattrs {
-        let res = checked_xattr(key).and_then(|()| {
-            rustix::fs::fsetxattr(file.as_fd(), key, value, rustix::fs::XattrFlags::empty()).map_err(|e| e.to_string())
-        });
-        if let Err(e) = res {
+        if let Err(e) = checked_xattr(key).and_then(|()| set(key, value).map_err(|e| e.to_string())) {
             tracing::warn!(entry = %rel.display(), "xattr {} not applied: {e}", key.to_string_lossy());
         }
     }

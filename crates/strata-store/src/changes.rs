@@ -4,12 +4,12 @@
 //! rules ([`View`]), so renamed directories, opaque directories and whiteouts of either
 //! format come out right.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::Stat;
-use strata_union::view::{View, ViewDir};
+use strata_union::view::{View, ViewDir, ViewEntry};
 
 use crate::container::Container;
 use crate::error::{IoContext, Result};
@@ -69,21 +69,19 @@ fn walk(
         return Ok(()); // the read-write layer has nothing here: nothing changed below
     }
     let entries = full.entries(fdir)?;
-    if let Some(ld) = ldir {
-        let now: BTreeSet<OsString> = entries.iter().map(|e| e.name.clone()).collect();
-        for e in lower.entries(ld)? {
-            if !now.contains(&e.name) {
-                out.push((Kind::Deleted, path.join(&e.name)));
-            }
-        }
-    }
+    // What was there before, resolved once: the names gone are deletions, the others
+    // are compared.
+    let mut before: HashMap<OsString, ViewEntry> = match ldir {
+        Some(ld) => lower.entries(ld)?.into_iter().map(|e| (e.name.clone(), e)).collect(),
+        None => HashMap::new(),
+    };
+    let now: BTreeSet<&OsString> = entries.iter().map(|e| &e.name).collect();
+    let mut gone: Vec<&OsString> = before.keys().filter(|n| !now.contains(n)).collect();
+    gone.sort();
+    out.extend(gone.into_iter().map(|n| (Kind::Deleted, path.join(n))));
     for e in entries {
         let p = path.join(&e.name);
-        let before = match ldir {
-            Some(ld) => lower.lookup(ld, &e.name)?,
-            None => None,
-        };
-        match before {
+        match before.remove(&e.name) {
             None => {
                 out.push((Kind::Added, p.clone()));
                 if let Some(d) = &e.dir {

@@ -16,7 +16,7 @@ use crate::load::{LayerBlob, unpack_layer};
 use crate::pack::pack_layer;
 use crate::progress::Progress;
 use crate::refs;
-use crate::store::{Store, now_rfc3339, parse_config};
+use crate::store::{Store, now_rfc3339};
 
 pub struct CommitOptions<'a> {
     pub reference: Option<&'a str>,
@@ -82,10 +82,13 @@ pub fn apply_changes(config: &mut Value, changes: &[String]) -> Result<()> {
 /// Commits container `c`; returns the new image's ID.
 pub fn commit(store: &Store, c: &Container, opts: &CommitOptions<'_>, progress: &dyn Progress) -> Result<Digest> {
     let tags: Vec<String> = opts.reference.map(refs::normalize).transpose()?.into_iter().collect();
-    let image_path = store.root().join("images").join(format!("{}.json", c.image.trim_start_matches("sha256:")));
-    let base_config = std::fs::read(&image_path)
-        .map_err(|_| StoreError::NoSuchImage(format!("{} (the container's image was removed)", c.image_name)))?;
-    let (mut config, diff_ids) = parse_config(&base_config, &c.image)?;
+    let image = store.image(&c.image).map_err(|e| match e {
+        StoreError::NoSuchImage(_) => {
+            StoreError::NoSuchImage(format!("{} (the container's image was removed)", c.image_name))
+        }
+        other => other,
+    })?;
+    let (mut config, diff_ids) = (image.config, image.diff_ids);
 
     let staging = store.staging()?;
     let tar_path = staging.dir.join("layer.tar");

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use strata_union::view::View;
 
 use crate::error::{IoContext, Result, StoreError};
-use crate::store::{Image, Store, now_rfc3339, random_hex};
+use crate::store::{Image, Store, now_rfc3339, random_hex, read_json, remove_if_exists};
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct RunConfig {
@@ -117,20 +117,13 @@ pub fn list(store: &Store) -> Result<Vec<Container>> {
     let mut out = Vec::new();
     for e in fs::read_dir(&dir).at(&dir)? {
         let path = e.at(&dir)?.path().join("config.json");
-        match fs::read(&path) {
-            Ok(bytes) => {
-                let c: Container = serde_json::from_slice(&bytes)
-                    .map_err(|e| StoreError::Format(format!("{}: corrupt container record: {e}", path.display())))?;
-                // Ids become paths: anything but 64 hex digits is refused.
-                let hex = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
-                if !hex(&c.id) || !c.image_layers.iter().all(|l| hex(l)) {
-                    return Err(StoreError::Format(format!("{}: corrupt container record (bad id)", path.display())));
-                }
-                out.push(c)
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).at(path),
+        let Some(c) = read_json::<Container>(&path, "container record")? else { continue };
+        // Ids become paths: anything but 64 hex digits is refused.
+        let hex = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
+        if !hex(&c.id) || !c.image_layers.iter().all(|l| hex(l)) {
+            return Err(StoreError::Format(format!("{}: corrupt container record (bad id)", path.display())));
         }
+        out.push(c);
     }
     out.sort_by(|a: &Container, b: &Container| b.created.cmp(&a.created));
     Ok(out)
@@ -323,10 +316,7 @@ fn remove_pieces(store: &Store, id: &str) -> Result<()> {
         if d.exists() {
             store.discard_dir(&d)?;
         }
-        let a = store.ancestors_path(&layer);
-        if a.exists() {
-            fs::remove_file(&a).at(&a)?;
-        }
+        remove_if_exists(&store.ancestors_path(&layer))?;
     }
     for d in [store.containers_dir().join(id), store.mnt_dir(id)] {
         if d.exists() {

@@ -69,15 +69,9 @@ impl<W: Write> Packer<'_, W> {
     /// Emits `rel`, read from `full`; `merged` is set when the entry comes from the
     /// union view (inside a renamed directory) rather than from the layer itself.
     fn entry(&mut self, rel: &Path, full: &Path, merged: Option<&ViewDir>) -> Result<()> {
-        let full = full.to_path_buf();
-        let meta = std::fs::symlink_metadata(&full).at(&full)?;
+        let meta = std::fs::symlink_metadata(full).at(full)?;
         let ft = meta.file_type();
-        let mut h = tar::Header::new_gnu();
-        h.set_mode(meta.mode() & 0o7777);
-        h.set_uid(meta.uid() as u64);
-        h.set_gid(meta.gid() as u64);
-        h.set_mtime(meta.mtime().max(0) as u64);
-        h.set_size(0);
+        let mut h = header_of(&meta);
         if ft.is_char_device() && meta.rdev() == 0 {
             // An OverlayFS whiteout.
             let mut wh = std::ffi::OsString::from(".wh.");
@@ -85,39 +79,34 @@ impl<W: Write> Packer<'_, W> {
             let path = rel.with_file_name(wh);
             h.set_entry_type(tar::EntryType::Regular);
             h.set_mode(0o600);
-            return self.builder.append_data(&mut h, &path, io::empty()).at(&full);
+            return self.builder.append_data(&mut h, &path, io::empty()).at(full);
         }
         if !ft.is_dir() && meta.nlink() > 1 {
             if let Some(first) = self.links.get(&(meta.dev(), meta.ino())) {
                 h.set_entry_type(tar::EntryType::Link);
                 let first = first.clone();
-                return self.builder.append_link(&mut h, rel, &first).at(&full);
+                return self.builder.append_link(&mut h, rel, &first).at(full);
             }
             self.links.insert((meta.dev(), meta.ino()), rel.to_path_buf());
         }
-        self.xattrs(&full)?;
+        self.xattrs(full)?;
         if ft.is_dir() {
             h.set_entry_type(tar::EntryType::Directory);
-            self.builder.append_data(&mut h, rel, io::empty()).at(&full)?;
+            self.builder.append_data(&mut h, rel, io::empty()).at(full)?;
             let redirected =
-                self.view.is_some() && get_xattr(&full, OsStr::new(OVL_REDIRECT_XATTRS[0])).ok().flatten().is_some();
+                self.view.is_some() && get_xattr(full, OsStr::new(OVL_REDIRECT_XATTRS[0])).ok().flatten().is_some();
             let opaque = redirected
                 || OVL_OPAQUE_XATTRS
                     .iter()
-                    .any(|x| get_xattr(&full, OsStr::new(x)).ok().flatten().is_some_and(|v| v == b"y"));
+                    .any(|x| get_xattr(full, OsStr::new(x)).ok().flatten().is_some_and(|v| v == b"y"));
             if opaque && (redirected || !full.join(AUFS_OPAQUE).exists()) {
-                let mut o = tar::Header::new_gnu();
+                let mut o = header_of(&meta);
                 o.set_entry_type(tar::EntryType::Regular);
-                o.set_mode(meta.mode() & 0o7777);
-                o.set_uid(meta.uid() as u64);
-                o.set_gid(meta.gid() as u64);
-                o.set_mtime(meta.mtime().max(0) as u64);
-                o.set_size(0);
-                self.builder.append_data(&mut o, rel.join(AUFS_OPAQUE), io::empty()).at(&full)?;
+                self.builder.append_data(&mut o, rel.join(AUFS_OPAQUE), io::empty()).at(full)?;
             }
             let merged = match (merged, self.view) {
                 (Some(d), _) => Some(d.clone()),
-                (None, Some(view)) if redirected => Some(lookup_dir(view, rel).at(&full)?),
+                (None, Some(view)) if redirected => Some(lookup_dir(view, rel).at(full)?),
                 _ => None,
             };
             return match merged {
@@ -126,19 +115,19 @@ impl<W: Write> Packer<'_, W> {
             };
         }
         if ft.is_symlink() {
-            let target = std::fs::read_link(&full).at(&full)?;
+            let target = std::fs::read_link(full).at(full)?;
             h.set_entry_type(tar::EntryType::Symlink);
-            return self.builder.append_link(&mut h, rel, &target).at(&full);
+            return self.builder.append_link(&mut h, rel, &target).at(full);
         }
         if ft.is_file() {
             h.set_entry_type(tar::EntryType::Regular);
             h.set_size(meta.len());
-            let f = File::open(&full).at(&full)?;
+            let f = File::open(full).at(full)?;
             self.progress.advance(meta.len());
             // Exactly the size the header says: a file growing meanwhile (a running
             // container) must not spill bytes that would parse as further entries.
-            let exact = Exact { inner: f.take(meta.len()), left: meta.len(), path: &full };
-            return self.builder.append_data(&mut h, rel, exact).at(&full);
+            let exact = Exact { inner: f.take(meta.len()), left: meta.len(), path: full };
+            return self.builder.append_data(&mut h, rel, exact).at(full);
         }
         let kind = if ft.is_char_device() {
             tar::EntryType::Char
@@ -152,9 +141,9 @@ impl<W: Write> Packer<'_, W> {
         };
         h.set_entry_type(kind);
         let dev = meta.rdev();
-        h.set_device_major(rustix::fs::major(dev)).at(&full)?;
-        h.set_device_minor(rustix::fs::minor(dev)).at(&full)?;
-        self.builder.append_data(&mut h, rel, io::empty()).at(&full)
+        h.set_device_major(rustix::fs::major(dev)).at(full)?;
+        h.set_device_minor(rustix::fs::minor(dev)).at(full)?;
+        self.builder.append_data(&mut h, rel, io::empty()).at(full)
     }
 
     /// Emits everything the union shows in `dir` (entries of any layer).
@@ -186,6 +175,17 @@ impl<W: Write> Packer<'_, W> {
         }
         Ok(())
     }
+}
+
+/// A header with the entry's mode, owner and mtime, size 0.
+fn header_of(meta: &std::fs::Metadata) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(meta.mode() & 0o7777);
+    h.set_uid(meta.uid() as u64);
+    h.set_gid(meta.gid() as u64);
+    h.set_mtime(meta.mtime().max(0) as u64);
+    h.set_size(0);
+    h
 }
 
 /// Reads exactly `left` bytes or fails.

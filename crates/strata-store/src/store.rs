@@ -243,15 +243,7 @@ impl Store {
     // ------------------------------------------------------------------ layers
 
     pub fn layer(&self, id: &str) -> Result<Option<LayerRecord>> {
-        let p = self.layer_record_path(id);
-        match fs::read(&p) {
-            Ok(bytes) => Ok(Some(
-                serde_json::from_slice(&bytes)
-                    .map_err(|e| StoreError::Format(format!("{}: corrupt layer record: {e}", p.display())))?,
-            )),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).at(p),
-        }
+        read_json(&self.layer_record_path(id), "layer record")
     }
 
     pub fn has_layer(&self, id: &str) -> bool {
@@ -348,13 +340,7 @@ impl Store {
     // ------------------------------------------------------------------ images and tags
 
     pub fn read_tags(&self) -> Result<BTreeMap<String, String>> {
-        let p = self.tags_path();
-        match fs::read(&p) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| StoreError::Format(format!("{}: corrupt tag file: {e}", p.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-            Err(e) => Err(e).at(p),
-        }
+        Ok(read_json(&self.tags_path(), "tag file")?.unwrap_or_default())
     }
 
     fn write_tags(&self, tags: &BTreeMap<String, String>) -> Result<()> {
@@ -606,7 +592,18 @@ impl Store {
     }
 }
 
-fn remove_if_exists(path: &Path) -> Result<()> {
+/// A JSON file of the store (`what` names it in errors); `None` when it does not exist.
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<Option<T>> {
+    match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StoreError::Format(format!("{}: corrupt {what}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).at(path),
+    }
+}
+
+pub(crate) fn remove_if_exists(path: &Path) -> Result<()> {
     match fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -200,10 +200,15 @@ impl StrataFs {
 
     fn attr_of(&self, ino: Ino) -> Result<FileAttr, Errno> {
         let (_, _, st) = self.union.stat(ino)?;
-        let merged = sys::is_dir(&st) && self.union.table.read().get(ino)?.dirs.len() > 1;
-        let mut attr = to_attr(ino, &st, merged);
+        self.attr_from(ino, &st)
+    }
+
+    /// The attributes the union shows for node `ino` whose backing entry has stat `st`.
+    fn attr_from(&self, ino: Ino, st: &rustix::fs::Stat) -> Result<FileAttr, Errno> {
+        let merged = sys::is_dir(st) && self.union.table.read().get(ino)?.dirs.len() > 1;
+        let mut attr = to_attr(ino, st, merged);
         if attr.kind == fuser::FileType::RegularFile && st.st_nlink > 1 {
-            attr.nlink = self.union.nlink(ino, &st)?;
+            attr.nlink = self.union.nlink(ino, st)?;
         }
         Ok(attr)
     }
@@ -217,7 +222,15 @@ impl StrataFs {
 
     /// Attributes after a lookup-like reply: the kernel now holds one more reference.
     fn entry_attr(&self, ino: Ino) -> Result<FileAttr, Errno> {
-        let attr = self.attr_of(ino)?;
+        self.entry_attr_with(ino, None)
+    }
+
+    /// [`Self::entry_attr`], from a stat already taken when there is one.
+    fn entry_attr_with(&self, ino: Ino, st: Option<&rustix::fs::Stat>) -> Result<FileAttr, Errno> {
+        let attr = match st {
+            Some(st) => self.attr_from(ino, st)?,
+            None => self.attr_of(ino)?,
+        };
         self.union.table.write().get_mut(ino)?.lookups += 1;
         Ok(attr)
     }
@@ -619,7 +632,9 @@ impl Filesystem for StrataFs {
             return reply.error(Errno::ENOENT);
         }
         let _ns = self.union.ns.read();
-        match self.union.child(parent.0, name).and_then(|ino| self.entry_attr(ino)) {
+        // A fresh resolution has just stat'ed the entry: no second lstat per lookup.
+        let entry = self.union.child_with_stat(parent.0, name);
+        match entry.and_then(|(ino, st)| self.entry_attr_with(ino, st.as_ref())) {
             Ok(attr) => reply.entry(&self.ttl, &attr, Generation(0)),
             // Node id 0: the kernel caches the absence too (the daemon is the only writer).
             Err(e) if e == Errno::ENOENT => reply.entry(&self.ttl, &negative_attr(), Generation(0)),

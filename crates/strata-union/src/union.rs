@@ -307,15 +307,23 @@ impl Union {
     /// Finds the node for `name` in `parent`, resolving and indexing it if new.
     /// Callers hold `ns` (shared or exclusive).
     pub fn child(&self, parent: Ino, name: &OsStr) -> Result<Ino, Errno> {
+        self.child_with_stat(parent, name).map(|(ino, _)| ino)
+    }
+
+    /// [`Union::child`], with the stat its resolution just took when that is the node's
+    /// own (a fresh, singly-linked entry): a lookup need not stat it again.
+    pub fn child_with_stat(&self, parent: Ino, name: &OsStr) -> Result<(Ino, Option<Stat>), Errno> {
         let known = self.table.read().child(parent, name);
         if let Some(ino) = known {
             self.refresh(ino)?;
-            return Ok(ino);
+            return Ok((ino, None));
         }
         let (dir, dirs) = self.dir_info(parent)?;
         let from = self.first_candidate(parent, &dir, &dirs, name)?.ok_or(Errno::ENOENT)?;
         let found = self.resolve(&dir, &dirs[from..], name)?.ok_or(Errno::ENOENT)?;
-        Ok(self.index(parent, name, found))
+        // A multiply-linked file may join a node that lives elsewhere (after a copy-up).
+        let own = (sys::is_dir(&found.stat) || found.stat.st_nlink <= 1).then_some(found.stat);
+        Ok((self.index(parent, name, found), own))
     }
 
     /// Where in `dirs` a lookup of `name` must start; `None` when the directory's name

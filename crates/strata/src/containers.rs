@@ -275,6 +275,11 @@ pub fn start(store: &Store, c: &Container, stdin: bool, tty: bool) -> Result<i32
     res.map_err(|e| anyhow::Error::new(RuntimeFailure(e)))
 }
 
+/// The command's exit status as ours.
+fn exit_status(code: i32) -> ExitCode {
+    ExitCode::from(code.clamp(0, 255) as u8)
+}
+
 /// The runtime failed before or around the command: exit status 125, as Docker's.
 #[derive(Debug)]
 pub struct RuntimeFailure(pub strata_runtime::RuntimeError);
@@ -299,13 +304,13 @@ pub fn cmd_run(store: &Store, args: &CreateArgs, rm: bool, interactive: bool, tt
     if rm {
         remove(store, &container::find(store, &c.id)?, true)?;
     }
-    Ok(ExitCode::from(res?.clamp(0, 255) as u8))
+    Ok(exit_status(res?))
 }
 
 pub fn cmd_start(store: &Store, reference: &str, interactive: bool, tty: bool) -> Result<ExitCode> {
     let c = container::find(store, reference)?;
     let code = start(store, &c, interactive, tty)?;
-    Ok(ExitCode::from(code.clamp(0, 255) as u8))
+    Ok(exit_status(code))
 }
 
 /// Options of `exec`.
@@ -349,7 +354,7 @@ pub fn cmd_exec(store: &Store, args: &ExecArgs) -> Result<ExitCode> {
     let res = strata_runtime::exec_in(c.state.pid, &c.id, &spec);
     drop(raw);
     let code = res.map_err(|e| anyhow::Error::new(RuntimeFailure(e)))?;
-    Ok(ExitCode::from(code.clamp(0, 255) as u8))
+    Ok(exit_status(code))
 }
 
 fn status(c: &Container) -> String {

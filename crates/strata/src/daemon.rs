@@ -88,9 +88,7 @@ fn detach_stdio(log_file: Option<&Path>) {
 }
 
 fn init_logging(log_file: Option<&Path>, foreground: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder = tracing_subscriber::fmt().with_env_filter(log_filter());
     // In the background, stderr already points at the log file (or nowhere).
     let file =
         if foreground { log_file.and_then(|p| File::options().create(true).append(true).open(p).ok()) } else { None };
@@ -120,4 +118,10 @@ fn one_malloc_arena() {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
     }
+}
+
+/// `STRATA_LOG` (tracing `EnvFilter` syntax), `warn` by default.
+pub fn log_filter() -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"))
 }

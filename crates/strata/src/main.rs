@@ -289,9 +289,11 @@ fn main() -> ExitCode {
 
 /// Warnings (an xattr a layer could not carry, say) go to stderr.
 fn init_cli_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).without_time().try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(daemon::log_filter())
+        .with_writer(std::io::stderr)
+        .without_time()
+        .try_init();
 }
 
 fn store_cmd(root: &Path, command: Command) -> anyhow::Result<ExitCode> {

@@ -78,6 +78,10 @@ struct OpenDir {
     listed: bool,
 }
 
+/// One entry of a directory reply: offset, node, type, name, and the stat its resolution
+/// took when that is the node's own.
+type Listed = (u64, Ino, fuser::FileType, std::ffi::OsString, Option<rustix::fs::Stat>);
+
 pub struct StrataFs {
     union: Arc<Union>,
     ttl: Duration,
@@ -558,41 +562,44 @@ impl StrataFs {
 
     /// The entries of an open directory from `offset` on, as (next offset, inode, kind, name),
     /// `.` and `..` first.
-    fn listing(
-        &self,
-        ino: Ino,
-        fh: FileHandle,
-        offset: u64,
-    ) -> Result<Vec<(u64, Ino, fuser::FileType, std::ffi::OsString)>, Errno> {
+    fn listing(&self, ino: Ino, fh: FileHandle, offset: u64) -> Result<Vec<Listed>, Errno> {
         let (dir_ino, entries) = self.dir_entries(fh, offset)?;
         let (dir, dirs) = self.union.dir_info(dir_ino)?;
         let parent = self.union.table.read().get(dir_ino)?.parent;
         let mut out = Vec::with_capacity(entries.len() + 2);
         if offset == 0 {
-            out.push((1, ino, fuser::FileType::Directory, ".".into()));
+            out.push((1, ino, fuser::FileType::Directory, ".".into(), None));
         }
         if offset <= 1 {
-            out.push((2, parent, fuser::FileType::Directory, "..".into()));
+            out.push((2, parent, fuser::FileType::Directory, "..".into(), None));
         }
         let mut off = offset.max(2);
         for e in entries {
             off += 1;
             // An entry removed since the listing was taken is skipped.
-            let Ok(child) = self.listed_node(dir_ino, &dir, &dirs, &e) else { continue };
-            out.push((off, child, e.kind, e.name));
+            let Ok((child, st)) = self.listed_node(dir_ino, &dir, &dirs, &e) else { continue };
+            out.push((off, child, e.kind, e.name, st));
         }
         Ok(out)
     }
 
     /// Node of a listed entry; the listing told which branch it came from, so only a
-    /// directory needs resolving further (for the branches it merges).
-    fn listed_node(&self, dir_ino: Ino, dir: &Path, dirs: &[crate::inode::Part], e: &DirEntry) -> Result<Ino, Errno> {
+    /// directory needs resolving further (for the branches it merges). With the stat the
+    /// resolution took when it is the node's own (see [`Union::child_with_stat`]).
+    fn listed_node(
+        &self,
+        dir_ino: Ino,
+        dir: &Path,
+        dirs: &[crate::inode::Part],
+        e: &DirEntry,
+    ) -> Result<(Ino, Option<rustix::fs::Stat>), Errno> {
         if let Some(ino) = self.union.table.read().child(dir_ino, &e.name) {
-            return Ok(ino);
+            return Ok((ino, None));
         }
         let found =
             self.union.resolve(dir, dirs.get(e.pos as usize..).unwrap_or(&[]), &e.name)?.ok_or(Errno::ENOENT)?;
-        Ok(self.union.index(dir_ino, &e.name, found))
+        let own = crate::union::own_stat(&found);
+        Ok((self.union.index(dir_ino, &e.name, found), own))
     }
 }
 
@@ -911,7 +918,7 @@ impl Filesystem for StrataFs {
             Ok(l) => l,
             Err(e) => return reply.error(e),
         };
-        for (off, child, kind, name) in listing {
+        for (off, child, kind, name, _) in listing {
             if reply.add(INodeNo(child), off, kind, &name) {
                 break;
             }
@@ -925,8 +932,13 @@ impl Filesystem for StrataFs {
             Ok(l) => l,
             Err(e) => return reply.error(e),
         };
-        for (off, child, _, name) in listing {
-            let Ok(a) = self.attr_of(child) else { continue };
+        for (off, child, _, name, st) in listing {
+            // A freshly resolved entry was just stat'ed: not again.
+            let attr = match &st {
+                Some(st) => self.attr_from(child, st),
+                None => self.attr_of(child),
+            };
+            let Ok(a) = attr else { continue };
             if reply.add(INodeNo(child), off, &name, &self.ttl, &a, Generation(0)) {
                 break;
             }

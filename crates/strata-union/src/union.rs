@@ -76,6 +76,12 @@ pub struct Stack {
     pub wb: Option<u16>,
 }
 
+/// The stat of a resolution when it is the stat of the node it is indexed as: not for a
+/// multiply-linked file, which may join a node that lives elsewhere (after a copy-up).
+pub fn own_stat(found: &Found) -> Option<Stat> {
+    (sys::is_dir(&found.stat) || found.stat.st_nlink <= 1).then_some(found.stat)
+}
+
 /// The error a name check gives, if any: meta names are reserved, long ones refused.
 pub fn check_new_name(name: &OsStr) -> Result<(), Errno> {
     if name.len() > NAME_MAX {
@@ -321,8 +327,7 @@ impl Union {
         let (dir, dirs) = self.dir_info(parent)?;
         let from = self.first_candidate(parent, &dir, &dirs, name)?.ok_or(Errno::ENOENT)?;
         let found = self.resolve(&dir, &dirs[from..], name)?.ok_or(Errno::ENOENT)?;
-        // A multiply-linked file may join a node that lives elsewhere (after a copy-up).
-        let own = (sys::is_dir(&found.stat) || found.stat.st_nlink <= 1).then_some(found.stat);
+        let own = own_stat(&found);
         Ok((self.index(parent, name, found), own))
     }
 

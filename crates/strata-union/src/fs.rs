@@ -23,6 +23,7 @@ use tracing::{debug, warn};
 
 use crate::copyup::Data;
 use crate::inode::{Ino, ROOT};
+use crate::listings::{self, Listings};
 use crate::sys::{self, errno};
 use crate::union::{DirEntry, Staged, Union, check_new_name, file_type};
 use crate::whiteout;
@@ -72,12 +73,6 @@ struct AttrChange {
 /// Entries prepared per readdir request; more than a reply page holds, so none is short.
 const READDIR_BATCH: usize = 256;
 
-struct OpenDir {
-    ino: Ino,
-    entries: Vec<DirEntry>,
-    listed: bool,
-}
-
 /// One entry of a directory reply: offset, node, type, name, and the stat its resolution
 /// took when that is the node's own.
 type Listed = (u64, Ino, fuser::FileType, std::ffi::OsString, Option<rustix::fs::Stat>);
@@ -88,7 +83,7 @@ pub struct StrataFs {
     passthrough: AtomicBool,
     want_passthrough: bool,
     files: Mutex<HashMap<u64, Arc<OpenFile>>>,
-    dirs: Mutex<HashMap<u64, Arc<Mutex<OpenDir>>>>,
+    listings: Listings,
     next_fh: AtomicU64,
     stats: Stats,
     /// Set once the session exists: tells the kernel to drop cached entries.
@@ -196,7 +191,7 @@ impl StrataFs {
             passthrough: AtomicBool::new(false),
             want_passthrough: passthrough,
             files: Mutex::new(HashMap::new()),
-            dirs: Mutex::new(HashMap::new()),
+            listings: Listings::default(),
             next_fh: AtomicU64::new(1),
             stats: Stats::default(),
         }
@@ -544,41 +539,35 @@ impl StrataFs {
         }
     }
 
-    fn dir_entries(&self, fh: FileHandle, offset: u64) -> Result<(Ino, Vec<DirEntry>), Errno> {
-        let handle = self.dirs.lock().get(&fh.0).cloned().ok_or(Errno::EBADF)?;
-        let mut h = handle.lock();
-        if offset == 0 || !h.listed {
-            // First read, or rewinddir: show the directory as it is now.
-            let (dir, dirs) = self.union.dir_info(h.ino)?;
-            h.entries = self.union.list(&dir, &dirs)?;
-            self.union.listed(h.ino, &dirs, &h.entries);
-            h.listed = true;
-        }
-        // One reply holds one page of entries (128 at most): resolving and copying the
-        // whole rest of a large directory for each page would cost O(n^2).
-        let skip = offset.saturating_sub(2) as usize;
-        Ok((h.ino, h.entries.iter().skip(skip).take(READDIR_BATCH).cloned().collect()))
-    }
-
-    /// The entries of an open directory from `offset` on, as (next offset, inode, kind, name),
-    /// `.` and `..` first.
-    fn listing(&self, ino: Ino, fh: FileHandle, offset: u64) -> Result<Vec<Listed>, Errno> {
-        let (dir_ino, entries) = self.dir_entries(fh, offset)?;
-        let (dir, dirs) = self.union.dir_info(dir_ino)?;
-        let parent = self.union.table.read().get(dir_ino)?.parent;
-        let mut out = Vec::with_capacity(entries.len() + 2);
+    /// The entries of directory `ino` after `offset`, as (offset, inode, kind, name, stat),
+    /// `.` and `..` first. One reply holds one page of entries (128 at most): resolving and
+    /// copying the whole rest of a large directory for each page would cost O(n^2).
+    fn listing(&self, ino: Ino, offset: u64) -> Result<Vec<Listed>, Errno> {
+        let (dir, dirs) = self.union.dir_info(ino)?;
+        // A pass from offset 0 (a first read or a rewinddir) shows the directory as it is
+        // now; the kernel has recorded the directory's version for its cache before asking,
+        // so a change racing with the listing invalidates the cache instead of hiding in it.
+        let pass = self.listings.resume(ino, offset, || {
+            let entries = self.union.list(&dir, &dirs)?;
+            self.union.listed(ino, &dirs, &entries);
+            Ok(entries)
+        })?;
+        let parent = self.union.table.read().get(ino)?.parent;
+        let mut out = Vec::with_capacity(READDIR_BATCH + 2);
         if offset == 0 {
             out.push((1, ino, fuser::FileType::Directory, ".".into(), None));
         }
         if offset <= 1 {
             out.push((2, parent, fuser::FileType::Directory, "..".into(), None));
         }
-        let mut off = offset.max(2);
-        for e in entries {
-            off += 1;
+        let entries = &pass.listing.entries;
+        if pass.next >= entries.len() {
+            self.listings.finished(pass.id);
+        }
+        for (i, e) in entries.iter().enumerate().skip(pass.next).take(READDIR_BATCH) {
             // An entry removed since the listing was taken is skipped.
-            let Ok((child, st)) = self.listed_node(dir_ino, &dir, &dirs, &e) else { continue };
-            out.push((off, child, e.kind, e.name, st));
+            let Ok((child, st)) = self.listed_node(ino, &dir, &dirs, e) else { continue };
+            out.push((listings::offset_of(pass.id, i), child, e.kind, e.name.clone(), st));
         }
         Ok(out)
     }
@@ -896,25 +885,15 @@ impl Filesystem for StrataFs {
         }
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let _ns = self.union.ns.read();
-        match self.union.dir_info(ino.0) {
-            Ok(_) => {
-                // The listing is taken at the first readdir, after the kernel has recorded
-                // the directory's version for its cache: a change racing with opendir then
-                // invalidates the cache instead of hiding in it.
-                let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-                let dir = OpenDir { ino: ino.0, entries: Vec::new(), listed: false };
-                self.dirs.lock().insert(fh, Arc::new(Mutex::new(dir)));
-                reply.opened(FileHandle(fh), FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE);
-            }
-            Err(e) => reply.error(e),
-        }
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        // Declined: the kernel stops asking (two round trips less per directory open) and
+        // keeps caching listings; see `listings`.
+        reply.error(Errno::ENOSYS);
     }
 
-    fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
         let _ns = self.union.ns.read();
-        let listing = match self.listing(ino.0, fh, offset) {
+        let listing = match self.listing(ino.0, offset) {
             Ok(l) => l,
             Err(e) => return reply.error(e),
         };
@@ -926,9 +905,9 @@ impl Filesystem for StrataFs {
         reply.ok();
     }
 
-    fn readdirplus(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+    fn readdirplus(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
         let _ns = self.union.ns.read();
-        let listing = match self.listing(ino.0, fh, offset) {
+        let listing = match self.listing(ino.0, offset) {
             Ok(l) => l,
             Err(e) => return reply.error(e),
         };
@@ -949,11 +928,6 @@ impl Filesystem for StrataFs {
                 n.lookups += 1;
             }
         }
-        reply.ok();
-    }
-
-    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
-        self.dirs.lock().remove(&fh.0);
         reply.ok();
     }
 

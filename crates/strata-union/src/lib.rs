@@ -10,6 +10,7 @@ pub mod error;
 pub mod fs;
 pub mod inode;
 pub mod links;
+pub mod listings;
 pub mod mount;
 pub mod names;
 pub mod options;

@@ -352,6 +352,40 @@ fn readdir_offsets_are_stable() {
         }
         assert!(seen >= 204, "listing went on after removals ({seen})");
         libc::closedir(d);
+
+        // Two passes over one directory, interleaved, with no open handle in the daemon to
+        // keep them apart: each sees every entry exactly once.
+        fs::create_dir(f.m.p("two")).unwrap();
+        for i in 0..500 {
+            fs::write(f.m.p(&format!("two/e{i:03}")), "").unwrap();
+        }
+        let two = cpath(&f.m.p("two"));
+        let streams = [libc::opendir(two.as_ptr()), libc::opendir(two.as_ptr())];
+        assert!(streams.iter().all(|d| !d.is_null()));
+        let mut seen: [Vec<String>; 2] = [Vec::new(), Vec::new()];
+        let mut open = [true, true];
+        while open.iter().any(|o| *o) {
+            for (k, d) in streams.iter().enumerate() {
+                if !open[k] {
+                    continue;
+                }
+                let e = libc::readdir(*d);
+                if e.is_null() {
+                    open[k] = false;
+                } else {
+                    seen[k].push(std::ffi::CStr::from_ptr((*e).d_name.as_ptr()).to_string_lossy().into_owned());
+                }
+            }
+        }
+        streams.iter().for_each(|d| {
+            libc::closedir(*d);
+        });
+        for s in &mut seen {
+            assert_eq!(s.len(), 502, "., .. and 500 entries, none twice");
+            s.sort();
+            s.dedup();
+            assert_eq!(s.len(), 502, "an entry came twice");
+        }
     }
     // d_ino equals st_ino.
     for e in fs::read_dir(f.m.p("dir")).unwrap() {

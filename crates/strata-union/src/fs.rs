@@ -410,20 +410,20 @@ impl StrataFs {
 
     /// The xattr names of a node, read once and kept until they may change.
     fn xattr_names(&self, ino: Ino) -> Result<Box<[std::ffi::OsString]>, Errno> {
-        if let Some(names) = &self.union.table.read().get(ino)?.xattr_names {
-            return Ok(names.clone());
+        if let Some(names) = self.union.table.read().get(ino)?.xattr_names() {
+            return Ok(names.into());
         }
         let (b, rel) = self.union.location(ino)?;
         let p = sys::PathFd::open(self.union.root(b), &rel).map_err(errno)?;
         let names: Box<[std::ffi::OsString]> = sys::list_xattrs(&p.proc).map_err(errno)?.into();
-        self.union.table.write().get_mut(ino)?.xattr_names = Some(names.clone());
+        self.union.table.write().get_mut(ino)?.set_xattr_names(Some(names.clone()));
         Ok(names)
     }
 
     /// Does the node have xattr `name`? Asked for on nearly every write and `ls -l`, so the
     /// cached list is searched in place, not copied.
     fn has_xattr(&self, ino: Ino, name: &OsStr) -> Result<bool, Errno> {
-        if let Some(names) = &self.union.table.read().get(ino)?.xattr_names {
+        if let Some(names) = self.union.table.read().get(ino)?.xattr_names() {
             return Ok(names.iter().any(|n| n == name));
         }
         Ok(self.xattr_names(ino)?.iter().any(|n| n == name))
@@ -432,7 +432,7 @@ impl StrataFs {
     /// Forgets the cached xattr names of a node whose xattrs change.
     fn xattrs_changed(&self, ino: Ino) {
         if let Ok(n) = self.union.table.write().get_mut(ino) {
-            n.xattr_names = None;
+            n.set_xattr_names(None);
         }
     }
 
@@ -552,7 +552,7 @@ impl StrataFs {
             self.union.listed(ino, &dirs, &entries);
             Ok(entries)
         })?;
-        let parent = self.union.table.read().get(ino)?.parent;
+        let parent = self.union.table.read().get(ino)?.parent();
         let mut out = Vec::with_capacity(READDIR_BATCH + 2);
         if offset == 0 {
             out.push((1, ino, fuser::FileType::Directory, ".".into(), None));

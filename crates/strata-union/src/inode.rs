@@ -7,10 +7,12 @@
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
+use std::hash::{BuildHasher, RandomState};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 
 use fuser::{BackingId, Errno, FileType};
+use hashbrown::HashTable;
 
 pub type Ino = u64;
 pub const ROOT: Ino = 1;
@@ -34,30 +36,41 @@ impl Part {
     }
 }
 
+/// One name the kernel has seen. Kept small: a walk of a large tree makes one per entry.
 #[derive(Debug)]
 pub struct Node {
-    pub parent: Ino,
-    pub name: OsString,
-    pub kind: FileType,
-    /// Topmost branch holding this entry.
-    pub branch: u16,
+    /// The node's own name, which the table indexes it by (see [`Table`]): only the table
+    /// changes it.
+    parent: Ino,
+    name: Box<OsStr>,
     /// Directories only: the parts merged into it, top first, cut at the first opaque one.
     pub dirs: Box<[Part]>,
+    /// References the kernel holds (lookups minus forgets).
+    pub lookups: u64,
+    /// What few nodes need, out of line: a node is one of tens of thousands.
+    extra: Option<Box<Extra>>,
+    /// Open file handles.
+    pub opens: u32,
+    /// Topmost branch holding this entry.
+    pub branch: u16,
+    pub kind: FileType,
     /// The cached resolution may be out of date (an ancestor directory was renamed while
     /// parts of it live in lower branches): resolve again before use.
     pub stale: bool,
-    /// References the kernel holds (lookups minus forgets).
-    pub lookups: u64,
-    /// Open file handles.
-    pub opens: u32,
     /// False once the last name is gone; the node lives on while looked up or open.
     pub linked: bool,
-    /// The entry's xattr names, once read: the kernel asks for `security.capability` on
-    /// every write and `ls -l` for ACLs and SELinux labels on every file, and most files
-    /// have none. Dropped whenever the entry's xattrs may change.
-    pub xattr_names: Option<Box<[OsString]>>,
-    /// What few nodes need, out of line: a node is one of tens of thousands.
-    extra: Option<Box<Extra>>,
+    /// What is known of the entry's xattr names: the kernel asks for `security.capability`
+    /// on every write and `ls -l` for ACLs and SELinux labels on every file, and most
+    /// files have none. Forgotten whenever the entry's xattrs may change.
+    xattrs: Xattrs,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Xattrs {
+    Unknown,
+    None,
+    /// The names are in [`Extra::xattr_names`].
+    Listed,
 }
 
 #[derive(Debug, Default)]
@@ -70,6 +83,14 @@ struct Extra {
     /// Regular files with several names: the backing inode's identity, which every name
     /// of it shares this node by, and whether all its names in the branch were found.
     links: Option<Links>,
+    /// The xattr names of an entry that has some.
+    xattr_names: Option<Box<[OsString]>>,
+}
+
+impl Extra {
+    fn is_empty(&self) -> bool {
+        self.src.is_none() && self.backing.is_none() && self.links.is_none() && self.xattr_names.is_none()
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,7 +110,7 @@ impl Node {
     ) -> Node {
         let mut n = Node {
             parent,
-            name,
+            name: name.into_boxed_os_str(),
             kind,
             branch,
             dirs,
@@ -97,11 +118,21 @@ impl Node {
             lookups: 0,
             opens: 0,
             linked: true,
-            xattr_names: None,
+            xattrs: Xattrs::Unknown,
             extra: None,
         };
         n.set_src(src);
         n
+    }
+
+    /// The directory holding the node's own name.
+    pub fn parent(&self) -> Ino {
+        self.parent
+    }
+
+    /// The node's own name (a node with hard links made through the union has more).
+    pub fn name(&self) -> &OsStr {
+        &self.name
     }
 
     fn extra_mut(&mut self) -> &mut Extra {
@@ -110,7 +141,7 @@ impl Node {
 
     /// Frees the out-of-line part once it holds nothing.
     fn trim(&mut self) {
-        if self.extra.as_ref().is_some_and(|e| e.src.is_none() && e.backing.is_none() && e.links.is_none()) {
+        if self.extra.as_ref().is_some_and(|e| e.is_empty()) {
             self.extra = None;
         }
     }
@@ -157,22 +188,63 @@ impl Node {
         old
     }
 
+    /// The entry's xattr names, when known.
+    pub fn xattr_names(&self) -> Option<&[OsString]> {
+        match self.xattrs {
+            Xattrs::Unknown => None,
+            Xattrs::None => Some(&[]),
+            Xattrs::Listed => self.extra.as_ref().and_then(|e| e.xattr_names.as_deref()),
+        }
+    }
+
+    /// Records the entry's xattr names (`None`: no longer known).
+    pub fn set_xattr_names(&mut self, names: Option<Box<[OsString]>>) {
+        self.xattrs = match &names {
+            None => Xattrs::Unknown,
+            Some(n) if n.is_empty() => Xattrs::None,
+            Some(_) => Xattrs::Listed,
+        };
+        let kept = names.filter(|n| !n.is_empty());
+        if kept.is_some() || self.extra.is_some() {
+            self.extra_mut().xattr_names = kept;
+            self.trim();
+        }
+    }
+
     pub fn is_dir(&self) -> bool {
         self.kind == FileType::Directory
     }
 }
 
-#[derive(Debug, Default)]
+/// The nodes, and the index of names to nodes.
+///
+/// Each linked node is found under its own `(parent, name)` through `own`, a hash table of
+/// node numbers whose keys are the nodes' own fields: a name is stored once, in its node.
+/// The further names of nodes hard-linked through the union (rare) are in `alias_index`.
+#[derive(Default)]
 pub struct Table {
-    nodes: HashMap<Ino, Node>,
-    children: HashMap<(Ino, OsString), Ino>,
-    /// Further names of nodes with hard links made through the union.
+    nodes: HashMap<Ino, Box<Node>>,
+    own: HashTable<Ino>,
+    hasher: RandomState,
+    /// Further names of nodes with hard links made through the union, by name and by node.
+    alias_index: HashMap<(Ino, OsString), Ino>,
     aliases: HashMap<Ino, Vec<(Ino, OsString)>>,
     next: Ino,
     /// Numbers the previous mount gave to names (see `persist`).
     hints: HashMap<(Ino, OsString), Ino>,
     /// The node of each multiply-linked backing file, by (device, inode).
     groups: HashMap<(u64, u64), Ino>,
+}
+
+impl std::fmt::Debug for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Table").field("nodes", &self.nodes.len()).field("next", &self.next).finish()
+    }
+}
+
+/// Whether `node` is linked under its own name `(parent, name)`.
+fn owns(node: Option<&Box<Node>>, parent: Ino, name: &OsStr) -> bool {
+    node.is_some_and(|n| n.parent == parent && *n.name == *name)
 }
 
 impl Table {
@@ -183,32 +255,69 @@ impl Table {
     /// A table that gives names the numbers they had in a previous mount.
     pub fn with_hints(root: Node, hints: crate::persist::Hints) -> Table {
         let mut t = Table { next: hints.next.max(ROOT + 1), hints: hints.by_name, ..Table::default() };
-        t.nodes.insert(ROOT, root);
+        t.nodes.insert(ROOT, Box::new(root));
         t
+    }
+
+    fn hash(&self, parent: Ino, name: &OsStr) -> u64 {
+        self.hasher.hash_one((parent, name))
+    }
+
+    /// Indexes node `ino` under its own name.
+    fn index_own(&mut self, ino: Ino) {
+        let Some(n) = self.nodes.get(&ino) else { return };
+        let hash = self.hash(n.parent, &n.name);
+        let (nodes, hasher) = (&self.nodes, &self.hasher);
+        // A node missing from `nodes` cannot be in `own`: the 0 is never used.
+        let rehash = |i: &Ino| nodes.get(i).map_or(0, |n| hasher.hash_one((n.parent, &*n.name)));
+        self.own.insert_unique(hash, ino, rehash);
+    }
+
+    /// Takes the name `(parent, name)` out of the index: the node, and whether it was the
+    /// node's own name (else an alias).
+    fn unindex(&mut self, parent: Ino, name: &OsStr) -> Option<(Ino, bool)> {
+        let hash = self.hash(parent, name);
+        let nodes = &self.nodes;
+        if let Ok(entry) = self.own.find_entry(hash, |i| owns(nodes.get(i), parent, name)) {
+            return Some((entry.remove().0, true));
+        }
+        if self.alias_index.is_empty() {
+            return None;
+        }
+        self.alias_index.remove(&(parent, name.to_os_string())).map(|ino| (ino, false))
     }
 
     /// Every linked name with its number, for `persist::save`; also the numbers of the
     /// previous mount that this one never needed (names it did not touch keep theirs).
     pub fn names(&self) -> impl Iterator<Item = (Ino, Ino, OsString)> + '_ {
-        let live = self.children.iter().map(|((parent, name), ino)| (*ino, *parent, name.clone()));
+        let own = self.own.iter().filter_map(|i| self.nodes.get(i).map(|n| (*i, n.parent, n.name.to_os_string())));
+        let aliases = self.alias_index.iter().map(|((parent, name), ino)| (*ino, *parent, name.clone()));
         let kept = self
             .hints
             .iter()
-            .filter(|(key, ino)| !self.children.contains_key(key) && !self.nodes.contains_key(ino))
+            .filter(|((parent, name), ino)| self.child(*parent, name).is_none() && !self.nodes.contains_key(ino))
             .map(|((parent, name), ino)| (*ino, *parent, name.clone()));
-        live.chain(kept)
+        own.chain(aliases).chain(kept)
     }
 
     pub fn get(&self, ino: Ino) -> Result<&Node, Errno> {
-        self.nodes.get(&ino).ok_or(Errno::ESTALE)
+        self.nodes.get(&ino).map(|n| &**n).ok_or(Errno::ESTALE)
     }
 
     pub fn get_mut(&mut self, ino: Ino) -> Result<&mut Node, Errno> {
-        self.nodes.get_mut(&ino).ok_or(Errno::ESTALE)
+        self.nodes.get_mut(&ino).map(|n| &mut **n).ok_or(Errno::ESTALE)
     }
 
+    /// The node named `name` in directory `parent`.
     pub fn child(&self, parent: Ino, name: &OsStr) -> Option<Ino> {
-        self.children.get(&(parent, name.to_os_string())).copied()
+        let hash = self.hash(parent, name);
+        if let Some(ino) = self.own.find(hash, |i| owns(self.nodes.get(i), parent, name)) {
+            return Some(*ino);
+        }
+        if self.alias_index.is_empty() {
+            return None;
+        }
+        self.alias_index.get(&(parent, name.to_os_string())).copied()
     }
 
     /// Path of a node relative to a branch root (`.` for the root).
@@ -235,15 +344,18 @@ impl Table {
 
     /// Adds a node under `(node.parent, node.name)`, replacing whatever was indexed there.
     pub fn insert(&mut self, node: Node) -> Ino {
-        let hinted = self.hints.remove(&(node.parent, node.name.clone())).filter(|i| !self.nodes.contains_key(i));
+        let hinted = if self.hints.is_empty() {
+            None
+        } else {
+            self.hints.remove(&(node.parent, node.name.to_os_string())).filter(|i| !self.nodes.contains_key(i))
+        };
         let ino = hinted.unwrap_or_else(|| {
             self.next += 1;
             self.next - 1
         });
-        if let Some(old) = self.children.insert((node.parent, node.name.clone()), ino) {
-            self.drop_name(old, node.parent, &node.name);
-        }
-        self.nodes.insert(ino, node);
+        self.remove_name(node.parent, &node.name);
+        self.nodes.insert(ino, Box::new(node));
+        self.index_own(ino);
         ino
     }
 
@@ -271,7 +383,7 @@ impl Table {
     /// Every name of a node: its own, then its aliases.
     pub fn names_of(&self, ino: Ino) -> Vec<(Ino, OsString)> {
         let Some(n) = self.nodes.get(&ino).filter(|n| n.linked) else { return Vec::new() };
-        let mut out = vec![(n.parent, n.name.clone())];
+        let mut out = vec![(n.parent, n.name.to_os_string())];
         out.extend(self.aliases.get(&ino).into_iter().flatten().cloned());
         out
     }
@@ -281,7 +393,7 @@ impl Table {
     pub fn replace_node(&mut self, old: Ino) -> Option<Ino> {
         let names = self.names_of(old);
         let n = self.nodes.get(&old)?;
-        let mut fresh = Node::new(n.parent, n.name.clone(), n.kind, n.branch, n.src().cloned(), n.dirs.clone());
+        let mut fresh = Node::new(n.parent, n.name.to_os_string(), n.kind, n.branch, n.src().cloned(), n.dirs.clone());
         fresh.replace_links(n.links());
         let new = self.insert(fresh);
         for (p, name) in names.iter().skip(1) {
@@ -295,27 +407,31 @@ impl Table {
 
     /// Records a further name for an existing node (a hard link made through the union).
     pub fn add_alias(&mut self, ino: Ino, parent: Ino, name: &OsStr) {
-        if let Some(old) = self.children.insert((parent, name.to_os_string()), ino) {
-            self.drop_name(old, parent, name);
-        }
+        self.remove_name(parent, name);
+        self.alias_index.insert((parent, name.to_os_string()), ino);
         self.aliases.entry(ino).or_default().push((parent, name.to_os_string()));
     }
 
     /// Forgets the name `(parent, name)`; the node moves to another of its names or,
     /// having none, becomes unlinked (and is freed once nobody references it).
     pub fn remove_name(&mut self, parent: Ino, name: &OsStr) {
-        if let Some(ino) = self.children.remove(&(parent, name.to_os_string())) {
-            self.drop_name(ino, parent, name);
+        if let Some((ino, own)) = self.unindex(parent, name) {
+            self.drop_name(ino, own, parent, name);
         }
     }
 
-    fn drop_name(&mut self, ino: Ino, parent: Ino, name: &OsStr) {
-        let Some(node) = self.nodes.get_mut(&ino) else { return };
-        if node.parent == parent && node.name == name {
-            match self.aliases.get_mut(&ino).and_then(|a| a.pop()) {
+    /// After `(parent, name)` of node `ino` left the index: a node that lost its own name
+    /// takes one of its aliases as its own, or is unlinked.
+    fn drop_name(&mut self, ino: Ino, own: bool, parent: Ino, name: &OsStr) {
+        if own {
+            let next = self.aliases.get_mut(&ino).and_then(|a| a.pop());
+            let Some(node) = self.nodes.get_mut(&ino) else { return };
+            match next {
                 Some((p, n)) => {
+                    self.alias_index.remove(&(p, n.clone()));
                     node.parent = p;
-                    node.name = n;
+                    node.name = n.into_boxed_os_str();
+                    self.index_own(ino);
                 }
                 None => node.linked = false,
             }
@@ -328,42 +444,42 @@ impl Table {
         self.collect(ino);
     }
 
-    /// Moves the name `(parent, name)` to `(new_parent, new_name)`, replacing any node there.
-    pub fn rename(&mut self, parent: Ino, name: &OsStr, new_parent: Ino, new_name: &OsStr) {
-        let Some(ino) = self.children.remove(&(parent, name.to_os_string())) else { return };
-        self.remove_name(new_parent, new_name);
-        self.children.insert((new_parent, new_name.to_os_string()), ino);
-        let Some(node) = self.nodes.get_mut(&ino) else { return };
-        if node.parent == parent && node.name == name {
-            node.parent = new_parent;
-            node.name = new_name.to_os_string();
-        } else if let Some(a) = self.aliases.get_mut(&ino) {
-            for entry in a.iter_mut().filter(|(p, n)| *p == parent && n == name) {
-                *entry = (new_parent, new_name.to_os_string());
+    /// Gives node `ino` the name `to`, in place of `from` (its own name when `own`, else
+    /// one of its aliases); `to` must be free in the index.
+    fn put_name(&mut self, ino: Ino, own: bool, from: (Ino, &OsStr), to: (Ino, &OsStr)) {
+        if own {
+            if let Some(node) = self.nodes.get_mut(&ino) {
+                node.parent = to.0;
+                node.name = to.1.into();
+                self.index_own(ino);
+            }
+        } else {
+            self.alias_index.insert((to.0, to.1.to_os_string()), ino);
+            if let Some(a) = self.aliases.get_mut(&ino) {
+                for entry in a.iter_mut().filter(|(p, n)| *p == from.0 && n == from.1) {
+                    *entry = (to.0, to.1.to_os_string());
+                }
             }
         }
     }
 
+    /// Moves the name `(parent, name)` to `(new_parent, new_name)`, replacing any node there.
+    pub fn rename(&mut self, parent: Ino, name: &OsStr, new_parent: Ino, new_name: &OsStr) {
+        let Some((ino, own)) = self.unindex(parent, name) else { return };
+        self.remove_name(new_parent, new_name);
+        self.put_name(ino, own, (parent, name), (new_parent, new_name));
+    }
+
     /// Swaps the nodes behind two names (RENAME_EXCHANGE).
     pub fn exchange(&mut self, a: (Ino, &OsStr), b: (Ino, &OsStr)) {
-        let ka = (a.0, a.1.to_os_string());
-        let kb = (b.0, b.1.to_os_string());
-        let (Some(ia), Some(ib)) = (self.children.get(&ka).copied(), self.children.get(&kb).copied()) else { return };
-        self.children.insert(ka.clone(), ib);
-        self.children.insert(kb.clone(), ia);
-        for (ino, from, to) in [(ia, &ka, &kb), (ib, &kb, &ka)] {
-            if let Some(node) = self.nodes.get_mut(&ino)
-                && node.parent == from.0
-                && node.name == from.1
-            {
-                node.parent = to.0;
-                node.name = to.1.clone();
-            } else if let Some(names) = self.aliases.get_mut(&ino) {
-                for entry in names.iter_mut().filter(|(p, n)| *p == from.0 && *n == from.1) {
-                    *entry = to.clone();
-                }
-            }
+        if self.child(a.0, a.1).is_none() || self.child(b.0, b.1).is_none() {
+            return;
         }
+        let (Some((ia, own_a)), Some((ib, own_b))) = (self.unindex(a.0, a.1), self.unindex(b.0, b.1)) else {
+            return;
+        };
+        self.put_name(ia, own_a, a, b);
+        self.put_name(ib, own_b, b, a);
     }
 
     /// After the branch stack changed: every node resolves again, branch numbers of open
@@ -485,6 +601,49 @@ mod tests {
         assert_eq!(t.path(f).unwrap(), PathBuf::from("b"));
         t.remove_name(ROOT, OsStr::new("b"));
         assert!(t.get(f).is_err());
+    }
+
+    #[test]
+    fn every_name_is_found_once_through_renames_of_own_names_and_aliases() {
+        let mut t = table();
+        let d = t.insert(Node::new(ROOT, "d".into(), FileType::Directory, 0, None, Box::new([Part::at(0)])));
+        let f = t.insert(file(ROOT, "f"));
+        let g = t.insert(file(ROOT, "g"));
+        t.add_alias(f, d, OsStr::new("f2"));
+        // An alias moves; the own name moves; a name lands on another node's name.
+        t.rename(d, OsStr::new("f2"), d, OsStr::new("f3"));
+        t.rename(ROOT, OsStr::new("f"), d, OsStr::new("own"));
+        t.rename(ROOT, OsStr::new("g"), d, OsStr::new("f3"));
+        assert_eq!(t.child(d, OsStr::new("own")), Some(f));
+        assert_eq!(t.child(d, OsStr::new("f3")), Some(g));
+        assert_eq!(t.child(d, OsStr::new("f2")), None);
+        assert_eq!(t.child(ROOT, OsStr::new("f")), None);
+        assert_eq!(t.names_of(f), vec![(d, OsString::from("own"))]);
+        // An exchange of an own name with an alias.
+        t.add_alias(f, ROOT, OsStr::new("a"));
+        t.exchange((ROOT, OsStr::new("a")), (d, OsStr::new("f3")));
+        assert_eq!(t.child(ROOT, OsStr::new("a")), Some(g));
+        assert_eq!(t.child(d, OsStr::new("f3")), Some(f));
+        assert_eq!(t.path(g).unwrap(), PathBuf::from("a"));
+        let mut names: Vec<(Ino, Ino, OsString)> = t.names().collect();
+        names.sort();
+        let mut want = vec![(d, ROOT, "d".into()), (f, d, "own".into()), (f, d, "f3".into()), (g, ROOT, "a".into())];
+        want.sort();
+        assert_eq!(names, want);
+    }
+
+    #[test]
+    fn a_large_table_finds_every_name_after_growing() {
+        let mut t = table();
+        let inos: Vec<Ino> = (0..5000).map(|i| t.insert(file(ROOT, &format!("n{i}")))).collect();
+        for (i, ino) in inos.iter().enumerate().step_by(7) {
+            t.rename(ROOT, OsStr::new(&format!("n{i}")), ROOT, OsStr::new(&format!("m{i}")));
+            assert_eq!(t.child(ROOT, OsStr::new(&format!("m{i}"))), Some(*ino));
+        }
+        for (i, ino) in inos.iter().enumerate() {
+            let name = if i % 7 == 0 { format!("m{i}") } else { format!("n{i}") };
+            assert_eq!(t.child(ROOT, OsStr::new(&name)), Some(*ino), "{name}");
+        }
     }
 
     #[test]

@@ -284,7 +284,7 @@ impl Union {
             if !n.stale || ino == ROOT {
                 return Ok(());
             }
-            (n.parent, n.name.clone())
+            (n.parent(), n.name().to_os_string())
         };
         let (dir, parts) = self.dir_info(parent)?;
         let found = self.resolve(&dir, &parts, &name)?.ok_or(Errno::ENOENT)?;
@@ -541,7 +541,7 @@ impl Union {
         let (parent, has) = {
             let t = self.table.read();
             let n = t.get(ino)?;
-            (n.parent, n.dirs.iter().any(|p| p.branch == wb))
+            (n.parent(), n.dirs.iter().any(|p| p.branch == wb))
         };
         if has {
             return Ok(());
@@ -604,7 +604,7 @@ impl Union {
         let (branch, is_dir, parent) = {
             let t = self.table.read();
             let n = t.get(ino)?;
-            (n.branch, n.is_dir(), n.parent)
+            (n.branch, n.is_dir(), n.parent())
         };
         let work = self.work.as_ref().map(|w| w.as_fd());
         let staged = staged.filter(|s| s.ino == ino).map(|s| s.tmp);
@@ -652,8 +652,8 @@ impl Union {
         let n = t.get_mut(ino)?;
         n.branch = wb;
         n.set_src(None);
-        n.xattr_names = None;
-        let name = n.name.clone();
+        n.set_xattr_names(None);
+        let name = n.name().to_os_string();
         let others: Vec<(Ino, OsString)> = t.names_of(ino).into_iter().skip(1).collect();
         drop(t);
         self.name_changed(parent, &name, Some(wb));

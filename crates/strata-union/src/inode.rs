@@ -243,7 +243,7 @@ impl std::fmt::Debug for Table {
 }
 
 /// Whether `node` is linked under its own name `(parent, name)`.
-fn owns(node: Option<&Box<Node>>, parent: Ino, name: &OsStr) -> bool {
+fn owns(node: Option<&Node>, parent: Ino, name: &OsStr) -> bool {
     node.is_some_and(|n| n.parent == parent && *n.name == *name)
 }
 
@@ -278,7 +278,7 @@ impl Table {
     fn unindex(&mut self, parent: Ino, name: &OsStr) -> Option<(Ino, bool)> {
         let hash = self.hash(parent, name);
         let nodes = &self.nodes;
-        if let Ok(entry) = self.own.find_entry(hash, |i| owns(nodes.get(i), parent, name)) {
+        if let Ok(entry) = self.own.find_entry(hash, |i| owns(nodes.get(i).map(|n| &**n), parent, name)) {
             return Some((entry.remove().0, true));
         }
         if self.alias_index.is_empty() {
@@ -311,7 +311,7 @@ impl Table {
     /// The node named `name` in directory `parent`.
     pub fn child(&self, parent: Ino, name: &OsStr) -> Option<Ino> {
         let hash = self.hash(parent, name);
-        if let Some(ino) = self.own.find(hash, |i| owns(self.nodes.get(i), parent, name)) {
+        if let Some(ino) = self.own.find(hash, |i| owns(self.nodes.get(i).map(|n| &**n), parent, name)) {
             return Some(*ino);
         }
         if self.alias_index.is_empty() {

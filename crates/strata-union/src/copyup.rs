@@ -40,11 +40,13 @@ pub fn copy_entry(
                 OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY,
                 Mode::from_raw_mode(0o600),
             )?;
+            let src = sys::open_at(src_root, src_rel, OFlags::RDONLY, Mode::empty())?;
             if data == Data::Copy && st.st_size > 0 {
-                let src = sys::open_at(src_root, src_rel, OFlags::RDONLY, Mode::empty())?;
                 copy_data(&src, &dst, st.st_size as u64)?;
             }
-            rustix::fs::fsync(&dst)?;
+            // Through the open files: no path walks, and the fsync covers metadata too.
+            copy_file_metadata(&src, st, &dst)?;
+            return rustix::fs::fsync(&dst);
         }
         libc::S_IFDIR => rustix::fs::mkdirat(work, dst_name, Mode::from_raw_mode(0o700))?,
         libc::S_IFLNK => {
@@ -81,12 +83,30 @@ pub fn copy_metadata(
     if sys::file_type_bits(st) != libc::S_IFLNK {
         rustix::fs::chmod(&dst.proc, Mode::from_raw_mode(st.st_mode & 0o7777))?;
     }
-    let times = Timestamps {
+    rustix::fs::utimensat(dst_root, dst_rel, &times_of(st), AtFlags::SYMLINK_NOFOLLOW)
+}
+
+/// [`copy_metadata`] for a regular file, through open files.
+fn copy_file_metadata(src: &OwnedFd, st: &Stat, dst: &OwnedFd) -> Result<(), Errno> {
+    rustix::fs::fchown(
+        dst,
+        Some(rustix::process::Uid::from_raw(st.st_uid)),
+        Some(rustix::process::Gid::from_raw(st.st_gid)),
+    )?;
+    sys::copy_xattrs(&sys::proc_path(src), &sys::proc_path(dst), |n| !whiteout::is_private_xattr(n))?;
+    rustix::fs::fchmod(dst, Mode::from_raw_mode(st.st_mode & 0o7777))?;
+    rustix::fs::futimens(dst, &times_of(st))
+}
+
+fn times_of(st: &Stat) -> Timestamps {
+    Timestamps {
         last_access: Timespec { tv_sec: st.st_atime, tv_nsec: st.st_atime_nsec as _ },
         last_modification: Timespec { tv_sec: st.st_mtime, tv_nsec: st.st_mtime_nsec as _ },
-    };
-    rustix::fs::utimensat(dst_root, dst_rel, &times, AtFlags::SYMLINK_NOFOLLOW)
+    }
 }
+
+/// Below this size a file is copied in one go: looking for holes costs more than it saves.
+const SMALL_FILE: u64 = 64 << 10;
 
 /// Copies `len` bytes keeping holes: a reflink when the filesystem offers one, else each
 /// data extent (found with SEEK_DATA/SEEK_HOLE) by `copy_file_range`, falling back to
@@ -94,6 +114,9 @@ pub fn copy_metadata(
 pub fn copy_data(src: &OwnedFd, dst: &OwnedFd, len: u64) -> Result<(), Errno> {
     if rustix::fs::ioctl_ficlone(dst, src).is_ok() {
         return Ok(());
+    }
+    if len <= SMALL_FILE {
+        return copy_range(src, dst, 0, len);
     }
     let mut pos = 0u64;
     while pos < len {

@@ -62,9 +62,14 @@ pub struct PathFd {
 impl PathFd {
     pub fn open(root: impl AsFd, rel: &Path) -> Result<PathFd, SysErrno> {
         let fd = open_at(root, rel, OFlags::PATH, Mode::empty())?;
-        let proc = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+        let proc = proc_path(&fd);
         Ok(PathFd { _fd: fd, proc })
     }
+}
+
+/// The `/proc/self/fd/N` name of an open file: path-only calls (xattrs) reach it there.
+pub fn proc_path(fd: &impl AsRawFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
 /// The names in a directory, without `.` and `..`.

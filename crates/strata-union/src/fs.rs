@@ -594,8 +594,10 @@ impl StrataFs {
 
 impl Filesystem for StrataFs {
     fn init(&mut self, _req: &Request, cfg: &mut KernelConfig) -> std::io::Result<()> {
+        // Readdirplus always (not FUSE_READDIRPLUS_AUTO, under which only a pass's first
+        // request is "plus" and every later entry costs its own LOOKUP): a listed entry
+        // is resolved, and so stat'ed, anyway.
         let wanted = InitFlags::FUSE_DO_READDIRPLUS
-            | InitFlags::FUSE_READDIRPLUS_AUTO
             | InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_CACHE_SYMLINKS
             | InitFlags::FUSE_EXPLICIT_INVAL_DATA

@@ -54,8 +54,9 @@ struct Stats {
 struct OpenFile {
     ino: Ino,
     file: OwnedFd,
-    /// Opened for writing (a branch under it cannot become read-only).
-    write: bool,
+    /// The user who opened it for writing, if it was (a branch under it cannot become
+    /// read-only, and see [`StrataFs::setid_guard`]).
+    writer: Option<u32>,
     /// Keeps the passthrough registration alive while this handle is open.
     _backing: Option<Arc<BackingId>>,
 }
@@ -169,6 +170,51 @@ fn backing_flags(flags: i32) -> OFlags {
     OFlags::from_bits_retain((flags & keep) as u32)
 }
 
+/// Who sent a request.
+#[derive(Clone, Copy, Debug)]
+struct Caller {
+    uid: u32,
+    gid: u32,
+}
+
+impl Caller {
+    fn of(req: &Request) -> Caller {
+        Caller { uid: req.uid(), gid: req.gid() }
+    }
+}
+
+/// Root stands for `CAP_FSETID`: fuser does not pass on the kernel's own verdict for opens
+/// and setattr (`FUSE_OPEN_KILL_SUIDGID`, `FATTR_KILL_SUIDGID`).
+fn may_keep_setid(uid: u32) -> bool {
+    uid == 0
+}
+
+/// Clears the set-id bits Linux clears when `caller` writes or truncates the regular file
+/// `file`, as the kernel would (`setattr_should_drop_suidgid`): set-user-ID always,
+/// set-group-ID when the file is group-executable or the caller is not of its group.
+/// With `FUSE_HANDLE_KILLPRIV_V2` this is the daemon's job. (`security.capability` the
+/// kernel removes itself, through `removexattr`.)
+/// Whether it changed anything.
+fn drop_setid(file: &OwnedFd, caller: Caller) -> Result<bool, Errno> {
+    if may_keep_setid(caller.uid) {
+        return Ok(false);
+    }
+    let st = rustix::fs::fstat(file).map_err(errno)?;
+    if sys::file_type_bits(&st) != libc::S_IFREG {
+        return Ok(false);
+    }
+    let mode = st.st_mode & 0o7777;
+    let mut kept = mode & !libc::S_ISUID;
+    if mode & libc::S_IXGRP != 0 || st.st_gid != caller.gid {
+        kept &= !libc::S_ISGID;
+    }
+    if kept == mode {
+        return Ok(false);
+    }
+    rustix::fs::fchmod(file, Mode::from_raw_mode(kept)).map_err(errno)?;
+    Ok(true)
+}
+
 fn wants_write(flags: i32) -> bool {
     flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0
 }
@@ -251,11 +297,12 @@ impl StrataFs {
         &self,
         ino: Ino,
         flags: i32,
+        uid: u32,
         register: impl FnOnce(&OwnedFd) -> std::io::Result<BackingId>,
     ) -> Result<(u64, Option<Arc<BackingId>>), Errno> {
         let (branch, rel) = self.union.location(ino)?;
         let file = sys::open_at(self.union.root(branch), &rel, backing_flags(flags), Mode::empty()).map_err(errno)?;
-        self.register_open(ino, branch, file, wants_write(flags), register)
+        self.register_open(ino, branch, file, wants_write(flags).then_some(uid), register)
     }
 
     /// Records an open backing file of `ino` (in `branch`) as a handle, with a passthrough
@@ -266,7 +313,7 @@ impl StrataFs {
         ino: Ino,
         branch: u16,
         file: OwnedFd,
-        write: bool,
+        writer: Option<u32>,
         register: impl FnOnce(&OwnedFd) -> std::io::Result<BackingId>,
     ) -> Result<(u64, Option<Arc<BackingId>>), Errno> {
         let mut backing = None;
@@ -309,7 +356,7 @@ impl StrataFs {
         let counter = if backing.is_some() { &self.stats.passthrough_opens } else { &self.stats.daemon_opens };
         counter.fetch_add(1, Ordering::Relaxed);
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.files.lock().insert(fh, Arc::new(OpenFile { ino, file, write, _backing: backing.clone() }));
+        self.files.lock().insert(fh, Arc::new(OpenFile { ino, file, writer, _backing: backing.clone() }));
         Ok((fh, backing))
     }
 
@@ -321,13 +368,62 @@ impl StrataFs {
         rustix::fs::ftruncate(&f, 0).map_err(errno)
     }
 
+    /// Clears set-id bits a writer without `CAP_FSETID` must not leave behind, on the file
+    /// it just opened for writing: its writes go to the backing file through passthrough
+    /// and never reach the daemon, so it is done now rather than at the first write.
+    fn drop_setid_for_writer(&self, fh: u64, caller: Caller) -> Result<(), Errno> {
+        let f = self.file(FileHandle(fh))?;
+        if drop_setid(&f.file, caller)? {
+            self.forget_attributes(f.ino);
+        }
+        Ok(())
+    }
+
+    /// Has the kernel drop the attributes it caches for `ino`.
+    fn forget_attributes(&self, ino: Ino) {
+        self.notify_in_background(move |n| {
+            let _ = n.inval_inode(INodeNo(ino), -1, 0);
+        });
+    }
+
+    /// Sends notifications to the kernel from a thread of its own: the kernel may need
+    /// locks held by the request that got here. `pending` counts it until it is done.
+    fn notify_in_background(&self, send: impl FnOnce(&Notifier) + Send + 'static) {
+        let Some(notifier) = self.notifier.get().cloned() else { return };
+        let pending = self.pending.clone();
+        pending.fetch_add(1, Ordering::SeqCst);
+        std::thread::spawn(move || {
+            send(&notifier);
+            pending.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+
+    /// A set-id bit must not be set while a user without `CAP_FSETID` other than the caller
+    /// holds the file open for writing: that user's writes go through passthrough, where
+    /// nothing would clear it again (EBUSY). The opener itself may: it owns the file or
+    /// could not change its mode.
+    fn setid_guard(&self, ino: Ino, mode: u32, caller: Caller) -> Result<(), Errno> {
+        if mode & (libc::S_ISUID | libc::S_ISGID) == 0 {
+            return Ok(());
+        }
+        let foreign_writer = self
+            .files
+            .lock()
+            .values()
+            .any(|f| f.ino == ino && f.writer.is_some_and(|w| !may_keep_setid(w) && w != caller.uid));
+        if foreign_writer { Err(Errno::EBUSY) } else { Ok(()) }
+    }
+
     fn fopen_flags(flags: i32) -> FopenFlags {
         if flags & libc::O_DIRECT != 0 { FopenFlags::FOPEN_DIRECT_IO } else { FopenFlags::FOPEN_KEEP_CACHE }
     }
 
-    fn do_setattr(&self, ino: Ino, fh: Option<FileHandle>, c: AttrChange) -> Result<FileAttr, Errno> {
+    fn do_setattr(&self, ino: Ino, fh: Option<FileHandle>, c: AttrChange, caller: Caller) -> Result<FileAttr, Errno> {
         let data = if c.size == Some(0) { Data::Skip } else { Data::Copy };
         let (_ns, staged) = self.lock_for_change(ino, data)?;
+        if let Some(m) = c.mode {
+            self.setid_guard(ino, m, caller)?;
+        }
         let open = fh.map(|fh| self.file(fh)).transpose()?;
         let linked = self.union.table.read().get(ino)?.linked;
         if !linked {
@@ -346,6 +442,7 @@ impl StrataFs {
             }
             if let Some(s) = c.size {
                 rustix::fs::ftruncate(&f.file, s).map_err(errno)?;
+                drop_setid(&f.file, caller)?; // the reply carries the new mode
             }
             if c.atime.is_some() || c.mtime.is_some() {
                 rustix::fs::futimens(
@@ -378,6 +475,7 @@ impl StrataFs {
         if let Some(s) = c.size {
             let f = sys::open_at(root, &rel, OFlags::WRONLY, Mode::empty()).map_err(errno)?;
             rustix::fs::ftruncate(&f, s).map_err(errno)?;
+            drop_setid(&f, caller)?; // the reply carries the new mode
         }
         if c.atime.is_some() || c.mtime.is_some() {
             let ts = Timestamps { last_access: timespec(c.atime), last_modification: timespec(c.mtime) };
@@ -461,7 +559,7 @@ impl StrataFs {
             if let Some(writers_only) = needs_idle {
                 let open: Vec<Arc<OpenFile>> = self.files.lock().values().cloned().collect();
                 let t = self.union.table.read();
-                for f in open.iter().filter(|f| !writers_only || f.write) {
+                for f in open.iter().filter(|f| !writers_only || f.writer.is_some()) {
                     if t.get(f.ino).is_ok_and(|n| n.branch as usize == i) {
                         let name =
                             t.path(f.ino).map(|p| p.display().to_string()).unwrap_or_else(|_| "(deleted file)".into());
@@ -479,10 +577,8 @@ impl StrataFs {
         Ok(())
     }
 
-    /// Has the kernel forget cached names (positive and negative) and attributes, from a
-    /// thread of its own: the kernel may need locks held by the request that got here.
+    /// Has the kernel forget cached names (positive and negative) and attributes.
     fn drop_kernel_caches(&self, changed: PathBuf) {
-        let Some(notifier) = self.notifier.get().cloned() else { return };
         let (names, inos) = {
             let t = self.union.table.read();
             let names: Vec<(Ino, std::ffi::OsString)> = t.names().map(|(_, p, n)| (p, n)).collect();
@@ -495,9 +591,7 @@ impl StrataFs {
             let t = self.union.table.read();
             inos.iter().filter(|(_, dir)| *dir).filter_map(|(i, _)| t.path(*i).ok().map(|p| (p, *i))).collect()
         };
-        let pending = self.pending.clone();
-        pending.fetch_add(1, Ordering::SeqCst);
-        std::thread::spawn(move || {
+        self.notify_in_background(move |notifier| {
             for (parent, name) in &names {
                 let _ = notifier.inval_entry(INodeNo(*parent), name);
             }
@@ -512,7 +606,6 @@ impl StrataFs {
             for (ino, dir) in &inos {
                 let _ = notifier.inval_inode(INodeNo(*ino), if *dir { 0 } else { -1 }, 0);
             }
-            pending.fetch_sub(1, Ordering::SeqCst);
         });
     }
 
@@ -604,7 +697,11 @@ impl Filesystem for StrataFs {
             // O_TRUNC arrives with the open: a lower file is then copied up empty.
             | InitFlags::FUSE_ATOMIC_O_TRUNC
             // The kernel then checks ACLs in permission checks and caches them.
-            | InitFlags::FUSE_POSIX_ACL;
+            | InitFlags::FUSE_POSIX_ACL
+            // The kernel then stops asking for security.capability before every write (it
+            // marks inodes S_NOSEC); clearing set-id bits becomes the daemon's job: see
+            // `drop_setid`.
+            | InitFlags::FUSE_HANDLE_KILLPRIV_V2;
         let _ = cfg.add_capabilities(wanted & cfg.capabilities());
         if self.want_passthrough {
             if cfg.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok() && cfg.set_max_stack_depth(2).is_ok() {
@@ -661,7 +758,7 @@ impl Filesystem for StrataFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -677,7 +774,8 @@ impl Filesystem for StrataFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        match self.do_setattr(ino.0, fh, AttrChange { mode, uid, gid, size, atime, mtime }) {
+        let change = AttrChange { mode, uid, gid, size, atime, mtime };
+        match self.do_setattr(ino.0, fh, change, Caller::of(req)) {
             Ok(a) => reply.attr(&self.ttl, &a),
             Err(e) => reply.error(e),
         }
@@ -779,21 +877,23 @@ impl Filesystem for StrataFs {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let flags = flags.0;
+        let caller = Caller::of(req);
         let opened = if wants_write(flags) {
             let data = if flags & libc::O_TRUNC != 0 { Data::Skip } else { Data::Copy };
             self.lock_for_change(ino.0, data).and_then(|(_ns, staged)| {
                 self.union.copy_up(ino.0, data, staged)?;
-                let opened = self.open_backing(ino.0, flags, |f| reply.open_backing(f))?;
+                let opened = self.open_backing(ino.0, flags, caller.uid, |f| reply.open_backing(f))?;
                 if flags & libc::O_TRUNC != 0 {
                     self.truncate_for_open(ino.0)?;
                 }
+                self.drop_setid_for_writer(opened.0, caller)?;
                 Ok(opened)
             })
         } else {
             let _ns = self.union.ns.read();
-            self.open_backing(ino.0, flags, |f| reply.open_backing(f))
+            self.open_backing(ino.0, flags, caller.uid, |f| reply.open_backing(f))
         };
         match opened {
             Ok((fh, Some(id))) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id),
@@ -828,18 +928,22 @@ impl Filesystem for StrataFs {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _wf: WriteFlags,
+        wf: WriteFlags,
         flags: OpenFlags,
         _lock: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
         self.stats.daemon_writes.fetch_add(1, Ordering::Relaxed);
         let r = self.file(fh).and_then(|f| {
+            // The kernel asks it of a writer without CAP_FSETID (FUSE_HANDLE_KILLPRIV_V2).
+            if wf.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) && drop_setid(&f.file, Caller::of(req))? {
+                self.forget_attributes(f.ino);
+            }
             if flags.0 & libc::O_APPEND != 0 {
                 rustix::io::write(&f.file, data).map_err(errno)
             } else {
@@ -1126,9 +1230,16 @@ impl Filesystem for StrataFs {
                 Some(fd) => {
                     // The descriptor from creation carries the caller's flags already.
                     let (b, _) = self.union.location(ino)?;
-                    self.register_open(ino, b, fd, true, |f| reply.open_backing(f))?
+                    self.register_open(ino, b, fd, Some(req.uid()), |f| reply.open_backing(f))?
                 }
-                None => self.open_backing(ino, flags & !libc::O_TRUNC, |f| reply.open_backing(f))?,
+                None => {
+                    let opened =
+                        self.open_backing(ino, flags & !libc::O_TRUNC, req.uid(), |f| reply.open_backing(f))?;
+                    if wants_write(flags) {
+                        self.drop_setid_for_writer(opened.0, Caller::of(req))?;
+                    }
+                    opened
+                }
             };
             Ok((attr, fh, backing))
         })();

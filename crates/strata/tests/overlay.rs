@@ -5,6 +5,7 @@
 mod common;
 
 use std::fs;
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
@@ -248,4 +249,97 @@ proptest! {
     fn differential_against_kernel_overlayfs(ops in prop::collection::vec(op(), 1..30), aufs in any::<bool>()) {
         differential(&ops, aufs)?;
     }
+}
+
+/// What writes, truncations and `O_TRUNC` opens by a user without `CAP_FSETID` leave of
+/// set-user-ID, set-group-ID and file capabilities, and what root's writes leave: the same
+/// on Strata (which clears them itself under `FUSE_HANDLE_KILLPRIV_V2`) as on kernel
+/// overlayfs. Then Strata's one deviation: no set-id bit while another user writes.
+#[test]
+fn setid_bits_and_file_capabilities_after_other_users_write_match_the_kernel() {
+    let s = Scratch::new();
+    // A file capability: revision 2, effective, CAP_NET_BIND_SERVICE permitted.
+    let cap: [u8; 20] = [1, 0, 0, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    for (name, mode) in [
+        ("suid", 0o4777),
+        ("sgid_exec", 0o2777),
+        ("sgid_noexec", 0o2766),
+        ("root_writes", 0o4777),
+        ("truncated", 0o4777),
+        ("opened_trunc", 0o4777),
+        ("cap", 0o777),
+    ] {
+        let p = s.write("lower", name, "#!/bin/sh\n");
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+    }
+    rustix::fs::setxattr(s.path("lower/cap"), "security.capability", &cap, rustix::fs::XattrFlags::empty())
+        .expect("set a file capability");
+    let as_user = |cmd: &str| {
+        let out = Command::new("setpriv")
+            .args(["--reuid=1000", "--regid=1000", "--clear-groups", "sh", "-c", cmd])
+            .output()
+            .expect("setpriv");
+        assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let exercise = |m: &Path| -> Vec<String> {
+        let p = |n: &str| m.join(n).display().to_string();
+        as_user(&format!("printf x >> {}", p("suid")));
+        as_user(&format!("printf x >> {}", p("sgid_exec")));
+        as_user(&format!("printf x >> {}", p("sgid_noexec")));
+        fs::OpenOptions::new().append(true).open(m.join("root_writes")).unwrap().write_all(b"x").unwrap();
+        as_user(&format!("truncate -s 1 {}", p("truncated")));
+        as_user(&format!(": > {}", p("opened_trunc")));
+        as_user(&format!("printf x >> {}", p("cap")));
+        let mut seen: Vec<String> = ["suid", "sgid_exec", "sgid_noexec", "root_writes", "truncated", "opened_trunc"]
+            .iter()
+            .map(|n| format!("{n} {:o}", fs::metadata(m.join(n)).unwrap().permissions().mode() & 0o7777))
+            .collect();
+        let caps = rustix::fs::getxattr(m.join("cap"), "security.capability", &mut [0u8; 64]).is_ok();
+        seen.push(format!("cap has a capability: {caps}"));
+        seen
+    };
+    let lower = s.path("lower").display().to_string();
+    let kernel = {
+        let _k = kernel_overlay(&lower, &s.mkdir("k-upper"), &s.mkdir("k-work"), &s.path("k-mnt"));
+        exercise(&s.path("k-mnt"))
+    };
+    let ours = {
+        let opts = format!(
+            "lowerdir={lower},upperdir={},workdir={}",
+            s.mkdir("s-upper").display(),
+            s.mkdir("s-work").display()
+        );
+        let m = Mount::new(&[opts.as_str()], &s.path("s-mnt"));
+        let seen = exercise(&m.mnt);
+
+        // While another user holds a file open for writing, nobody may make it set-id:
+        // that user's writes go through passthrough, where nothing would clear it.
+        let f = m.p("held");
+        fs::write(&f, "x").unwrap();
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o666)).unwrap();
+        let mut holder = Command::new("setpriv")
+            .args(["--reuid=1000", "--regid=1000", "--clear-groups", "sh", "-c"])
+            .arg(format!("exec 3>>{}; echo open; exec sleep 5", f.display()))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(holder.stdout.take().unwrap()), &mut line).unwrap();
+        assert_eq!(line, "open\n");
+        let refused = fs::set_permissions(&f, fs::Permissions::from_mode(0o4755));
+        assert_eq!(refused.map_err(|e| e.raw_os_error()), Err(Some(libc::EBUSY)));
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o755)).expect("a mode without set-id bits");
+        holder.kill().unwrap();
+        holder.wait().unwrap();
+        // The kernel releases the handle after the process is gone, asynchronously.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while fs::set_permissions(&f, fs::Permissions::from_mode(0o4755)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "set-id still refused after the writer left");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        m.unmount();
+        seen
+    };
+    assert_eq!(ours, kernel);
+    assert!(kernel.contains(&"suid 777".to_string()) && kernel.contains(&"root_writes 4777".to_string()), "{kernel:?}");
 }

@@ -73,3 +73,39 @@ fn listings_need_no_opendir_nor_a_lookup_per_entry_and_come_back_from_the_cache(
     assert_eq!(list_and_stat(&m.p("dir")), 602);
     m.unmount();
 }
+
+/// Before each write the kernel checks whether privileges must be dropped; under
+/// `FUSE_HANDLE_KILLPRIV_V2` it remembers, after the first, that a file has none to drop,
+/// so a stream of small writes stays in the kernel (passthrough) instead of asking the
+/// daemon for `security.capability` every time.
+#[test]
+fn small_writes_ask_for_security_capability_at_most_once() {
+    let s = Scratch::new();
+    s.mkdir("upper");
+    s.write("lower", "old", "lower file\n");
+    let mnt = s.path("mnt");
+    fs::create_dir_all(&mnt).unwrap();
+    let log = s.path("daemon.log");
+    let br = format!("br={}=rw:{}=ro", s.path("upper").display(), s.path("lower").display());
+    let out = run(strata()
+        .env("STRATA_LOG", "fuser::request=debug")
+        .args(["mount", "--log-file"])
+        .arg(&log)
+        .args(["-o", &br])
+        .arg(&mnt));
+    assert!(out.status.success(), "mount: {}", String::from_utf8_lossy(&out.stderr));
+    let m = Mount { mnt };
+    for name in ["new", "old"] {
+        fs::File::options().write(true).open(&log).unwrap().set_len(0).unwrap();
+        let before = fs::metadata(m.p(name)).map_or(0, |md| md.len());
+        let mut f = fs::OpenOptions::new().create(true).append(true).open(m.p(name)).unwrap();
+        for _ in 0..200 {
+            std::io::Write::write_all(&mut f, &[7u8; 4096]).unwrap();
+        }
+        drop(f);
+        let asked = requests(&log).iter().filter(|l| l.contains("security.capability")).count();
+        assert!(asked <= 1, "{name}: {asked} security.capability queries for 200 writes");
+        assert_eq!(fs::metadata(m.p(name)).unwrap().len(), before + 200 * 4096);
+    }
+    m.unmount();
+}

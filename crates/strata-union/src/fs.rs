@@ -194,12 +194,13 @@ fn may_keep_setid(uid: u32) -> bool {
 /// set-group-ID when the file is group-executable or the caller is not of its group.
 /// With `FUSE_HANDLE_KILLPRIV_V2` this is the daemon's job. (`security.capability` the
 /// kernel removes itself, through `removexattr`.)
-/// Whether it changed anything.
-fn drop_setid(file: &OwnedFd, caller: Caller) -> Result<bool, Errno> {
+/// `file` is a `/proc/self/fd/N` name (of any descriptor, `O_PATH` too). Whether it changed
+/// anything.
+fn drop_setid(file: &Path, caller: Caller) -> Result<bool, Errno> {
     if may_keep_setid(caller.uid) {
         return Ok(false);
     }
-    let st = rustix::fs::fstat(file).map_err(errno)?;
+    let st = rustix::fs::stat(file).map_err(errno)?;
     if sys::file_type_bits(&st) != libc::S_IFREG {
         return Ok(false);
     }
@@ -211,7 +212,7 @@ fn drop_setid(file: &OwnedFd, caller: Caller) -> Result<bool, Errno> {
     if kept == mode {
         return Ok(false);
     }
-    rustix::fs::fchmod(file, Mode::from_raw_mode(kept)).map_err(errno)?;
+    rustix::fs::chmod(file, Mode::from_raw_mode(kept)).map_err(errno)?;
     Ok(true)
 }
 
@@ -369,12 +370,17 @@ impl StrataFs {
     }
 
     /// Clears set-id bits a writer without `CAP_FSETID` must not leave behind, on the file
-    /// it just opened for writing: its writes go to the backing file through passthrough
-    /// and never reach the daemon, so it is done now rather than at the first write.
-    fn drop_setid_for_writer(&self, fh: u64, caller: Caller) -> Result<(), Errno> {
-        let f = self.file(FileHandle(fh))?;
-        if drop_setid(&f.file, caller)? {
-            self.forget_attributes(f.ino);
+    /// it is opening for writing (already in the writable branch): its writes go to the
+    /// backing file through passthrough and never reach the daemon, so it is done now
+    /// rather than at the first write.
+    fn drop_setid_for_writer(&self, ino: Ino, caller: Caller) -> Result<(), Errno> {
+        if may_keep_setid(caller.uid) {
+            return Ok(());
+        }
+        let (b, rel) = self.union.location(ino)?;
+        let file = sys::PathFd::open(self.union.root(b), &rel).map_err(errno)?;
+        if drop_setid(&file.proc, caller)? {
+            self.forget_attributes(ino);
         }
         Ok(())
     }
@@ -442,7 +448,7 @@ impl StrataFs {
             }
             if let Some(s) = c.size {
                 rustix::fs::ftruncate(&f.file, s).map_err(errno)?;
-                drop_setid(&f.file, caller)?; // the reply carries the new mode
+                drop_setid(&sys::proc_path(&f.file), caller)?; // the reply carries the new mode
             }
             if c.atime.is_some() || c.mtime.is_some() {
                 rustix::fs::futimens(
@@ -475,7 +481,7 @@ impl StrataFs {
         if let Some(s) = c.size {
             let f = sys::open_at(root, &rel, OFlags::WRONLY, Mode::empty()).map_err(errno)?;
             rustix::fs::ftruncate(&f, s).map_err(errno)?;
-            drop_setid(&f, caller)?; // the reply carries the new mode
+            drop_setid(&sys::proc_path(&f), caller)?; // the reply carries the new mode
         }
         if c.atime.is_some() || c.mtime.is_some() {
             let ts = Timestamps { last_access: timespec(c.atime), last_modification: timespec(c.mtime) };
@@ -884,11 +890,11 @@ impl Filesystem for StrataFs {
             let data = if flags & libc::O_TRUNC != 0 { Data::Skip } else { Data::Copy };
             self.lock_for_change(ino.0, data).and_then(|(_ns, staged)| {
                 self.union.copy_up(ino.0, data, staged)?;
+                self.drop_setid_for_writer(ino.0, caller)?;
                 let opened = self.open_backing(ino.0, flags, caller.uid, |f| reply.open_backing(f))?;
                 if flags & libc::O_TRUNC != 0 {
                     self.truncate_for_open(ino.0)?;
                 }
-                self.drop_setid_for_writer(opened.0, caller)?;
                 Ok(opened)
             })
         } else {
@@ -941,7 +947,9 @@ impl Filesystem for StrataFs {
         self.stats.daemon_writes.fetch_add(1, Ordering::Relaxed);
         let r = self.file(fh).and_then(|f| {
             // The kernel asks it of a writer without CAP_FSETID (FUSE_HANDLE_KILLPRIV_V2).
-            if wf.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) && drop_setid(&f.file, Caller::of(req))? {
+            if wf.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID)
+                && drop_setid(&sys::proc_path(&f.file), Caller::of(req))?
+            {
                 self.forget_attributes(f.ino);
             }
             if flags.0 & libc::O_APPEND != 0 {
@@ -1205,6 +1213,7 @@ impl Filesystem for StrataFs {
                     if wants_write(flags) {
                         let data = if flags & libc::O_TRUNC != 0 { Data::Skip } else { Data::Copy };
                         self.union.copy_up(existing, data, None)?;
+                        self.drop_setid_for_writer(existing, Caller::of(req))?;
                     }
                     if flags & libc::O_TRUNC != 0 {
                         self.truncate_for_open(existing)?;
@@ -1232,14 +1241,7 @@ impl Filesystem for StrataFs {
                     let (b, _) = self.union.location(ino)?;
                     self.register_open(ino, b, fd, Some(req.uid()), |f| reply.open_backing(f))?
                 }
-                None => {
-                    let opened =
-                        self.open_backing(ino, flags & !libc::O_TRUNC, req.uid(), |f| reply.open_backing(f))?;
-                    if wants_write(flags) {
-                        self.drop_setid_for_writer(opened.0, Caller::of(req))?;
-                    }
-                    opened
-                }
+                None => self.open_backing(ino, flags & !libc::O_TRUNC, req.uid(), |f| reply.open_backing(f))?,
             };
             Ok((attr, fh, backing))
         })();

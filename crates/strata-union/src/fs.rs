@@ -639,8 +639,9 @@ impl StrataFs {
     }
 
     /// The entries of directory `ino` after `offset`, as (offset, inode, kind, name, stat),
-    /// `.` and `..` first. One reply holds one page of entries (128 at most): resolving and
-    /// copying the whole rest of a large directory for each page would cost O(n^2).
+    /// `.` and `..` first. One reply holds a few hundred entries at most (about 200 with
+    /// attributes in the kernel's 32 KiB request): resolving and copying the whole rest of
+    /// a large directory for each reply would cost O(n^2).
     fn listing(&self, ino: Ino, offset: u64) -> Result<Vec<Listed>, Errno> {
         let (dir, dirs) = self.union.dir_info(ino)?;
         // A pass from offset 0 (a first read or a rewinddir) shows the directory as it is

@@ -190,12 +190,13 @@ fn may_keep_setid(uid: u32) -> bool {
 }
 
 /// Clears the set-id bits Linux clears when `caller` writes or truncates the regular file
-/// `file`, as the kernel would (`setattr_should_drop_suidgid`): set-user-ID always,
-/// set-group-ID when the file is group-executable or the caller is not of its group.
-/// With `FUSE_HANDLE_KILLPRIV_V2` this is the daemon's job. (`security.capability` the
-/// kernel removes itself, through `removexattr`.)
-/// `file` is a `/proc/self/fd/N` name (of any descriptor, `O_PATH` too). Whether it changed
-/// anything.
+/// `file` (a `/proc/self/fd/N` name, of any descriptor), as the kernel would
+/// (`setattr_should_drop_suidgid`): set-user-ID always, set-group-ID when the file is
+/// group-executable or not of the caller's group. The request carries only the caller's
+/// primary group, so a supplementary one does not count: set-group-ID goes where Linux
+/// might keep it. With `FUSE_HANDLE_KILLPRIV_V2` this is the daemon's job
+/// (`security.capability` the kernel removes itself, through `removexattr`). Returns
+/// whether it changed anything.
 fn drop_setid(file: &Path, caller: Caller) -> Result<bool, Errno> {
     if may_keep_setid(caller.uid) {
         return Ok(false);

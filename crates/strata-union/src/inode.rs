@@ -59,18 +59,11 @@ pub struct Node {
     pub stale: bool,
     /// False once the last name is gone; the node lives on while looked up or open.
     pub linked: bool,
-    /// What is known of the entry's xattr names: the kernel asks for `security.capability`
-    /// on every write and `ls -l` for ACLs and SELinux labels on every file, and most
-    /// files have none. Forgotten whenever the entry's xattrs may change.
-    xattrs: Xattrs,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Xattrs {
-    Unknown,
-    None,
-    /// The names are in [`Extra::xattr_names`].
-    Listed,
+    /// The entry's xattr names are known: none, or those in [`Extra::xattr_names`]. The
+    /// kernel asks for `security.capability` before writes and `ls -l` for ACLs and SELinux
+    /// labels on every file, and most files have none. Forgotten whenever the entry's
+    /// xattrs may change.
+    xattrs_known: bool,
 }
 
 #[derive(Debug, Default)]
@@ -118,7 +111,7 @@ impl Node {
             lookups: 0,
             opens: 0,
             linked: true,
-            xattrs: Xattrs::Unknown,
+            xattrs_known: false,
             extra: None,
         };
         n.set_src(src);
@@ -190,20 +183,12 @@ impl Node {
 
     /// The entry's xattr names, when known.
     pub fn xattr_names(&self) -> Option<&[OsString]> {
-        match self.xattrs {
-            Xattrs::Unknown => None,
-            Xattrs::None => Some(&[]),
-            Xattrs::Listed => self.extra.as_ref().and_then(|e| e.xattr_names.as_deref()),
-        }
+        self.xattrs_known.then(|| self.extra.as_ref().and_then(|e| e.xattr_names.as_deref()).unwrap_or(&[]))
     }
 
     /// Records the entry's xattr names (`None`: no longer known).
     pub fn set_xattr_names(&mut self, names: Option<Box<[OsString]>>) {
-        self.xattrs = match &names {
-            None => Xattrs::Unknown,
-            Some(n) if n.is_empty() => Xattrs::None,
-            Some(_) => Xattrs::Listed,
-        };
+        self.xattrs_known = names.is_some();
         let kept = names.filter(|n| !n.is_empty());
         if kept.is_some() || self.extra.is_some() {
             self.extra_mut().xattr_names = kept;

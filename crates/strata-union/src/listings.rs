@@ -96,8 +96,8 @@ impl Listings {
         }
     }
 
-    /// How many listings are kept (for tests).
-    pub fn kept(&self) -> usize {
+    #[cfg(test)]
+    fn kept(&self) -> usize {
         self.inner.lock().by_id.len()
     }
 }

@@ -5,18 +5,41 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
 use common::*;
 
+/// `upper` (rw) over `lower` (ro) of `s`, mounted at `mnt` by a daemon that logs every
+/// request it receives to the file returned.
+fn logged_mount(s: &Scratch) -> (Mount, PathBuf) {
+    let mnt = s.path("mnt");
+    fs::create_dir_all(&mnt).unwrap();
+    let log = s.path("daemon.log");
+    let br = format!("br={}=rw:{}=ro", s.path("upper").display(), s.path("lower").display());
+    let out = run(strata()
+        .env("STRATA_LOG", "fuser::request=debug")
+        .args(["mount", "--log-file"])
+        .arg(&log)
+        .args(["-o", &br])
+        .arg(&mnt));
+    assert!(out.status.success(), "mount: {}", String::from_utf8_lossy(&out.stderr));
+    (Mount { mnt }, log)
+}
+
+/// Empties the log (the daemon appends), so that `requests` shows what comes next.
+fn forget_requests(log: &Path) {
+    fs::File::options().write(true).open(log).unwrap().set_len(0).unwrap();
+}
+
 /// The requests the daemon received since the log was last emptied, one line each.
-fn requests(log: &std::path::Path) -> Vec<String> {
+fn requests(log: &Path) -> Vec<String> {
     let text = fs::read_to_string(log).expect("daemon log");
     text.lines().filter(|l| l.contains("fuser::request")).map(str::to_owned).collect()
 }
 
 /// `ls -l` of a directory, in Rust and in its order: the whole listing first, then a stat
 /// of every entry.
-fn list_and_stat(dir: &std::path::Path) -> usize {
+fn list_and_stat(dir: &Path) -> usize {
     let paths: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
     for p in &paths {
         assert!(fs::symlink_metadata(p).unwrap().ino() > 0);
@@ -32,18 +55,7 @@ fn listings_need_no_opendir_nor_a_lookup_per_entry_and_come_back_from_the_cache(
         s.write("lower", &format!("dir/file{i:03}"), "x");
     }
     s.write("lower", "dir/sub/inner", "y");
-    let mnt = s.path("mnt");
-    fs::create_dir_all(&mnt).unwrap();
-    let log = s.path("daemon.log");
-    let br = format!("br={}=rw:{}=ro", s.path("upper").display(), s.path("lower").display());
-    let out = run(strata()
-        .env("STRATA_LOG", "fuser::request=debug")
-        .args(["mount", "--log-file"])
-        .arg(&log)
-        .args(["-o", &br])
-        .arg(&mnt));
-    assert!(out.status.success(), "mount: {}", String::from_utf8_lossy(&out.stderr));
-    let m = Mount { mnt };
+    let (m, log) = logged_mount(&s);
 
     // First pass: the listing arrives with attributes (readdirplus on every request of the
     // pass, 600 entries need several), so stat'ing the entries asks nothing more.
@@ -59,7 +71,7 @@ fn listings_need_no_opendir_nor_a_lookup_per_entry_and_come_back_from_the_cache(
     assert_eq!(count(&first, "RELEASEDIR"), 0);
 
     // Second pass: names, attributes and the listing itself come from the kernel's caches.
-    fs::File::options().write(true).open(&log).unwrap().set_len(0).unwrap();
+    forget_requests(&log);
     assert_eq!(list_and_stat(&m.p("dir")), 601);
     let second = requests(&log);
     for op in ["OPENDIR", "RELEASEDIR", "READDIR", "READDIRPLUS", "LOOKUP"] {
@@ -83,20 +95,9 @@ fn small_writes_ask_for_security_capability_at_most_once() {
     let s = Scratch::new();
     s.mkdir("upper");
     s.write("lower", "old", "lower file\n");
-    let mnt = s.path("mnt");
-    fs::create_dir_all(&mnt).unwrap();
-    let log = s.path("daemon.log");
-    let br = format!("br={}=rw:{}=ro", s.path("upper").display(), s.path("lower").display());
-    let out = run(strata()
-        .env("STRATA_LOG", "fuser::request=debug")
-        .args(["mount", "--log-file"])
-        .arg(&log)
-        .args(["-o", &br])
-        .arg(&mnt));
-    assert!(out.status.success(), "mount: {}", String::from_utf8_lossy(&out.stderr));
-    let m = Mount { mnt };
+    let (m, log) = logged_mount(&s);
     for name in ["new", "old"] {
-        fs::File::options().write(true).open(&log).unwrap().set_len(0).unwrap();
+        forget_requests(&log);
         let before = fs::metadata(m.p(name)).map_or(0, |md| md.len());
         let mut f = fs::OpenOptions::new().create(true).append(true).open(m.p(name)).unwrap();
         for _ in 0..200 {

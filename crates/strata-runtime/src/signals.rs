@@ -18,13 +18,9 @@ extern "C" fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut l
     if sig == libc::SIGWINCH {
         let master = RESIZE.load(Ordering::Relaxed);
         if master >= 0 {
-            // SAFETY: ioctl is async-signal-safe; winsize is plain data on the stack.
-            unsafe {
-                let mut size: libc::winsize = std::mem::zeroed();
-                if libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) == 0 {
-                    libc::ioctl(master, libc::TIOCSWINSZ, &size);
-                }
-            }
+            // SAFETY: the master stays open while init relays it; the fd is only borrowed
+            // for the two ioctls.
+            crate::tty::copy_winsize(unsafe { std::os::fd::BorrowedFd::borrow_raw(master) });
             return; // the command's terminal signals the command itself
         }
     }

@@ -5,7 +5,7 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
@@ -20,6 +20,14 @@ pub struct Pty {
     pub slave_path: PathBuf,
 }
 
+/// Gives terminal `master` the size of ours (stdout). Two ioctls, async-signal-safe: the
+/// SIGWINCH handler calls it too.
+pub(crate) fn copy_winsize(master: BorrowedFd<'_>) {
+    if let Ok(size) = rustix::termios::tcgetwinsize(rustix::stdio::stdout()) {
+        let _ = rustix::termios::tcsetwinsize(master, size);
+    }
+}
+
 impl Pty {
     /// Opens `/dev/ptmx` of the container (call after pivot_root), with our terminal's size.
     pub fn open() -> Result<Pty, RuntimeError> {
@@ -28,9 +36,7 @@ impl Pty {
         rustix::pty::grantpt(&master).map_err(sys("grantpt"))?;
         rustix::pty::unlockpt(&master).map_err(sys("unlockpt"))?;
         let name = rustix::pty::ptsname(&master, Vec::new()).map_err(sys("ptsname"))?;
-        if let Ok(size) = rustix::termios::tcgetwinsize(io::stdout()) {
-            let _ = rustix::termios::tcsetwinsize(&master, size);
-        }
+        copy_winsize(master.as_fd());
         let slave_path = PathBuf::from(std::ffi::OsStr::from_bytes(name.as_bytes()));
         Ok(Pty { master, slave_path })
     }

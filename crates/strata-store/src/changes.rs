@@ -4,7 +4,7 @@
 //! rules ([`View`]), so renamed directories, opaque directories and whiteouts of either
 //! format come out right.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
@@ -69,16 +69,12 @@ fn walk(
         return Ok(()); // the read-write layer has nothing here: nothing changed below
     }
     let entries = full.entries(fdir)?;
-    // What was there before, resolved once: the names gone are deletions, the others
-    // are compared.
+    // What was there before, resolved once: the names found again are compared, those
+    // left over at the end are deletions.
     let mut before: HashMap<OsString, ViewEntry> = match ldir {
         Some(ld) => lower.entries(ld)?.into_iter().map(|e| (e.name.clone(), e)).collect(),
         None => HashMap::new(),
     };
-    let now: BTreeSet<&OsString> = entries.iter().map(|e| &e.name).collect();
-    let mut gone: Vec<&OsString> = before.keys().filter(|n| !now.contains(n)).collect();
-    gone.sort();
-    out.extend(gone.into_iter().map(|n| (Kind::Deleted, path.join(n))));
     for e in entries {
         let p = path.join(&e.name);
         match before.remove(&e.name) {
@@ -101,5 +97,7 @@ fn walk(
             }
         }
     }
+    // `changes` sorts the whole list by path.
+    out.extend(before.into_keys().map(|n| (Kind::Deleted, path.join(n))));
     Ok(())
 }

@@ -126,7 +126,7 @@ impl<W: Write> Packer<'_, W> {
             self.progress.advance(meta.len());
             // Exactly the size the header says: a file growing meanwhile (a running
             // container) must not spill bytes that would parse as further entries.
-            let exact = Exact { inner: f.take(meta.len()), left: meta.len(), path: full };
+            let exact = Exact { inner: f.take(meta.len()), path: full };
             return self.builder.append_data(&mut h, rel, exact).at(full);
         }
         let kind = if ft.is_char_device() {
@@ -188,20 +188,18 @@ fn header_of(meta: &std::fs::Metadata) -> tar::Header {
     h
 }
 
-/// Reads exactly `left` bytes or fails.
+/// Reads exactly the `Take`'s limit or fails.
 struct Exact<'a, R> {
-    inner: R,
-    left: u64,
+    inner: io::Take<R>,
     path: &'a Path,
 }
 
 impl<R: io::Read> io::Read for Exact<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        if n == 0 && self.left > 0 {
+        if n == 0 && self.inner.limit() > 0 {
             return Err(io::Error::other(format!("{} shrank while being packed", self.path.display())));
         }
-        self.left -= n as u64;
         Ok(n)
     }
 }

@@ -269,6 +269,12 @@ impl Store {
         if !missing.is_empty() {
             return Ok(Err(missing));
         }
+        // The staged files reach the disk before any record says their layer exists: one
+        // syncfs for all of them (staging is in `tmp/`, on the store's filesystem).
+        if chain.iter().any(|c| !self.has_layer(c) && staged.contains_key(c)) {
+            let tmp = self.root.join("tmp");
+            rustix::fs::syncfs(File::open(&tmp).at(&tmp)?).at(&tmp)?;
+        }
         for (i, layer) in chain.iter().enumerate() {
             if self.has_layer(layer) {
                 continue;
@@ -288,16 +294,14 @@ impl Store {
         Ok(Ok(id))
     }
 
-    /// Moves a staged layer into place; its record is written last, so until then the
-    /// layer does not exist and `check` may remove the pieces. Lock held.
+    /// Moves a staged layer, its files already synced, into place; its record is written
+    /// last, so until then the layer does not exist and `check` may remove the pieces.
+    /// Lock held.
     fn register_layer(&self, id: &str, ancestors: Vec<&str>, s: StagedLayer) -> Result<()> {
         let dir = self.diff_dir(id);
         if dir.exists() {
             self.discard_dir(&dir)?; // a leftover of a killed process: no record points at it
         }
-        // The files reach the disk before the record says the layer exists.
-        let fd = File::open(&s.dir).at(&s.dir)?;
-        rustix::fs::syncfs(&fd).at(&s.dir)?;
         fs::rename(&s.dir, &dir).at(&dir)?;
         fs::rename(&s.split, self.split_path(id)).at(self.split_path(id))?;
         sync_parent(&dir)?;
@@ -314,8 +318,8 @@ impl Store {
             tar_size: s.tar_size,
             created: now_rfc3339(),
         };
-        self.write_atomic(&self.layer_record_path(id), &serde_json::to_vec_pretty(&record)?)?;
-        sync_parent(&dir)
+        // write_atomic syncs layerdb/, where the split file went too.
+        self.write_atomic(&self.layer_record_path(id), &serde_json::to_vec_pretty(&record)?)
     }
 
     /// Moves a directory out of the store's view into `tmp/` and deletes it there.

@@ -272,25 +272,14 @@ pub fn start(store: &Store, c: &Container, stdin: bool, tty: bool) -> Result<i32
     });
     unmount(store, c);
     recorded?;
-    res.map_err(|e| anyhow::Error::new(RuntimeFailure(e)))
+    // main tells a runtime failure (exit status 125) by its type, under this context.
+    res.context("container runtime")
 }
 
 /// The command's exit status as ours.
 fn exit_status(code: i32) -> ExitCode {
     ExitCode::from(code.clamp(0, 255) as u8)
 }
-
-/// The runtime failed before or around the command: exit status 125, as Docker's.
-#[derive(Debug)]
-pub struct RuntimeFailure(pub strata_runtime::RuntimeError);
-
-impl std::fmt::Display for RuntimeFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "container runtime: {}", self.0)
-    }
-}
-
-impl std::error::Error for RuntimeFailure {}
 
 pub fn cmd_create(store: &Store, args: &CreateArgs) -> Result<ExitCode> {
     let c = create(store, args)?;
@@ -353,7 +342,7 @@ pub fn cmd_exec(store: &Store, args: &ExecArgs) -> Result<ExitCode> {
     let raw = tty.then(crate::terminal::RawMode::enter);
     let res = strata_runtime::exec_in(c.state.pid, &c.id, &spec);
     drop(raw);
-    let code = res.map_err(|e| anyhow::Error::new(RuntimeFailure(e)))?;
+    let code = res.context("container runtime")?;
     Ok(exit_status(code))
 }
 

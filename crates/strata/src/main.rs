@@ -278,7 +278,8 @@ fn main() -> ExitCode {
             init_cli_logging();
             match store_cmd(&root, store_command) {
                 Ok(code) => code,
-                Err(e) if e.downcast_ref::<containers::RuntimeFailure>().is_some() => {
+                // The runtime failed before or around the command: 125, as Docker's.
+                Err(e) if e.downcast_ref::<strata_runtime::RuntimeError>().is_some() => {
                     fail(strata_runtime::EXIT_SETUP as u8, &format!("{e:#}"))
                 }
                 Err(e) => fail(1, &format!("{e:#}")),

@@ -1,6 +1,7 @@
-//! Resource limits through cgroups: the unified (v2) hierarchy when the machine has one
-//! with controllers, else the v1 controllers (memory, pids, cpu). On a hybrid machine the
-//! v2 mount has no controllers; the container gets a directory there too, for tracking.
+//! Resource limits and device access through cgroups: the unified (v2) hierarchy when
+//! the machine has one with controllers, else every v1 hierarchy. On a hybrid machine
+//! the container gets a directory in each v1 hierarchy and in the controller-less v2
+//! tree, so that its cgroup namespace shows only its own cgroup everywhere.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -9,8 +10,24 @@ use crate::RuntimeError;
 
 const ROOT: &str = "/sys/fs/cgroup";
 const CPU_PERIOD_US: u64 = 100_000;
+/// The directory under each hierarchy's root that holds the containers' cgroups.
+const PARENT: &str = "strata";
 
-#[derive(Clone, Debug, Default, PartialEq)]
+/// Character devices every container may use, as Docker allows them: null, zero, full,
+/// random, urandom, tty, ptmx, the pseudo-terminals, tun.
+const DEFAULT_DEVICES: [&str; 9] = [
+    "c 1:3 rwm",
+    "c 1:5 rwm",
+    "c 1:7 rwm",
+    "c 1:8 rwm",
+    "c 1:9 rwm",
+    "c 5:0 rwm",
+    "c 5:2 rwm",
+    "c 136:* rwm",
+    "c 10:200 rwm",
+];
+
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Limits {
     /// Memory limit in bytes (swap included).
     pub memory: Option<u64>,
@@ -18,6 +35,57 @@ pub struct Limits {
     pub pids: Option<u64>,
     /// CPU share, in CPUs (1.5 = one and a half CPUs).
     pub cpus: Option<f64>,
+}
+
+/// What the v1 `devices` controller lets the container open, besides mknod of anything.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum DeviceAccess {
+    /// Only the default devices and these rules (`c 1:3 rwm` form).
+    #[default]
+    Default,
+    /// The container's own devices plus these rules (`c 4:64 rwm`, from `--device`).
+    With(Vec<String>),
+    /// Every device (`--privileged`).
+    All,
+}
+
+/// A cgroup hierarchy mounted under /sys/fs/cgroup, as /proc/self/mountinfo shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Hierarchy {
+    /// Its mount point.
+    pub path: PathBuf,
+    /// `cgroup` (v1) or `cgroup2`.
+    pub fstype: String,
+    /// The mount's options without rw/ro: the controllers (`cpu,cpuacct`, `name=systemd`).
+    pub options: String,
+}
+
+impl Hierarchy {
+    fn has(&self, controller: &str) -> bool {
+        self.options.split(',').any(|o| o == controller)
+    }
+}
+
+/// The cgroup hierarchies mounted below `root`, from a mountinfo text.
+fn hierarchies_in(mountinfo: &str, root: &Path) -> Vec<Hierarchy> {
+    let mut out = Vec::new();
+    for line in mountinfo.lines() {
+        let Some((left, right)) = line.split_once(" - ") else { continue };
+        let Some(mount_point) = left.split(' ').nth(4) else { continue };
+        let mut r = right.split(' ');
+        let (Some(fstype), Some(_source), Some(opts)) = (r.next(), r.next(), r.next()) else { continue };
+        let path = PathBuf::from(mount_point);
+        if (fstype == "cgroup" || fstype == "cgroup2") && path.parent() == Some(root) {
+            let options = opts.split(',').filter(|o| *o != "rw" && *o != "ro").collect::<Vec<_>>().join(",");
+            out.push(Hierarchy { path, fstype: fstype.to_string(), options });
+        }
+    }
+    out
+}
+
+/// The cgroup hierarchies of this machine.
+pub fn hierarchies() -> Vec<Hierarchy> {
+    hierarchies_in(&fs::read_to_string("/proc/self/mountinfo").unwrap_or_default(), Path::new(ROOT))
 }
 
 /// The container's cgroup directories; removed by [`Cgroup::remove`].
@@ -39,100 +107,107 @@ fn unified_with_controllers(root: &Path) -> bool {
     fs::read_to_string(root.join("cgroup.controllers")).is_ok_and(|c| !c.trim().is_empty())
 }
 
+/// A new cpuset cgroup has no CPUs and no memory nodes: give it its parent's.
+fn inherit_cpuset(dir: &Path) -> Result<(), RuntimeError> {
+    let Some(parent) = dir.parent() else { return Ok(()) };
+    for f in ["cpuset.cpus", "cpuset.mems"] {
+        if fs::read_to_string(dir.join(f)).is_ok_and(|v| v.trim().is_empty()) {
+            let v = fs::read_to_string(parent.join(f)).unwrap_or_default();
+            write(&dir.join(f), v.trim())?;
+        }
+    }
+    Ok(())
+}
+
 impl Cgroup {
-    /// Creates `strata/<name>` in every hierarchy that has one of the controllers the
-    /// limits need, and sets them.
-    pub fn create(name: &str, limits: &Limits) -> Result<Cgroup, RuntimeError> {
-        Self::create_under(Path::new(ROOT), name, limits)
+    /// Creates `strata/<name>` in every hierarchy and sets the limits and device rules.
+    pub fn create(name: &str, limits: &Limits, devices: &DeviceAccess) -> Result<Cgroup, RuntimeError> {
+        let root = Path::new(ROOT);
+        if unified_with_controllers(root) {
+            return Self::create_v2(root, name, limits);
+        }
+        Self::create_v1(&hierarchies(), name, limits, devices)
     }
 
-    fn create_under(root: &Path, name: &str, limits: &Limits) -> Result<Cgroup, RuntimeError> {
-        let mut dirs = Vec::new();
-        if unified_with_controllers(root) {
-            // v2: controllers must be enabled in every parent's subtree_control.
-            let parent = root.join("strata");
-            mkdir(&parent)?;
-            for p in [root, parent.as_path()] {
-                let available = fs::read_to_string(p.join("cgroup.controllers")).unwrap_or_default();
-                let wanted: Vec<String> = ["memory", "pids", "cpu"]
-                    .iter()
-                    .filter(|c| available.split_whitespace().any(|a| a == **c))
-                    .map(|c| format!("+{c}"))
-                    .collect();
-                if !wanted.is_empty() {
-                    write(&p.join("cgroup.subtree_control"), &wanted.join(" "))?;
-                }
+    fn create_v2(root: &Path, name: &str, limits: &Limits) -> Result<Cgroup, RuntimeError> {
+        // Controllers must be enabled in every parent's subtree_control.
+        let parent = root.join(PARENT);
+        mkdir(&parent)?;
+        for p in [root, parent.as_path()] {
+            let available = fs::read_to_string(p.join("cgroup.controllers")).unwrap_or_default();
+            let wanted: Vec<String> = ["memory", "pids", "cpu"]
+                .iter()
+                .filter(|c| available.split_whitespace().any(|a| a == **c))
+                .map(|c| format!("+{c}"))
+                .collect();
+            if !wanted.is_empty() {
+                write(&p.join("cgroup.subtree_control"), &wanted.join(" "))?;
             }
-            let dir = parent.join(name);
+        }
+        let dir = parent.join(name);
+        mkdir(&dir)?;
+        if let Some(m) = limits.memory {
+            write(&dir.join("memory.max"), &m.to_string())?;
+            if dir.join("memory.swap.max").exists() {
+                write(&dir.join("memory.swap.max"), "0")?;
+            }
+        }
+        if let Some(p) = limits.pids {
+            write(&dir.join("pids.max"), &p.to_string())?;
+        }
+        if let Some(c) = limits.cpus {
+            write(&dir.join("cpu.max"), &format!("{} {CPU_PERIOD_US}", (c * CPU_PERIOD_US as f64) as u64))?;
+        }
+        Ok(Cgroup { dirs: vec![dir] })
+    }
+
+    fn create_v1(
+        hierarchies: &[Hierarchy],
+        name: &str,
+        limits: &Limits,
+        devices: &DeviceAccess,
+    ) -> Result<Cgroup, RuntimeError> {
+        for (ctrl, needed) in
+            [("memory", limits.memory.is_some()), ("pids", limits.pids.is_some()), ("cpu", limits.cpus.is_some())]
+        {
+            if needed && !hierarchies.iter().any(|h| h.has(ctrl)) {
+                return Err(RuntimeError::Cgroup(format!("the {ctrl} controller is not mounted under {ROOT}")));
+            }
+        }
+        let mut cg = Cgroup { dirs: Vec::new() };
+        for h in hierarchies {
+            let dir = h.path.join(PARENT).join(name);
             mkdir(&dir)?;
-            if let Some(m) = limits.memory {
-                write(&dir.join("memory.max"), &m.to_string())?;
-                if dir.join("memory.swap.max").exists() {
-                    write(&dir.join("memory.swap.max"), "0")?;
+            cg.dirs.push(dir.clone());
+            if h.has("cpuset") {
+                inherit_cpuset(&h.path.join(PARENT)).and_then(|()| inherit_cpuset(&dir))?;
+            }
+            if h.has("memory")
+                && let Some(m) = limits.memory
+            {
+                write(&dir.join("memory.limit_in_bytes"), &m.to_string())?;
+                // Without this, the process would swap instead of being limited.
+                let memsw = dir.join("memory.memsw.limit_in_bytes");
+                if memsw.exists() {
+                    write(&memsw, &m.to_string())?;
                 }
             }
-            if let Some(p) = limits.pids {
+            if h.has("pids")
+                && let Some(p) = limits.pids
+            {
                 write(&dir.join("pids.max"), &p.to_string())?;
             }
-            if let Some(c) = limits.cpus {
-                write(&dir.join("cpu.max"), &format!("{} {CPU_PERIOD_US}", (c * CPU_PERIOD_US as f64) as u64))?;
+            if h.has("cpu")
+                && let Some(c) = limits.cpus
+            {
+                write(&dir.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
+                write(&dir.join("cpu.cfs_quota_us"), &((c * CPU_PERIOD_US as f64) as u64).to_string())?;
             }
-            dirs.push(dir);
-            return Ok(Cgroup { dirs });
-        }
-        // v1: one directory per controller hierarchy.
-        let need = |ctrl: &str| match ctrl {
-            "memory" => limits.memory.is_some(),
-            "pids" => limits.pids.is_some(),
-            "cpu" => limits.cpus.is_some(),
-            _ => false,
-        };
-        for ctrl in ["memory", "pids", "cpu"] {
-            let base = root.join(ctrl);
-            if !base.join("cgroup.procs").exists() {
-                if need(ctrl) {
-                    return Err(RuntimeError::Cgroup(format!(
-                        "the {ctrl} controller is not mounted at {}",
-                        base.display()
-                    )));
-                }
-                continue;
+            if h.has("devices") {
+                set_devices(&dir, devices)?;
             }
-            let dir = base.join("strata").join(name);
-            mkdir(&dir)?;
-            match ctrl {
-                "memory" => {
-                    if let Some(m) = limits.memory {
-                        write(&dir.join("memory.limit_in_bytes"), &m.to_string())?;
-                        // Without this, the process would swap instead of being limited.
-                        let memsw = dir.join("memory.memsw.limit_in_bytes");
-                        if memsw.exists() {
-                            write(&memsw, &m.to_string())?;
-                        }
-                    }
-                }
-                "pids" => {
-                    if let Some(p) = limits.pids {
-                        write(&dir.join("pids.max"), &p.to_string())?;
-                    }
-                }
-                _ => {
-                    if let Some(c) = limits.cpus {
-                        write(&dir.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
-                        write(&dir.join("cpu.cfs_quota_us"), &((c * CPU_PERIOD_US as f64) as u64).to_string())?;
-                    }
-                }
-            }
-            dirs.push(dir);
         }
-        // Hybrid: the controller-less v2 tree, for tracking.
-        let unified = root.join("unified");
-        if unified.join("cgroup.procs").exists() {
-            let dir = unified.join("strata").join(name);
-            mkdir(&dir)?;
-            dirs.push(dir);
-        }
-        Ok(Cgroup { dirs })
+        Ok(cg)
     }
 
     /// Moves process `pid` into every directory of the cgroup.
@@ -143,52 +218,82 @@ impl Cgroup {
         Ok(())
     }
 
-    /// Moves process `pid` back to the root of each hierarchy.
-    pub fn leave(&self, pid: i32) {
-        for d in &self.dirs {
-            // dirs are <hierarchy root>/strata/<name>
-            if let Some(root) = d.parent().and_then(Path::parent)
-                && let Err(e) = write(&root.join("cgroup.procs"), &pid.to_string())
-            {
-                tracing::debug!("leaving {}: {e}", d.display());
-            }
-        }
-    }
-
-    /// The directories, for `exec` to join.
-    pub fn dirs(&self) -> &[PathBuf] {
-        &self.dirs
+    /// The `cgroup.procs` files of each hierarchy's root, opened for writing: a process
+    /// leaves the container's cgroups by writing its pid there (opened beforehand, since
+    /// its root may change meanwhile).
+    pub fn open_roots(&self) -> Vec<fs::File> {
+        self.dirs
+            .iter()
+            .filter_map(|d| d.parent().and_then(Path::parent))
+            .filter_map(|root| fs::OpenOptions::new().write(true).open(root.join("cgroup.procs")).ok())
+            .collect()
     }
 
     /// Reopens the cgroup of a container created earlier.
     pub fn existing(name: &str) -> Cgroup {
-        let root = Path::new(ROOT);
-        let mut dirs = Vec::new();
-        let mut candidates = vec![root.join("strata").join(name)];
-        for ctrl in ["memory", "pids", "cpu", "unified"] {
-            candidates.push(root.join(ctrl).join("strata").join(name));
-        }
-        for c in candidates {
-            if c.is_dir() {
-                dirs.push(c);
-            }
-        }
-        Cgroup { dirs }
+        let mut candidates = vec![Path::new(ROOT).join(PARENT).join(name)];
+        candidates.extend(hierarchies().iter().map(|h| h.path.join(PARENT).join(name)));
+        Cgroup { dirs: candidates.into_iter().filter(|c| c.is_dir()).collect() }
     }
 
     /// Removes the directories (their processes are gone).
     pub fn remove(self) {
         for d in self.dirs {
-            for _ in 0..50 {
-                match fs::remove_dir(&d) {
-                    Ok(()) => break,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
-                    // EBUSY while the last processes are being torn down.
-                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
-                }
-            }
+            remove_dir(&d);
         }
     }
+}
+
+/// Removes one cgroup directory, waiting briefly for its last processes to go.
+fn remove_dir(d: &Path) -> bool {
+    for _ in 0..50 {
+        match fs::remove_dir(d) {
+            Ok(()) => return true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return true,
+            // EBUSY while the last processes are being torn down.
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    }
+    false
+}
+
+fn set_devices(dir: &Path, devices: &DeviceAccess) -> Result<(), RuntimeError> {
+    let extra = match devices {
+        DeviceAccess::All => return write(&dir.join("devices.allow"), "a"),
+        DeviceAccess::Default => &[][..],
+        DeviceAccess::With(rules) => rules.as_slice(),
+    };
+    write(&dir.join("devices.deny"), "a")?;
+    // Creating any node is allowed (as Docker); opening one is what the rules decide.
+    for rule in
+        ["c *:* m", "b *:* m"].iter().chain(DEFAULT_DEVICES.iter()).copied().chain(extra.iter().map(String::as_str))
+    {
+        write(&dir.join("devices.allow"), rule)?;
+    }
+    Ok(())
+}
+
+/// The names of the containers' cgroups found in any hierarchy (for `check`).
+pub fn leftover_names() -> Vec<String> {
+    let mut parents = vec![Path::new(ROOT).join(PARENT)];
+    parents.extend(hierarchies().iter().map(|h| h.path.join(PARENT)));
+    let mut names: Vec<String> = parents
+        .iter()
+        .filter_map(|p| fs::read_dir(p).ok())
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Removes the cgroups of a container that no longer runs; false if some still hold
+/// processes.
+pub fn remove_leftover(name: &str) -> bool {
+    Cgroup::existing(name).dirs.iter().all(|d| remove_dir(d))
 }
 
 #[cfg(test)]
@@ -198,17 +303,25 @@ mod tests {
     #[test]
     fn v1_limits_are_written_per_controller() {
         let t = std::env::temp_dir().join(format!("strata-cg-test-{}", std::process::id()));
-        for c in ["memory", "pids", "cpu"] {
-            fs::create_dir_all(t.join(c)).unwrap();
-            fs::write(t.join(c).join("cgroup.procs"), "").unwrap();
-        }
+        let mountinfo: String = ["memory", "pids", "cpu,cpuacct", "devices"]
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{i} 1 0:{i} / {}/{c} rw,relatime - cgroup cgroup rw,{c}\n", t.display()))
+            .collect();
+        let found = hierarchies_in(&mountinfo, &t);
+        assert_eq!(found.len(), 4);
+        assert_eq!(found[2].options, "cpu,cpuacct");
         let limits = Limits { memory: Some(64 << 20), pids: Some(20), cpus: Some(0.5) };
-        let cg = Cgroup::create_under(&t, "x", &limits).unwrap();
-        assert_eq!(cg.dirs.len(), 3);
+        let devices = DeviceAccess::With(vec!["c 4:64 rw".into()]);
+        let cg = Cgroup::create_v1(&found, "x", &limits, &devices).unwrap();
+        assert_eq!(cg.dirs.len(), 4);
         let read = |p: &str| fs::read_to_string(t.join(p)).unwrap();
         assert_eq!(read("memory/strata/x/memory.limit_in_bytes"), "67108864");
         assert_eq!(read("pids/strata/x/pids.max"), "20");
-        assert_eq!(read("cpu/strata/x/cpu.cfs_quota_us"), "50000");
+        assert_eq!(read("cpu,cpuacct/strata/x/cpu.cfs_quota_us"), "50000");
+        // A plain file keeps only the last write: the extra device comes last.
+        assert_eq!(read("devices/strata/x/devices.deny"), "a");
+        assert_eq!(read("devices/strata/x/devices.allow"), "c 4:64 rw");
         fs::remove_dir_all(&t).unwrap();
     }
 
@@ -219,7 +332,7 @@ mod tests {
         fs::write(t.join("cgroup.controllers"), "cpu memory pids").unwrap();
         fs::write(t.join("strata/cgroup.controllers"), "cpu memory pids").unwrap();
         let limits = Limits { memory: Some(1 << 30), pids: Some(7), cpus: Some(2.0) };
-        let cg = Cgroup::create_under(&t, "y", &limits).unwrap();
+        let cg = Cgroup::create_v2(&t, "y", &limits).unwrap();
         assert_eq!(cg.dirs, [t.join("strata/y")]);
         let read = |p: &str| fs::read_to_string(t.join(p)).unwrap();
         assert_eq!(read("cgroup.subtree_control"), "+memory +pids +cpu");

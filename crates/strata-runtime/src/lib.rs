@@ -4,18 +4,26 @@
 //! spec. Process tree:
 //!
 //! ```text
-//! caller ──fork──> keeper (host pid ns; in the cgroup; unshares the namespaces)
-//!                    └─fork─> init, pid 1 (mounts /proc, /dev, /sys, binds; pivot_root)
-//!                               └─fork─> the command, pid 2 (user, cwd, exec)
+//! caller ──fork──> keeper (host pid and mount ns; in the cgroup, then out of it)
+//!                    └─fork─> pid 1 (mounts /proc, /dev, /sys, binds; pivot_root;
+//!                             confinement; then execs the command, which is pid 1)
 //! ```
 //!
 //! The keeper exists so that the caller stays in the host namespaces (it must unmount
-//! and clean up afterwards). Init forwards signals sent to it and reaps orphans, so
-//! `kill` and Ctrl-C reach the command even though it is not pid 1 (a pid-1 command
-//! ignores every signal it has no handler for); it exits with the command's status.
+//! and clean up afterwards); it forwards signals, and with `-t` relays the terminal that
+//! pid 1 opened inside the container. As in Docker, the command itself is pid 1 (a pid-1
+//! process ignores the signals it has no handler for); with `--init`, pid 1 is instead a
+//! small init that forwards signals and reaps, executed from a sealed in-memory copy of
+//! this program ([`init`]), so that `/proc/1/exe` never leads to a host file. Every
+//! process of ours that enters the container is non-dumpable until it executes the
+//! command, so the container cannot open its `/proc/PID/exe` or memory meanwhile.
 
 pub mod cgroup;
+pub mod confine;
+pub mod init;
+mod inroot;
 mod rootfs;
+pub mod seccomp;
 mod signals;
 mod tty;
 
@@ -27,9 +35,12 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use rustix::fs::Mode;
 use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-pub use cgroup::{Cgroup, Limits};
+pub use cgroup::{Cgroup, DeviceAccess, Limits};
+pub use confine::Confinement;
+pub use seccomp::Seccomp;
 
 #[derive(Debug, Error)]
 pub enum RuntimeError {
@@ -46,7 +57,7 @@ fn sys(what: impl Into<String>) -> impl FnOnce(rustix::io::Errno) -> RuntimeErro
     move |e| RuntimeError::Sys { what, cause: e.into() }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Network {
     /// A network namespace of its own, with only `lo`.
     None,
@@ -55,7 +66,7 @@ pub enum Network {
 }
 
 /// The process to run and its environment.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunSpec {
     pub rootfs: PathBuf,
     pub args: Vec<String>,
@@ -74,8 +85,9 @@ pub struct RunSpec {
     /// Keep stdin (else it is `/dev/null`).
     pub stdin: bool,
     /// Give the command a pseudo-terminal (of the container's own devpts) as stdin,
-    /// stdout, stderr and controlling terminal; init relays it to our stdio.
+    /// stdout, stderr and controlling terminal; it is relayed to our stdio.
     pub tty: bool,
+    pub confinement: Confinement,
 }
 
 /// Exit status for failures of the runtime itself, before the command runs (as Docker).
@@ -125,27 +137,47 @@ fn wait(pid: i32) -> i32 {
     }
 }
 
+/// Leaves a child process with `code`, skipping atexit handlers and stdio buffers that
+/// belong to the parent.
+fn exit(code: i32) -> ! {
+    // SAFETY: _exit only ends the process.
+    unsafe { libc::_exit(code) }
+}
+
 /// Child side: report a set-up failure and exit.
 fn die(msg: &str) -> ! {
     let _ = writeln!(std::io::stderr(), "strata: {msg}");
-    // SAFETY: _exit skips atexit handlers and stdio buffers that belong to the parent.
-    unsafe { libc::_exit(EXIT_SETUP) }
+    exit(EXIT_SETUP)
+}
+
+/// A process of ours about to enter a container: no core dumps, and no `/proc/PID/exe`,
+/// `mem` or `fd` for the container's processes to open (only CAP_SYS_PTRACE could).
+/// Executing the command makes it dumpable again.
+fn undumpable() {
+    let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
 }
 
 /// Runs `spec` and returns the command's exit status (128+N after signal N).
-/// `started` gets the host pid of the container's init once it runs.
+/// `started` gets the host pid of the container's pid 1 once it runs.
 pub fn run(spec: &RunSpec, started: impl FnOnce(i32)) -> Result<i32, RuntimeError> {
-    let cgroup = Cgroup::create(&spec.cgroup, &spec.limits)?;
+    // Everything that can fail on bad input fails here, before any process exists.
+    let filter = seccomp::compile(&spec.confinement.seccomp, spec.confinement.capabilities)?;
+    let init_exe = if spec.confinement.init { Some(init::sealed_copy_of_self()?) } else { None };
+    let cgroup = Cgroup::create(&spec.cgroup, &spec.limits, &spec.confinement.devices)?;
     let (go_r, mut go_w) = pipe()?;
     let (pid_r, pid_w) = pipe()?;
+    let terminal = if spec.tty { Some(terminal_channel()?) } else { None };
     let keeper = fork()?;
     if keeper == 0 {
         drop(go_w);
         drop(pid_r);
-        keeper_main(spec, &cgroup, go_r, pid_w);
+        let pid1 = Pid1 { spec, filter: filter.as_ref(), init_exe, terminal: terminal.as_ref().map(|t| &t.1) };
+        keeper_main(spec, &cgroup, go_r, pid_w, pid1);
     }
     drop(go_r);
     drop(pid_w);
+    // Only pid 1 holds the sending end: receiving stops if it dies first.
+    let terminal = terminal.map(|(ours, _theirs)| ours);
     let res = cgroup.add(keeper);
     let status = match res {
         Ok(()) => {
@@ -157,7 +189,13 @@ pub fn run(spec: &RunSpec, started: impl FnOnce(i32)) -> Result<i32, RuntimeErro
             if r.read_exact(&mut buf).is_ok() {
                 started(i32::from_le_bytes(buf));
             }
+            // The relay runs here: a process that made a pid namespace for its children
+            // (the keeper) cannot start threads.
+            let output = terminal.as_ref().and_then(tty::receive_master).map(|pty| pty.relay(spec.stdin));
             let code = wait(keeper);
+            if let Some(output) = output {
+                output.finish();
+            }
             signals::restore();
             Ok(code)
         }
@@ -171,16 +209,33 @@ pub fn run(spec: &RunSpec, started: impl FnOnce(i32)) -> Result<i32, RuntimeErro
     status
 }
 
-/// The keeper: joins the namespaces-to-be, forks init, waits for it.
-fn keeper_main(spec: &RunSpec, cgroup: &Cgroup, mut go: File, mut pid_out: File) -> ! {
+/// A connected pair of sockets: pid 1 sends its terminal's master on the second.
+fn terminal_channel() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    rustix::net::socketpair(AddressFamily::UNIX, SocketType::STREAM, SocketFlags::CLOEXEC, None)
+        .map_err(sys("socketpair"))
+}
+
+/// What pid 1 needs besides the spec.
+struct Pid1<'a> {
+    spec: &'a RunSpec,
+    filter: Option<&'a libseccomp::ScmpFilterContext>,
+    /// The sealed copy of this program, with `--init`.
+    init_exe: Option<OwnedFd>,
+    /// Where to send the terminal's master, with `-t`.
+    terminal: Option<&'a OwnedFd>,
+}
+
+/// The keeper: unshares the namespaces pid 1 gets, forks it, waits for it.
+fn keeper_main(spec: &RunSpec, cgroup: &Cgroup, mut go: File, mut pid_out: File, pid1: Pid1<'_>) -> ! {
     signals::reset();
     let mut b = [0u8; 1];
     if go.read_exact(&mut b).is_err() {
-        // SAFETY: see die().
-        unsafe { libc::_exit(EXIT_SETUP) }
+        exit(EXIT_SETUP)
     }
+    // Now in the container's cgroups: the cgroup namespace is rooted there.
     use rustix::thread::UnshareFlags as U;
-    let mut flags = U::NEWNS | U::NEWPID | U::NEWUTS | U::NEWIPC;
+    let mut flags = U::NEWPID | U::NEWUTS | U::NEWIPC | U::NEWCGROUP;
     if spec.network == Network::None {
         flags |= U::NEWNET;
     }
@@ -188,52 +243,67 @@ fn keeper_main(spec: &RunSpec, cgroup: &Cgroup, mut go: File, mut pid_out: File)
     if let Err(e) = unsafe { rustix::thread::unshare_unsafe(flags) } {
         die(&format!("unshare: {e}"));
     }
+    let leave = cgroup.open_roots();
     let init = match fork() {
         Ok(p) => p,
         Err(e) => die(&e.to_string()),
     };
     if init == 0 {
         drop(pid_out);
-        init_main(spec);
+        pid1_main(pid1);
     }
+    drop(pid1);
     let _ = pid_out.write_all(&init.to_le_bytes());
     drop(pid_out);
     // Only the container's processes count against its limits.
-    cgroup.leave(std::process::id() as i32);
+    for mut f in leave {
+        let _ = f.write_all(std::process::id().to_string().as_bytes());
+    }
     signals::forward_to(init);
-    let code = wait(init);
-    // SAFETY: see die().
-    unsafe { libc::_exit(code) }
+    exit(wait(init))
 }
 
-/// Pid 1: sets up the root filesystem, starts the command, forwards signals, reaps.
-fn init_main(spec: &RunSpec) -> ! {
-    if let Err(e) = rootfs::prepare(spec) {
+/// Pid 1: its own mount namespace, the root filesystem, the terminal, then the command
+/// (or, with `--init`, the sealed init that runs it).
+fn pid1_main(p: Pid1<'_>) -> ! {
+    undumpable();
+    // SAFETY: single-threaded; the mount namespace is this process's alone.
+    if let Err(e) = unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) } {
+        die(&format!("unshare: {e}"));
+    }
+    if let Err(e) = rootfs::prepare(p.spec) {
         die(&e.to_string());
     }
-    let (cmd, output) = start_command(spec);
-    // Reap everything; leave with the command's status.
-    loop {
-        let mut status = 0;
-        // SAFETY: plain waitpid.
-        let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
-        if pid == cmd {
-            if let Some(output) = output {
-                output.finish();
-            }
-            // SAFETY: see die().
-            unsafe { libc::_exit(exit_code(status)) }
+    if let Some(socket) = p.terminal {
+        let pty = tty::Pty::open().and_then(|pty| tty::send_master(socket, &pty).map(|()| pty));
+        match pty.and_then(|pty| tty::attach(&pty.slave_path)) {
+            Ok(()) => {}
+            Err(e) => die(&e.to_string()),
         }
-        if pid < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD) {
-            // SAFETY: see die().
-            unsafe { libc::_exit(EXIT_SETUP) }
-        }
+    } else {
+        null_stdin(p.spec);
+    }
+    if let Some(exe) = p.init_exe {
+        init::exec(exe, p.spec);
+    }
+    if let Err(e) = rootfs::enter() {
+        die(&e.to_string());
+    }
+    let prog = become_the_command(p.spec, p.filter);
+    exec_command(p.spec, &prog)
+}
+
+fn null_stdin(spec: &RunSpec) {
+    if !spec.stdin
+        && let Ok(null) = File::open("/dev/null")
+    {
+        let _ = rustix::stdio::dup2_stdin(&null);
     }
 }
 
 /// Opens the command's terminal (with `-t`, inside the container's root), forks the
 /// command and forwards signals to it; the caller waits for it.
-fn start_command(spec: &RunSpec) -> (i32, Option<tty::Output>) {
+fn start_command(spec: &RunSpec, filter: Option<&libseccomp::ScmpFilterContext>) -> (i32, Option<tty::Output>) {
     let pty = if spec.tty {
         match tty::Pty::open() {
             Ok(p) => Some(p),
@@ -247,7 +317,16 @@ fn start_command(spec: &RunSpec) -> (i32, Option<tty::Output>) {
         Err(e) => die(&e.to_string()),
     };
     if cmd == 0 {
-        command_main(spec, pty.as_ref().map(|p| p.slave_path.as_path()));
+        signals::reset();
+        if let Some(path) = pty.as_ref().map(|p| p.slave_path.as_path()) {
+            if let Err(e) = tty::attach(path) {
+                die(&e.to_string());
+            }
+        } else {
+            null_stdin(spec);
+        }
+        let prog = become_the_command(spec, filter);
+        exec_command(spec, &prog)
     }
     let output = pty.map(|p| p.relay(spec.stdin));
     signals::forward_to(cmd);
@@ -280,73 +359,74 @@ fn find_command(cmd: &str, env: &[String]) -> Result<PathBuf, i32> {
     Err(EXIT_NOT_FOUND)
 }
 
-/// The command: its terminal, its user, its directory, exec.
-fn command_main(spec: &RunSpec, tty: Option<&Path>) -> ! {
+/// Takes on the command's user, directory and confinement; returns the program to run.
+fn become_the_command(spec: &RunSpec, filter: Option<&libseccomp::ScmpFilterContext>) -> PathBuf {
     signals::reset();
-    if let Some(path) = tty {
-        if let Err(e) = tty::attach(path) {
-            die(&e.to_string());
-        }
-    } else if !spec.stdin
-        && let Ok(null) = File::open("/dev/null")
-    {
-        let _ = rustix::stdio::dup2_stdin(&null);
-    }
-    enter_user_and_exec(spec.uid, spec.gid, &spec.groups, &spec.cwd, &spec.args, &spec.env)
-}
-
-fn enter_user_and_exec(uid: u32, gid: u32, groups: &[u32], cwd: &str, args: &[String], env: &[String]) -> ! {
     // As root, inside the container's root: a missing working directory is made (as
     // Docker does), never on the host's side of the mount.
-    let _ = std::fs::create_dir_all(cwd);
+    let _ = std::fs::create_dir_all(&spec.cwd);
     // The command gets the usual umask, not the one set up for device nodes.
     rustix::process::umask(Mode::from_raw_mode(0o022));
-    let groups: Vec<libc::gid_t> = groups.to_vec();
-    // SAFETY: plain system calls on values we own.
-    let ok = unsafe {
-        libc::setgroups(groups.len(), groups.as_ptr()) == 0 && libc::setgid(gid) == 0 && libc::setuid(uid) == 0
-    };
-    if !ok {
-        die(&format!("cannot switch to user {uid}:{gid}: {}", std::io::Error::last_os_error()));
+    if let Err(e) = spec.confinement.enter(filter, spec.uid, spec.gid, &spec.groups) {
+        die(&e);
     }
+    let cwd = &spec.cwd;
     if let Err(e) = std::env::set_current_dir(cwd) {
         die(&format!("working directory {cwd}: {e}"));
     }
-    let Some(cmd) = args.first() else { die("no command given, and the image has none") };
-    let path = match find_command(cmd, env) {
+    let Some(cmd) = spec.args.first() else { die("no command given, and the image has none") };
+    match find_command(cmd, &spec.env) {
         Ok(p) => p,
         Err(code) => {
             let why = if code == EXIT_NOT_FOUND { "not found" } else { "permission denied (not executable)" };
             let _ = writeln!(std::io::stderr(), "strata: {cmd}: {why}");
-            // SAFETY: see die().
-            unsafe { libc::_exit(code) }
+            exit(code)
         }
-    };
-    let c = |s: &str| CString::new(s).unwrap_or_default();
-    let prog = CString::new(path.as_os_str().as_encoded_bytes()).unwrap_or_default();
-    let argv: Vec<CString> = args.iter().map(|a| c(a)).collect();
-    let envp: Vec<CString> = env.iter().map(|e| c(e)).collect();
+    }
+}
+
+fn cstrings(v: &[String]) -> Vec<CString> {
+    v.iter().map(|s| CString::new(s.as_str()).unwrap_or_default()).collect()
+}
+
+/// Executes `prog` with the command's arguments and environment.
+fn exec_command(spec: &RunSpec, prog: &Path) -> ! {
+    let path = CString::new(prog.as_os_str().as_encoded_bytes()).unwrap_or_default();
+    let (argv, envp) = (cstrings(&spec.args), cstrings(&spec.env));
     let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     argv_p.push(std::ptr::null());
     let mut envp_p: Vec<*const libc::c_char> = envp.iter().map(|e| e.as_ptr()).collect();
     envp_p.push(std::ptr::null());
     // Nothing of ours crosses into the container but stdin, stdout and stderr (an open
     // directory fd would be a way out of the root).
-    // SAFETY: close_range only closes descriptors; none above 2 is used after this.
-    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    close_from(3, &[]);
     // SAFETY: NUL-terminated arrays of valid C strings that outlive the call.
-    unsafe { libc::execve(prog.as_ptr(), argv_p.as_ptr(), envp_p.as_ptr()) };
+    unsafe { libc::execve(path.as_ptr(), argv_p.as_ptr(), envp_p.as_ptr()) };
     let err = std::io::Error::last_os_error();
     let code = if err.raw_os_error() == Some(libc::ENOENT) { EXIT_NOT_FOUND } else { EXIT_CANNOT_EXEC };
-    let _ = writeln!(std::io::stderr(), "strata: {cmd}: {err}");
-    // SAFETY: see die().
-    unsafe { libc::_exit(code) }
+    let _ = writeln!(std::io::stderr(), "strata: {}: {err}", spec.args.first().map_or("", |a| a.as_str()));
+    exit(code)
 }
 
-/// Runs a command in the namespaces and cgroup of the running container whose init has
-/// host pid `init`. Returns its exit status.
+/// Closes every descriptor from `first` up, but those in `keep`.
+fn close_from(first: u32, keep: &[u32]) {
+    let mut keep: Vec<u32> = keep.iter().copied().filter(|k| *k >= first).collect();
+    keep.sort_unstable();
+    let mut from = first;
+    for k in keep.into_iter().chain([u32::MAX]) {
+        if k > from {
+            // SAFETY: close_range only closes descriptors; the caller uses none of them after.
+            unsafe { libc::syscall(libc::SYS_close_range, from, k - 1, 0u32) };
+        }
+        from = k.saturating_add(1);
+    }
+}
+
+/// Runs a command in the namespaces and cgroup of the running container whose pid 1 has
+/// host pid `init`, confined as the container is. Returns its exit status.
 pub fn exec_in(init: i32, cgroup: &str, spec: &RunSpec) -> Result<i32, RuntimeError> {
-    let ns: Vec<(&str, OwnedFd)> = ["ipc", "uts", "net", "pid", "mnt"]
+    let filter = seccomp::compile(&spec.confinement.seccomp, spec.confinement.capabilities)?;
+    let ns: Vec<(&str, OwnedFd)> = ["cgroup", "ipc", "uts", "net", "pid", "mnt"]
         .iter()
         .map(|n| {
             let p = format!("/proc/{init}/ns/{n}");
@@ -371,9 +451,9 @@ pub fn exec_in(init: i32, cgroup: &str, spec: &RunSpec) -> Result<i32, RuntimeEr
         let mut b = [0u8; 1];
         let mut go_r = go_r;
         if go_r.read_exact(&mut b).is_err() {
-            // SAFETY: see die().
-            unsafe { libc::_exit(EXIT_SETUP) }
+            exit(EXIT_SETUP)
         }
+        undumpable();
         for (name, fd) in &ns {
             // SAFETY: fd is an open /proc/PID/ns link.
             let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd.as_raw_fd()) };
@@ -395,22 +475,19 @@ pub fn exec_in(init: i32, cgroup: &str, spec: &RunSpec) -> Result<i32, RuntimeEr
                 Err(e) => die(&e.to_string()),
             };
             if relay == 0 {
-                let (cmd, output) = start_command(spec);
+                let (cmd, output) = start_command(spec, filter.as_ref());
                 let code = wait(cmd);
                 if let Some(output) = output {
                     output.finish();
                 }
-                // SAFETY: see die().
-                unsafe { libc::_exit(code) }
+                exit(code)
             }
             signals::forward_to(relay);
             relay
         } else {
-            start_command(spec).0
+            start_command(spec, filter.as_ref()).0
         };
-        let code = wait(inner);
-        // SAFETY: see die().
-        unsafe { libc::_exit(code) }
+        exit(wait(inner))
     }
     drop(go_r);
     if let Err(e) = cg.add(child) {

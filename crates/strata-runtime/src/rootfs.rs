@@ -1,92 +1,49 @@
-//! Inside the new namespaces (as pid 1): /proc, a minimal /dev, a read-only /sys, the
-//! bind-mounted files, the hostname, then pivot_root into the rootfs (chroot when the
-//! current root cannot be pivoted away, e.g. an initramfs).
+//! Inside pid 1's own mount namespace: /proc, a minimal /dev, a read-only /sys with the
+//! container's own cgroups, the bind-mounted files, the masked and read-only paths, the
+//! hostname, then pivot_root into the rootfs (chroot when the current root cannot be
+//! pivoted away, e.g. an initramfs). Every target inside the rootfs is resolved there
+//! ([`Root`]): the container may have made any of them a link.
 
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
 
 use rustix::fs::{FileType, Mode};
 use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
 
+use crate::cgroup::hierarchies;
+use crate::confine::{MASKED_PATHS, READ_ONLY_PATHS};
+use crate::inroot::{Root, fd_path};
 use crate::{Network, RunSpec, RuntimeError, sys};
 
 /// Character devices a container gets: name, major, minor.
 const DEVICES: [(&str, u32, u32); 6] =
     [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)];
 
-fn mkdir_p(p: &Path) {
-    // A missing mount point is made (the init layer normally has them all).
-    let _ = std::fs::create_dir_all(p);
-}
+const NO_SUID_DEV_EXEC: MountFlags = MountFlags::NOSUID.union(MountFlags::NODEV).union(MountFlags::NOEXEC);
 
-fn mount(src: &str, target: &Path, fstype: &str, flags: MountFlags, data: &str) -> Result<(), RuntimeError> {
-    let data = std::ffi::CString::new(data).unwrap_or_default();
-    rustix::mount::mount(src, target, fstype, flags, Some(data.as_c_str()))
-        .map_err(sys(format!("mount {fstype} on {}", target.display())))
-}
-
+/// Mounts everything the container gets inside the rootfs and changes to it.
 pub fn prepare(spec: &RunSpec) -> Result<(), RuntimeError> {
     rustix::process::umask(Mode::empty());
-    let root = spec.rootfs.as_path();
+    let c = &spec.confinement;
     rustix::mount::mount_change("/", MountPropagationFlags::REC | MountPropagationFlags::PRIVATE)
         .map_err(sys("making / private"))?;
-    rustix::mount::mount_bind_recursive(root, root).map_err(sys(format!("bind {}", root.display())))?;
-    let nodev = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+    // The store's own mount point: a path of ours, not the container's.
+    let rootfs = spec.rootfs.as_path();
+    rustix::mount::mount_bind_recursive(rootfs, rootfs).map_err(sys(format!("bind {}", rootfs.display())))?;
+    let root = Root::open(rootfs)?;
 
-    let proc = root.join("proc");
-    mkdir_p(&proc);
-    mount("proc", &proc, "proc", nodev, "")?;
-
-    let dev = root.join("dev");
-    mkdir_p(&dev);
-    mount("tmpfs", &dev, "tmpfs", MountFlags::NOSUID | MountFlags::STRICTATIME, "mode=755,size=65536k")?;
-    for (name, major, minor) in DEVICES {
-        let p = dev.join(name);
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            &p,
-            FileType::CharacterDevice,
-            Mode::from_raw_mode(0o666),
-            rustix::fs::makedev(major, minor),
-        )
-        .map_err(sys(format!("mknod {}", p.display())))?;
-    }
-    let pts = dev.join("pts");
-    mkdir_p(&pts);
-    mount("devpts", &pts, "devpts", MountFlags::NOSUID | MountFlags::NOEXEC, "newinstance,ptmxmode=0666,mode=0620")?;
-    let shm = dev.join("shm");
-    mkdir_p(&shm);
-    mount("shm", &shm, "tmpfs", nodev, "mode=1777,size=65536k")?;
-    for (link, target) in [
-        ("ptmx", "pts/ptmx"),
-        ("fd", "/proc/self/fd"),
-        ("stdin", "/proc/self/fd/0"),
-        ("stdout", "/proc/self/fd/1"),
-        ("stderr", "/proc/self/fd/2"),
-    ] {
-        let p = dev.join(link);
-        std::os::unix::fs::symlink(target, &p)
-            .map_err(|e| RuntimeError::Sys { what: format!("symlink {}", p.display()), cause: e })?;
-    }
-
-    let sysfs = root.join("sys");
-    mkdir_p(&sysfs);
-    if mount("sysfs", &sysfs, "sysfs", nodev | MountFlags::RDONLY, "").is_err() {
-        // With the host's network, sysfs may refuse a new instance: bind it read-only.
-        rustix::mount::mount_bind_recursive("/sys", &sysfs).map_err(sys("bind /sys"))?;
-        rustix::mount::mount_remount(&sysfs, MountFlags::BIND | MountFlags::RDONLY | nodev, "")
-            .map_err(sys("remount /sys read-only"))?;
-    }
+    root.mount("proc", "proc", "proc", NO_SUID_DEV_EXEC, "")?;
+    dev(&root, c)?;
+    sys_fs(&root, spec)?;
 
     for (host, path) in &spec.binds {
-        let target = root.join(path.trim_start_matches('/'));
-        if !target.exists() {
-            let _ = std::fs::write(&target, b"");
-        }
-        rustix::mount::mount_bind(host, &target).map_err(sys(format!(
-            "bind {} on {}",
-            host.display(),
-            target.display()
-        )))?;
+        let target = root.file(path)?;
+        root.bind(&host.to_string_lossy(), &target, path, false)?;
+    }
+    if !c.privileged {
+        mask(&root)?;
+    }
+    if c.read_only_root {
+        root.remount_read_only("", MountFlags::NODEV)?;
     }
 
     rustix::system::sethostname(spec.hostname.as_bytes()).map_err(sys("sethostname"))?;
@@ -94,8 +51,12 @@ pub fn prepare(spec: &RunSpec) -> Result<(), RuntimeError> {
         loopback_up()?;
     }
 
-    std::env::set_current_dir(root)
-        .map_err(|e| RuntimeError::Sys { what: format!("chdir {}", root.display()), cause: e })?;
+    rustix::process::fchdir(root.fd()).map_err(sys(format!("chdir {}", rootfs.display())))?;
+    Ok(())
+}
+
+/// Makes the current directory (the prepared rootfs) the root.
+pub fn enter() -> Result<(), RuntimeError> {
     match rustix::process::pivot_root(".", ".") {
         Ok(()) => {
             // The old root is now stacked on "."; detach it.
@@ -107,6 +68,99 @@ pub fn prepare(spec: &RunSpec) -> Result<(), RuntimeError> {
         }
     }
     std::env::set_current_dir("/").map_err(|e| RuntimeError::Sys { what: "chdir /".into(), cause: e })?;
+    Ok(())
+}
+
+/// A tmpfs /dev with the usual character devices, those given with `--device`, its own
+/// devpts and shm; no host device.
+fn dev(root: &Root, c: &crate::Confinement) -> Result<(), RuntimeError> {
+    root.mount("tmpfs", "dev", "tmpfs", MountFlags::NOSUID | MountFlags::STRICTATIME, "mode=755,size=65536k")?;
+    for (name, major, minor) in DEVICES {
+        root.mknod(&format!("dev/{name}"), FileType::CharacterDevice, 0o666, rustix::fs::makedev(major, minor))?;
+    }
+    for (host, path) in &c.device_nodes {
+        let meta =
+            std::fs::metadata(host).map_err(|e| RuntimeError::Sys { what: format!("device {host}"), cause: e })?;
+        let kind = FileType::from_raw_mode(meta.mode());
+        if kind != FileType::CharacterDevice && kind != FileType::BlockDevice {
+            return Err(RuntimeError::Other(format!("device {host}: not a device node")));
+        }
+        root.mknod(path, kind, meta.mode() & 0o777, meta.rdev())?;
+    }
+    root.mount(
+        "devpts",
+        "dev/pts",
+        "devpts",
+        MountFlags::NOSUID | MountFlags::NOEXEC,
+        "newinstance,ptmxmode=0666,mode=0620",
+    )?;
+    root.mount("shm", "dev/shm", "tmpfs", NO_SUID_DEV_EXEC, "mode=1777,size=65536k")?;
+    for (link, target) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        root.symlink(target, &format!("dev/{link}"))?;
+    }
+    Ok(())
+}
+
+/// /sys read-only (unless privileged), and /sys/fs/cgroup showing the container's own
+/// cgroups only (the cgroup namespace is rooted at them), read-only too.
+fn sys_fs(root: &Root, spec: &RunSpec) -> Result<(), RuntimeError> {
+    let privileged = spec.confinement.privileged;
+    let ro = if privileged { MountFlags::empty() } else { MountFlags::RDONLY };
+    if root.mount("sysfs", "sys", "sysfs", NO_SUID_DEV_EXEC | ro, "").is_err() {
+        // With the host's network, sysfs may refuse a new instance: bind it, without
+        // what is mounted below it.
+        let target = root.mkdir_all("sys")?;
+        root.bind("/sys", &target, "sys", false)?;
+        if !privileged {
+            root.remount_read_only("sys", NO_SUID_DEV_EXEC)?;
+        }
+    }
+    root.mount("tmpfs", "sys/fs/cgroup", "tmpfs", NO_SUID_DEV_EXEC, "mode=755")?;
+    for h in hierarchies() {
+        let Some(name) = h.path.file_name() else { continue };
+        let rel = format!("sys/fs/cgroup/{}", name.to_string_lossy());
+        root.mount(&h.fstype, &rel, &h.fstype, NO_SUID_DEV_EXEC | ro, &h.options)?;
+    }
+    // The host's aliases (cpu -> cpu,cpuacct).
+    for e in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+        if e.file_type().is_ok_and(|t| t.is_symlink())
+            && let Ok(target) = std::fs::read_link(e.path())
+        {
+            root.symlink(&target.to_string_lossy(), &format!("sys/fs/cgroup/{}", e.file_name().to_string_lossy()))?;
+        }
+    }
+    if !privileged {
+        let fd = root.resolve("sys/fs/cgroup")?.ok_or_else(|| RuntimeError::Other("/sys/fs/cgroup vanished".into()))?;
+        rustix::mount::mount_remount(fd_path(&fd).as_str(), NO_SUID_DEV_EXEC | MountFlags::RDONLY, "")
+            .map_err(sys("making /sys/fs/cgroup read-only"))?;
+    }
+    Ok(())
+}
+
+/// Docker's masked paths (an empty read-only tmpfs on a directory, /dev/null on a file)
+/// and read-only paths.
+fn mask(root: &Root) -> Result<(), RuntimeError> {
+    let null = root.resolve("dev/null")?.ok_or_else(|| RuntimeError::Other("/dev/null is missing".into()))?;
+    for rel in MASKED_PATHS {
+        let Some(fd) = root.resolve(rel)? else { continue };
+        let st = rustix::fs::fstat(&fd).map_err(sys(format!("stat /{rel}")))?;
+        if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+            root.mount("tmpfs", rel, "tmpfs", NO_SUID_DEV_EXEC | MountFlags::RDONLY, "size=0")?;
+        } else {
+            root.bind(&fd_path(&null), &fd, rel, false)?;
+        }
+    }
+    for rel in READ_ONLY_PATHS {
+        let Some(fd) = root.resolve(rel)? else { continue };
+        root.bind(&fd_path(&fd), &fd, rel, true)?;
+        root.remount_read_only(rel, NO_SUID_DEV_EXEC)?;
+    }
     Ok(())
 }
 

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
 use rustix::fs::{Mode, OFlags};
-use rustix::pty::OpenptFlags;
 
 use crate::{RuntimeError, sys};
 
@@ -29,15 +28,18 @@ pub(crate) fn copy_winsize(master: BorrowedFd<'_>) {
 }
 
 impl Pty {
-    /// Opens `/dev/ptmx` of the container (call after pivot_root), with our terminal's size.
+    /// Opens the container's own devpts (`dev/pts/ptmx` below the current directory,
+    /// which is the container's root, before or after entering it), with our terminal's
+    /// size; `slave_path` is relative to that directory too.
     pub fn open() -> Result<Pty, RuntimeError> {
-        let master = rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)
-            .map_err(sys("openpt"))?;
+        let master = rustix::fs::open("dev/pts/ptmx", OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC, Mode::empty())
+            .map_err(sys("opening the container's dev/pts/ptmx"))?;
         rustix::pty::grantpt(&master).map_err(sys("grantpt"))?;
         rustix::pty::unlockpt(&master).map_err(sys("unlockpt"))?;
         let name = rustix::pty::ptsname(&master, Vec::new()).map_err(sys("ptsname"))?;
         copy_winsize(master.as_fd());
-        let slave_path = PathBuf::from(std::ffi::OsStr::from_bytes(name.as_bytes()));
+        let slave_path =
+            PathBuf::from(std::ffi::OsStr::from_bytes(name.as_bytes()).to_string_lossy().trim_start_matches('/'));
         Ok(Pty { master, slave_path })
     }
 
@@ -69,6 +71,37 @@ impl Pty {
             }
         }))
     }
+}
+
+/// Sends the terminal's master to the process that relays it (the keeper, outside the
+/// container, when the command is pid 1 and so cannot relay it itself).
+pub fn send_master(socket: &OwnedFd, pty: &Pty) -> Result<(), RuntimeError> {
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    let fds = [pty.master.as_fd()];
+    control.push(SendAncillaryMessage::ScmRights(&fds));
+    rustix::net::sendmsg(socket, &[io::IoSlice::new(b"t")], &mut control, SendFlags::empty())
+        .map_err(sys("sending the terminal"))?;
+    Ok(())
+}
+
+/// Receives the master [`send_master`] sent; `None` if the sender went away first.
+pub fn receive_master(socket: &OwnedFd) -> Option<Pty> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let mut byte = [0u8; 1];
+    let msg =
+        rustix::net::recvmsg(socket, &mut [io::IoSliceMut::new(&mut byte)], &mut control, RecvFlags::CMSG_CLOEXEC)
+            .ok()?;
+    if msg.bytes == 0 {
+        return None;
+    }
+    control.drain().find_map(|m| match m {
+        RecvAncillaryMessage::ScmRights(mut fds) => fds.next().map(|master| Pty { master, slave_path: PathBuf::new() }),
+        _ => None,
+    })
 }
 
 pub struct Output(JoinHandle<()>);

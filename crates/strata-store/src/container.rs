@@ -29,7 +29,36 @@ pub struct RunConfig {
     /// The command as given on the command line (or the image's Cmd): kept by commit.
     pub cmd: Vec<String>,
     pub entrypoint: Vec<String>,
+    /// How the container is confined, as the user asked (Docker's options).
+    #[serde(default)]
+    pub security: Security,
 }
+
+/// Docker's options that change a container's confinement, as given. The default (all
+/// empty) is Docker's default confinement.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Security {
+    #[serde(default)]
+    pub privileged: bool,
+    #[serde(default)]
+    pub cap_add: Vec<String>,
+    #[serde(default)]
+    pub cap_drop: Vec<String>,
+    /// `seccomp=unconfined`, `seccomp=PROFILE.json` (its text is kept in the container's
+    /// directory as `seccomp.json`), `no-new-privileges`.
+    #[serde(default)]
+    pub security_opt: Vec<String>,
+    /// `HOST[:CONTAINER[:PERMISSIONS]]`.
+    #[serde(default)]
+    pub devices: Vec<String>,
+    #[serde(default)]
+    pub read_only: bool,
+    #[serde(default)]
+    pub init: bool,
+}
+
+/// The file in a container's directory that holds its own seccomp profile.
+pub const SECCOMP_PROFILE: &str = "seccomp.json";
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct State {
@@ -186,12 +215,14 @@ fn valid_name(name: &str) -> bool {
 }
 
 /// Creates a container from `image`: its layers, files and record.
+/// `seccomp_profile` is the text of a profile the user chose, kept with the container.
 pub fn create(
     store: &Store,
     image: &Image,
     image_name: &str,
     name: Option<&str>,
     config: RunConfig,
+    seccomp_profile: Option<&str>,
 ) -> Result<Container> {
     if let Some(n) = name
         && !valid_name(n)
@@ -239,20 +270,23 @@ pub fn create(
     mirror("", &rw)?;
     for f in ["etc/hosts", "etc/hostname", "etc/resolv.conf"] {
         let p = init.join(f);
-        fs::write(&p, b"").at(&p)?;
+        write_0644(&p, b"")?;
     }
     let cdir = staging.dir.join("container");
     fs::create_dir(&cdir).at(&cdir)?;
     let hostname = if config.hostname.is_empty() { id[..12].to_string() } else { config.hostname.clone() };
     let hosts = format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n");
-    fs::write(cdir.join("hosts"), hosts).at(cdir.join("hosts"))?;
-    fs::write(cdir.join("hostname"), format!("{hostname}\n")).at(cdir.join("hostname"))?;
+    write_0644(&cdir.join("hosts"), hosts.as_bytes())?;
+    write_0644(&cdir.join("hostname"), format!("{hostname}\n").as_bytes())?;
     let resolv = if config.network == "host" {
         fs::read("/etc/resolv.conf").unwrap_or_default()
     } else {
         b"# no network (--network none)\n".to_vec()
     };
-    fs::write(cdir.join("resolv.conf"), resolv).at(cdir.join("resolv.conf"))?;
+    write_0644(&cdir.join("resolv.conf"), &resolv)?;
+    if let Some(text) = seccomp_profile {
+        write_0644(&cdir.join(SECCOMP_PROFILE), text.as_bytes())?;
+    }
 
     let _lock = store.lock(true)?;
     let all = list(store)?;
@@ -290,6 +324,16 @@ pub fn create(
     fs::rename(&cdir, c.dir(store)).at(c.dir(store))?;
     write_record(store, &c)?;
     Ok(c)
+}
+
+/// A new file readable by all and writable by root only, whatever the umask: the files
+/// a container sees in its /etc.
+fn write_0644(path: &Path, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o644).open(path).at(path)?;
+    f.set_permissions(fs::Permissions::from_mode(0o644)).at(path)?;
+    f.write_all(data).at(path)
 }
 
 fn lines(v: &[String]) -> String {

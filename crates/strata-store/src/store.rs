@@ -157,17 +157,18 @@ impl Store {
         fs::create_dir_all(root).at(root)?;
         // Absolute and symlink-free: mount points are compared with the mount table.
         let root = root.canonicalize().at(root)?;
-        // Layers hold what untrusted images hold (setuid binaries, device nodes): only
-        // root may reach them. Mount points stay reachable through ROOT's execute bit. A
-        // directory the user gave that already existed keeps its own mode.
+        // Layers and mounts hold what untrusted images and containers hold (set-id
+        // binaries, device nodes, a container's writable /tmp): only root may reach any
+        // of them, so every directory below ROOT is 0700 whatever its mode was (a store
+        // made by an older Strata had mnt/ at 0711). A directory the user gave that
+        // already existed keeps its own mode.
         if new {
-            fs::set_permissions(&root, fs::Permissions::from_mode(0o711)).at(&root)?;
+            fs::set_permissions(&root, fs::Permissions::from_mode(0o700)).at(&root)?;
         }
         for d in DIRS {
             let p = root.join(d);
             fs::create_dir_all(&p).at(&p)?;
-            let mode = if d == "mnt" { 0o711 } else { 0o700 };
-            fs::set_permissions(&p, fs::Permissions::from_mode(mode)).at(&p)?;
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o700)).at(&p)?;
         }
         let lock = root.join("lock");
         if !lock.exists() {

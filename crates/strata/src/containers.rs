@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow, bail};
-use strata_runtime::{Limits, Network, RunSpec};
+use strata_runtime::confine::{self, Confinement};
+use strata_runtime::{DeviceAccess, Limits, Network, RunSpec, Seccomp};
 use strata_store::Store;
-use strata_store::container::{self, Container, RunConfig};
+use strata_store::container::{self, Container, RunConfig, Security};
 
 use crate::ui::{Bars, ago, table};
 
@@ -40,9 +41,161 @@ pub struct CreateArgs {
     /// none: an own network namespace with only lo; host: the host's network
     #[arg(long, default_value = "none", value_parser = ["none", "host"])]
     pub network: String,
+    #[command(flatten)]
+    pub security: SecurityArgs,
     /// The image, then the command and its arguments (default: the image's)
     #[arg(required = true, trailing_var_arg = true, value_name = "IMAGE [COMMAND [ARG...]]")]
     pub image_and_cmd: Vec<String>,
+}
+
+/// Docker's options that change the default confinement.
+#[derive(clap::Args, Debug, Default)]
+pub struct SecurityArgs {
+    /// Give the container every capability, no seccomp filter, every device, and a
+    /// writable /sys (trust it with the host)
+    #[arg(long)]
+    pub privileged: bool,
+    /// Add a capability (CAP_NET_ADMIN, net_admin, or ALL)
+    #[arg(long = "cap-add", value_name = "CAP")]
+    pub cap_add: Vec<String>,
+    /// Drop a capability (or ALL)
+    #[arg(long = "cap-drop", value_name = "CAP")]
+    pub cap_drop: Vec<String>,
+    /// seccomp=unconfined, seccomp=PROFILE.json (Docker's format), no-new-privileges
+    #[arg(long = "security-opt", value_name = "OPT")]
+    pub security_opt: Vec<String>,
+    /// Give the container a host device: HOST[:CONTAINER[:PERMISSIONS]], e.g. /dev/fuse or /dev/sdb:/dev/xvdc:r
+    #[arg(long = "device", value_name = "DEVICE")]
+    pub devices: Vec<String>,
+    /// Mount the container's root filesystem read-only
+    #[arg(long = "read-only")]
+    pub read_only: bool,
+    /// Run a small init as pid 1 that forwards signals and reaps (else the command is pid 1)
+    #[arg(long)]
+    pub init: bool,
+}
+
+impl SecurityArgs {
+    fn record(&self) -> Security {
+        Security {
+            privileged: self.privileged,
+            cap_add: self.cap_add.clone(),
+            cap_drop: self.cap_drop.clone(),
+            security_opt: self.security_opt.clone(),
+            devices: self.devices.clone(),
+            read_only: self.read_only,
+            init: self.init,
+        }
+    }
+}
+
+/// A `--device` value: host path, container path, cgroup permissions.
+fn parse_device(spec: &str) -> Result<(String, String, String)> {
+    let mut parts = spec.split(':');
+    let host = parts.next().unwrap_or_default().to_string();
+    let ctr = parts.next().filter(|p| !p.is_empty()).unwrap_or(&host).to_string();
+    let perms = parts.next().unwrap_or("rwm").to_string();
+    if !host.starts_with('/') || !ctr.starts_with("/dev/") || parts.next().is_some() {
+        bail!("--device {spec}: expected HOST[:CONTAINER[:PERMISSIONS]], the container path under /dev");
+    }
+    if perms.is_empty() || !perms.chars().all(|c| "rwm".contains(c)) {
+        bail!("--device {spec}: permissions are a combination of r, w and m");
+    }
+    if ctr.split('/').any(|c| c == "..") {
+        bail!("--device {spec}: '..' is not allowed in the container path");
+    }
+    Ok((host, ctr, perms))
+}
+
+/// The confinement a container's record asks for, resolved (checked at `create`, so
+/// that a bad option is refused before anything exists).
+pub fn confinement(sec: &Security, seccomp_profile: Option<String>) -> Result<Confinement> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut c = Confinement { read_only_root: sec.read_only, init: sec.init, ..Confinement::default() };
+    if sec.privileged {
+        c.capabilities = confine::all_capabilities();
+        c.seccomp = Seccomp::Unconfined;
+        c.privileged = true;
+        c.devices = DeviceAccess::All;
+    }
+    c.capabilities = confine::adjust_capabilities(c.capabilities, &sec.cap_add, &sec.cap_drop)?;
+    for opt in &sec.security_opt {
+        let (key, value) = opt.split_once(['=', ':']).unwrap_or((opt.as_str(), ""));
+        match (key, value) {
+            ("no-new-privileges", "" | "true") => c.no_new_privs = true,
+            ("no-new-privileges", "false") => c.no_new_privs = false,
+            ("seccomp", "unconfined") => c.seccomp = Seccomp::Unconfined,
+            ("seccomp", path) if !path.is_empty() => {
+                c.seccomp = match &seccomp_profile {
+                    Some(text) => Seccomp::Profile(text.clone()),
+                    None => Seccomp::Profile(strata_runtime::seccomp::read_profile(Path::new(path))?),
+                };
+            }
+            _ => bail!(
+                "--security-opt {opt}: unknown option (known: seccomp=unconfined, seccomp=PROFILE.json, no-new-privileges)"
+            ),
+        }
+    }
+    let mut rules = Vec::new();
+    for d in &sec.devices {
+        let (host, ctr, perms) = parse_device(d)?;
+        let meta = std::fs::metadata(&host).with_context(|| format!("--device {d}: {host}"))?;
+        let kind = if meta.file_type().is_char_device() {
+            'c'
+        } else if meta.file_type().is_block_device() {
+            'b'
+        } else {
+            bail!("--device {d}: {host} is not a device node");
+        };
+        let (major, minor) = (rustix::fs::major(meta.rdev()), rustix::fs::minor(meta.rdev()));
+        rules.push(format!("{kind} {major}:{minor} {perms}"));
+        c.device_nodes.push((host, ctr));
+    }
+    if !rules.is_empty() && c.devices == DeviceAccess::Default {
+        c.devices = DeviceAccess::With(rules);
+    }
+    Ok(c)
+}
+
+/// `inspect` of a container: its record, and the confinement it runs with.
+pub fn inspect_value(store: &Store, c: &Container) -> Result<serde_json::Value> {
+    let sec = &c.config.security;
+    let conf = confinement(sec, seccomp_profile(store, c))?;
+    let seccomp = match &conf.seccomp {
+        Seccomp::Default => {
+            format!("default ({}, Docker's capability rules)", strata_runtime::seccomp::DEFAULT_PROFILE)
+        }
+        Seccomp::Profile(_) => format!("profile ({})", c.dir(store).join(container::SECCOMP_PROFILE).display()),
+        Seccomp::Unconfined => "unconfined".into(),
+    };
+    let (masked, read_only): (Vec<&str>, Vec<&str>) = if conf.privileged {
+        (Vec::new(), Vec::new())
+    } else {
+        (confine::MASKED_PATHS.to_vec(), confine::READ_ONLY_PATHS.to_vec())
+    };
+    let abs = |v: Vec<&str>| v.iter().map(|p| format!("/{p}")).collect::<Vec<_>>();
+    let mut namespaces = vec!["mount", "pid", "uts", "ipc", "cgroup"];
+    if c.config.network != "host" {
+        namespaces.push("network");
+    }
+    Ok(serde_json::json!({
+        "Id": c.id, "Name": c.name, "Created": c.created, "Image": c.image, "ImageName": c.image_name,
+        "State": {"Status": c.state.status, "Running": c.is_running(), "Pid": c.state.pid, "ExitCode": c.state.exit_code,
+                  "StartedAt": c.state.started_at, "FinishedAt": c.state.finished_at},
+        "Config": {"Cmd": c.config.args, "Env": c.config.env, "WorkingDir": c.config.cwd, "User": c.config.user,
+                   "Hostname": c.config.hostname},
+        "HostConfig": {"Privileged": sec.privileged, "CapAdd": sec.cap_add, "CapDrop": sec.cap_drop,
+                       "SecurityOpt": sec.security_opt, "Devices": sec.devices, "ReadonlyRootfs": sec.read_only,
+                       "Init": sec.init, "NetworkMode": c.config.network, "Memory": c.config.memory,
+                       "PidsLimit": c.config.pids, "NanoCpus": c.config.cpus.map(|c| (c * 1e9) as u64)},
+        "Confinement": {"Capabilities": confine::capability_names(conf.capabilities),
+                        "NonRootCapabilities": [], "Seccomp": seccomp, "NoNewPrivileges": conf.no_new_privs,
+                        "MaskedPaths": abs(masked), "ReadonlyPaths": abs(read_only),
+                        "Namespaces": namespaces,
+                        "Pid1": if sec.init { "strata-init (sealed in-memory copy)" } else { "the command" }},
+        "GraphDriver": {"Name": "strata", "Data": {"MergedDir": store.mnt_dir(&c.id), "UpperDir": store.diff_dir(&c.id),
+                        "InitDir": store.diff_dir(&c.init_layer())}},
+    }))
 }
 
 /// "32m" -> 33554432.
@@ -109,6 +262,16 @@ pub fn create(store: &Store, args: &CreateArgs) -> Result<Container> {
     }
     let user =
         args.user.clone().or_else(|| get("User").and_then(|u| u.as_str()).map(str::to_string)).unwrap_or_default();
+    let security = args.security.record();
+    // A profile named on the command line is read now and kept with the container.
+    confinement(&security, None)?;
+    let profile = security
+        .security_opt
+        .iter()
+        .filter_map(|o| o.strip_prefix("seccomp=").or_else(|| o.strip_prefix("seccomp:")))
+        .find(|p| *p != "unconfined")
+        .map(|p| strata_runtime::seccomp::read_profile(Path::new(p)))
+        .transpose()?;
     let config = RunConfig {
         args: argv,
         env,
@@ -121,8 +284,9 @@ pub fn create(store: &Store, args: &CreateArgs) -> Result<Container> {
         cpus: args.cpus,
         cmd,
         entrypoint,
+        security,
     };
-    Ok(container::create(store, &image, image_ref, args.name.as_deref(), config)?)
+    Ok(container::create(store, &image, image_ref, args.name.as_deref(), config, profile.as_deref())?)
 }
 
 /// Mounts the container's union at `mnt/<id>` unless it is mounted already.
@@ -136,7 +300,9 @@ pub fn ensure_mounted(store: &Store, c: &Container) -> Result<PathBuf> {
         let _ = strata_union::unmount(&mnt, true);
     }
     std::fs::create_dir_all(&mnt).with_context(|| format!("{}", mnt.display()))?;
-    let code = crate::daemon::mount(&[c.branches_option(store)], false, None, &mnt);
+    // Device nodes of the image never open from the container's root (its /dev is a
+    // tmpfs of the runtime's); set-id binaries work, for the container's own users.
+    let code = crate::daemon::mount(&[c.branches_option(store), "nodev".into()], false, None, &mnt);
     if code != ExitCode::SUCCESS {
         bail!("cannot mount the container's filesystem at {}", mnt.display());
     }
@@ -209,7 +375,12 @@ fn resolve_user(rootfs: &Path, spec: &str) -> Result<(u32, u32, Vec<u32>, String
     Ok((uid, gid, groups, home))
 }
 
-fn spec_for(c: &Container, rootfs: &Path, user_root: &Path, stdin: bool) -> Result<RunSpec> {
+/// The container's own seccomp profile, if it has one.
+fn seccomp_profile(store: &Store, c: &Container) -> Option<String> {
+    std::fs::read_to_string(c.dir(store).join(container::SECCOMP_PROFILE)).ok()
+}
+
+fn spec_for(store: &Store, c: &Container, rootfs: &Path, user_root: &Path, stdin: bool) -> Result<RunSpec> {
     let (uid, gid, groups, home) = resolve_user(user_root, &c.config.user)?;
     let mut env = c.config.env.clone();
     env.push(format!("HOSTNAME={}", c.config.hostname));
@@ -231,6 +402,7 @@ fn spec_for(c: &Container, rootfs: &Path, user_root: &Path, stdin: bool) -> Resu
         cgroup: c.id.clone(),
         stdin,
         tty: false,
+        confinement: confinement(&c.config.security, seccomp_profile(store, c))?,
     })
 }
 
@@ -240,7 +412,7 @@ pub fn start(store: &Store, c: &Container, stdin: bool, tty: bool) -> Result<i32
         bail!("container {} is already running", c.name);
     }
     let mnt = ensure_mounted(store, c)?;
-    let mut spec = spec_for(c, &mnt, &mnt, stdin)?;
+    let mut spec = spec_for(store, c, &mnt, &mnt, stdin)?;
     let cdir = c.dir(store);
     for b in spec.binds.iter_mut() {
         b.0 = cdir.join(&b.0);
@@ -337,7 +509,7 @@ pub fn cmd_exec(store: &Store, args: &ExecArgs) -> Result<ExitCode> {
     }
     c.config.env.extend(args.env.iter().cloned());
     let root = PathBuf::from(format!("/proc/{}/root", c.state.pid));
-    let mut spec = spec_for(&c, Path::new("/"), &root, interactive)?;
+    let mut spec = spec_for(store, &c, Path::new("/"), &root, interactive)?;
     spec.tty = tty;
     let raw = tty.then(crate::terminal::RawMode::enter);
     let res = strata_runtime::exec_in(c.state.pid, &c.id, &spec);

@@ -214,6 +214,8 @@ fn change_of(change: Change) -> Result<strata_union::BranchChange, String> {
 }
 
 fn main() -> ExitCode {
+    // A container's `--init` is this program, from a sealed copy: it never gets here.
+    strata_runtime::init::main_if_init();
     let cli = Cli::parse_from(drop_in_args(std::env::args_os().collect()));
     let root = cli.root;
     match cli.command {

@@ -51,15 +51,33 @@ impl Source for DirSource {
         let full = self.0.join(path);
         let root =
             rustix::fs::open(&self.0, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).at(&self.0)?;
-        // Symlinks inside the layout may be followed, but never out of it.
+        // Symlinks inside the layout may be followed, but never out of it; opened without
+        // blocking, so that a FIFO is refused instead of waited on.
         let fd = rustix::fs::openat2(
             &root,
             path,
-            OFlags::RDONLY | OFlags::CLOEXEC,
+            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK,
             Mode::empty(),
             ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
         )
-        .at(&full)?;
+        .map_err(|e| match e {
+            rustix::io::Errno::XDEV => StoreError::Format(format!(
+                "{}: refused: a symbolic link on the way leads out of the layout ({})",
+                full.display(),
+                std::fs::read_link(&full)
+                    .map(|t| t.display().to_string())
+                    .unwrap_or_else(|_| "an absolute or '..' link".into())
+            )),
+            e => StoreError::Io { path: full.clone(), cause: e.into() },
+        })?;
+        let meta = rustix::fs::fstat(&fd).at(&full)?;
+        if rustix::fs::FileType::from_raw_mode(meta.st_mode) != rustix::fs::FileType::RegularFile {
+            return Err(StoreError::Format(format!(
+                "{}: refused: not a regular file ({:?})",
+                full.display(),
+                rustix::fs::FileType::from_raw_mode(meta.st_mode)
+            )));
+        }
         let file = File::from(fd);
         let size = file.metadata().at(&full)?.len();
         Ok((Box::new(io::BufReader::with_capacity(1 << 17, file)), size))
@@ -271,14 +289,20 @@ fn verified_blob(src: &dyn Source, desc: &Descriptor, what: &str) -> Result<Vec<
     Ok(bytes)
 }
 
-fn oci_error(what: &str, e: oci_spec::OciSpecError) -> StoreError {
-    StoreError::Format(format!("{what}: {e}"))
+/// Parses an OCI JSON document; an error names the document, the field and the cause
+/// (`manifest sha256:..: layers[0].digest: invalid digest "xyz"`).
+fn parse_oci<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let field = e.path().to_string();
+        let field = if field == "." { String::new() } else { format!("{field}: ") };
+        StoreError::Format(format!("{what}: {field}{}", e.inner()))
+    })
 }
 
 fn oci_plans(src: &dyn Source) -> Result<Vec<Plan>> {
     let index_path = src.name().join("index.json");
-    let index = ImageIndex::from_reader(&read_small(src, "index.json")?[..])
-        .map_err(|e| oci_error(&index_path.display().to_string(), e))?;
+    let index: ImageIndex = parse_oci(&read_small(src, "index.json")?, &index_path.display().to_string())?;
     let mut plans = Vec::new();
     let mut queue: Vec<(Descriptor, HashMap<String, String>)> =
         index.manifests().iter().map(|d| (d.clone(), d.annotations().clone().unwrap_or_default())).collect();
@@ -286,8 +310,8 @@ fn oci_plans(src: &dyn Source) -> Result<Vec<Plan>> {
     while let Some((desc, annotations)) = queue.pop() {
         let mt = desc.media_type().to_string();
         if INDEX_TYPES.contains(&mt.as_str()) {
-            let nested = ImageIndex::from_reader(&verified_blob(src, &desc, "image index")?[..])
-                .map_err(|e| oci_error("image index", e))?;
+            let nested: ImageIndex =
+                parse_oci(&verified_blob(src, &desc, "image index")?, &format!("image index {}", desc.digest()))?;
             for d in nested.manifests().iter().rev() {
                 let ours = d
                     .platform()
@@ -303,8 +327,8 @@ fn oci_plans(src: &dyn Source) -> Result<Vec<Plan>> {
             tracing::warn!("skipping {} of media type {mt}", desc.digest());
             continue;
         }
-        let manifest = ImageManifest::from_reader(&verified_blob(src, &desc, "manifest")?[..])
-            .map_err(|e| oci_error("manifest", e))?;
+        let manifest: ImageManifest =
+            parse_oci(&verified_blob(src, &desc, "manifest")?, &format!("manifest {}", desc.digest()))?;
         let config = verified_blob(src, manifest.config(), "config")?;
         let mut layers = Vec::new();
         for l in manifest.layers() {
@@ -337,12 +361,54 @@ fn check_digest(what: &str, expected: &Digest, actual: &Digest) -> Result<()> {
     Ok(())
 }
 
-/// Copies `r`, decompressed, into `dest`.
+/// Free space the spooling of an archive always leaves on the store's filesystem.
+const SPOOL_RESERVE: u64 = 512 << 20;
+
+/// Copies `r`, decompressed, into `dest`: blocks of zeros become holes (a compressed
+/// archive of zeros takes no space), and the copy stops with an error before the store's
+/// filesystem runs short of space.
 pub(crate) fn spool(r: impl Read, dest: &Path, progress: &dyn Progress) -> Result<()> {
+    use std::io::{Seek, SeekFrom, Write};
+    const BLOCK: usize = 1 << 16;
     progress.begin("Reading archive", None);
     let mut out = File::create(dest).at(dest)?;
     let mut r = compress::decompress(ProgressReader { inner: r, progress }).at(dest)?;
-    io::copy(&mut r, &mut out).at(dest)?;
+    let mut buf = vec![0u8; BLOCK];
+    let (mut len, mut since_check) = (0u64, 0u64);
+    loop {
+        let mut n = 0;
+        while n < BLOCK {
+            match r.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e).at(dest),
+            }
+        }
+        if n == 0 {
+            break;
+        }
+        if buf[..n].iter().all(|b| *b == 0) {
+            out.seek(SeekFrom::Current(n as i64)).at(dest)?;
+        } else {
+            out.write_all(&buf[..n]).at(dest)?;
+            since_check += n as u64;
+        }
+        len += n as u64;
+        if since_check >= 64 << 20 {
+            since_check = 0;
+            let st = rustix::fs::fstatvfs(&out).at(dest)?;
+            let free = st.f_bavail * st.f_frsize;
+            if free < SPOOL_RESERVE {
+                return Err(StoreError::Format(format!(
+                    "{}: stopped spooling the archive after {len} bytes: only {} MiB left on the store's filesystem",
+                    dest.display(),
+                    free >> 20
+                )));
+            }
+        }
+    }
+    out.set_len(len).at(dest)?;
     progress.end();
     Ok(())
 }
@@ -418,6 +484,12 @@ fn load_plan(
     let chain = chain_ids(&diff_ids);
     let mut staged = BTreeMap::new();
     let mut need: Vec<String> = chain.iter().map(|c| c.hex().to_string()).filter(|c| !store.has_layer(c)).collect();
+    for (i, c) in chain.iter().enumerate().filter(|(_, c)| !need.contains(&c.hex().to_string())) {
+        let blob = &plan.layers[i];
+        let what = format!("{} layer {}/{} ({})", plan.what, i + 1, chain.len(), blob.path);
+        verify_blob(src, blob, &diff_ids[i]).map_err(|e| StoreError::InLayer { layer: what, cause: Box::new(e) })?;
+        tracing::debug!("layer {} is in the store already; its blob checked", c.short());
+    }
     for _attempt in 0..3 {
         for (i, c) in chain.iter().enumerate() {
             if !need.contains(&c.hex().to_string()) || staged.contains_key(c.hex()) {
@@ -437,6 +509,28 @@ fn load_plan(
         }
     }
     Err(StoreError::Conflict(format!("{}: layers kept disappearing while loading (concurrent rmi?)", plan.what)))
+}
+
+/// Checks the blob of a layer the store has already, without unpacking it: its digest and
+/// size where the format records them, else the diff ID of its content. A corrupt
+/// archive is refused even when nothing of it would be written.
+fn verify_blob(src: &dyn Source, blob: &LayerBlob, diff_id: &Digest) -> Result<()> {
+    let (r, _) = src.open(&blob.path)?;
+    let (mut blob_r, blob_d) = DigestReader::new(r);
+    if let Some(expected) = &blob.digest {
+        io::copy(&mut blob_r, &mut io::sink()).at(&blob.path)?;
+        let (actual, size) = blob_d.result();
+        if let Some(want) = blob.size
+            && want != size
+        {
+            return Err(StoreError::SizeMismatch { what: "blob".into(), expected: want, actual: size });
+        }
+        return check_digest("blob", expected, &actual);
+    }
+    let (_, decoded) = compress::decompress_sniffed(blob_r).at(&blob.path)?;
+    let (mut diff_r, diff_d) = DigestReader::new(decoded);
+    io::copy(&mut diff_r, &mut io::sink()).at(&blob.path)?;
+    check_digest("diff ID", diff_id, &diff_d.result().0)
 }
 
 /// Unpacks one layer blob into a staging directory, verifying what can be verified; the

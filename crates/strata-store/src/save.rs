@@ -281,6 +281,19 @@ pub fn save(
                     out.flush().at("<stdout>")
                 }
                 Output::Path(dest) => {
+                    let dest = &follow_links(dest)?;
+                    if let Ok(meta) = fs::metadata(dest)
+                        && !meta.is_file()
+                    {
+                        if meta.is_dir() {
+                            return Err(StoreError::Conflict(format!("{}: is a directory", dest.display())));
+                        }
+                        // A device, a FIFO, a socket: written to, never replaced.
+                        let file = fs::OpenOptions::new().write(true).open(dest).at(dest)?;
+                        let mut out = BufWriter::with_capacity(1 << 17, file);
+                        write(&mut out)?;
+                        return out.flush().at(dest);
+                    }
                     let tmp = sibling_temp(dest);
                     let res = (|| {
                         let mut out = BufWriter::with_capacity(1 << 17, File::create(&tmp).at(&tmp)?);
@@ -297,6 +310,22 @@ pub fn save(
             }
         }
     }
+}
+
+/// The file a path names: a symbolic link is followed (to a target that may not exist
+/// yet), so that saving to a link writes the file it names rather than replacing it.
+fn follow_links(dest: &Path) -> Result<PathBuf> {
+    let mut path = dest.to_path_buf();
+    for _ in 0..40 {
+        match fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let target = fs::read_link(&path).at(&path)?;
+                path = path.parent().unwrap_or(Path::new("/")).join(target);
+            }
+            _ => return Ok(path),
+        }
+    }
+    Err(StoreError::Format(format!("{}: too many levels of symbolic links", dest.display())))
 }
 
 fn sibling_temp(dest: &Path) -> PathBuf {

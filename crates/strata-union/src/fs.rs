@@ -1278,6 +1278,23 @@ impl Filesystem for StrataFs {
         }
     }
 
+    /// No ioctl is served (issue 18 will pass some to the file below): "not a
+    /// terminal", the answer programs expect, and nothing logged, since some probe for
+    /// every file they open.
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        reply.error(Errno::ENOTTY);
+    }
+
     fn lseek(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
         let r = self.file(fh).and_then(|f| {
             let pos = match whence {

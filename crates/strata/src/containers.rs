@@ -586,7 +586,25 @@ pub fn remove(store: &Store, c: &Container, force: bool) -> Result<()> {
         }
     }
     unmount(store, c);
+    // A run whose `strata` process was killed left them behind.
+    if !strata_runtime::cgroup::remove_leftover(&c.id) {
+        tracing::warn!("the cgroups of container {} still hold processes", c.name);
+    }
     container::remove(store, c)?;
+    Ok(())
+}
+
+/// For `check`: cgroups of this store's containers that no longer run (their `strata
+/// run` was killed before it could remove them). Other stores' cgroups are left alone.
+pub fn check_cgroups(store: &Store, repaired: &mut Vec<String>, problems: &mut Vec<String>) -> Result<()> {
+    let leftovers = strata_runtime::cgroup::leftover_names();
+    for c in container::list(store)?.iter().filter(|c| !c.is_running() && leftovers.contains(&c.id)) {
+        if strata_runtime::cgroup::remove_leftover(&c.id) {
+            repaired.push(format!("removed the cgroups of container {}, left by a killed run", c.name));
+        } else {
+            problems.push(format!("the cgroups of container {} (not running) still hold processes", c.name));
+        }
+    }
     Ok(())
 }
 

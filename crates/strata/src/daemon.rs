@@ -78,7 +78,7 @@ fn wait_ready(reader: OwnedFd) -> ExitCode {
 
 fn detach_stdio(log_file: Option<&Path>) {
     let Ok(null) = File::options().read(true).write(true).open("/dev/null") else { return };
-    let out = log_file.and_then(|p| File::options().create(true).append(true).open(p).ok());
+    let out = log_file.and_then(|p| open_log(p).ok());
     let _ = rustix::stdio::dup2_stdin(null.as_fd());
     let _ = rustix::stdio::dup2_stdout(null.as_fd());
     let _ = match &out {
@@ -87,11 +87,17 @@ fn detach_stdio(log_file: Option<&Path>) {
     };
 }
 
+/// The daemon's log: for root's eyes only (it names paths of the mounted tree), whatever
+/// the daemon's umask (0, so that files it creates get the modes asked for).
+fn open_log(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    File::options().create(true).append(true).mode(0o600).open(path)
+}
+
 fn init_logging(log_file: Option<&Path>, foreground: bool) {
     let builder = tracing_subscriber::fmt().with_env_filter(log_filter());
     // In the background, stderr already points at the log file (or nowhere).
-    let file =
-        if foreground { log_file.and_then(|p| File::options().create(true).append(true).open(p).ok()) } else { None };
+    let file = if foreground { log_file.and_then(|p| open_log(p).ok()) } else { None };
     let _ = match file {
         Some(f) => builder.with_ansi(false).with_writer(std::sync::Mutex::new(f)).try_init(),
         None if foreground || log_file.is_some() => {

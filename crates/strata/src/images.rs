@@ -210,7 +210,8 @@ pub fn cmd_rmi(store: &Store, images: &[String], force: bool) -> Result<()> {
 }
 
 pub fn cmd_check(store: &Store) -> Result<bool> {
-    let report = store.check()?;
+    let mut report = store.check()?;
+    crate::containers::check_cgroups(store, &mut report.repaired, &mut report.problems)?;
     for r in &report.repaired {
         println!("repaired: {r}");
     }

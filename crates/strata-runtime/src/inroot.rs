@@ -120,8 +120,16 @@ impl Root {
                     Ok(_) | Err(Errno::EXIST) => {}
                     Err(e) => return Err(self.error(rel, "creating", e)),
                 }
-                self.resolve(rel)?
-                    .ok_or_else(|| self.error(rel, "creating", "a dangling symbolic link is in the way"))?
+                self.resolve(rel)?.ok_or_else(|| {
+                    let target = rustix::fs::readlinkat(&parent, name, Vec::new())
+                        .map(|t| t.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    self.error(
+                        rel,
+                        "mounting on",
+                        format!("it is a symbolic link to {target}, which does not exist in the container"),
+                    )
+                })?
             }
         };
         let st = rustix::fs::fstat(&fd).map_err(|e| self.error(rel, "checking", e))?;

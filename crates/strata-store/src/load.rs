@@ -296,7 +296,19 @@ fn parse_oci<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let field = e.path().to_string();
         let field = if field == "." { String::new() } else { format!("{field}: ") };
-        StoreError::Format(format!("{what}: {field}{}", e.inner()))
+        // The bad value itself, when the document is JSON at all.
+        let value = serde_json::from_slice::<serde_json::Value>(bytes).ok().and_then(|v| {
+            e.path()
+                .iter()
+                .try_fold(v, |v, seg| match seg {
+                    serde_path_to_error::Segment::Seq { index } => v.get(*index).cloned(),
+                    serde_path_to_error::Segment::Map { key } => v.get(key).cloned(),
+                    _ => None,
+                })
+                .filter(|v| !v.is_object() && !v.is_array())
+        });
+        let value = value.map(|v| format!(" (value {v})")).unwrap_or_default();
+        StoreError::Format(format!("{what}: {field}{}{value}", e.inner()))
     })
 }
 
@@ -577,4 +589,32 @@ pub(crate) fn unpack_layer(
         check_digest("diff ID", expected, &actual_diff)?;
     }
     Ok(StagedLayer { dir, split, diff_id: actual_diff, size: applied.bytes, tar_size })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+    use crate::progress::Quiet;
+
+    #[test]
+    fn a_compressed_archive_of_zeros_spools_as_holes() {
+        let dir = std::env::temp_dir().join(format!("strata-spool-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..64 {
+            gz.write_all(&zeros).unwrap();
+        }
+        gz.write_all(b"tail").unwrap();
+        let packed = gz.finish().unwrap();
+        let dest = dir.join("spooled");
+        spool(&packed[..], &dest, &Quiet).unwrap();
+        let meta = std::fs::metadata(&dest).unwrap();
+        assert_eq!(meta.len(), (64 << 20) + 4);
+        assert!(meta.blocks() * 512 < 1 << 20, "64 MiB of zeros took {} bytes on disk", meta.blocks() * 512);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

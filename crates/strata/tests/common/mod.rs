@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
@@ -284,4 +285,50 @@ while IFS=$'\t' read -r p y m u g s n l; do
 done
 "#;
     sh(Command::new("bash").arg("-c").arg(SCRIPT).arg("tree").arg(root).env("LC_ALL", "C"))
+}
+
+/// What a `strata` command printed and returned.
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `strata --root ROOT ARGS...`.
+pub fn go(root: &Path, args: &[&str]) -> Out {
+    let o = st(root).args(args).output().expect("spawn strata");
+    Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+/// A store with the fixture `app` image (busybox, /etc/passwd with user app = 1000).
+pub fn store_with_app(s: &Scratch) -> Option<PathBuf> {
+    let img = fixture_images()?;
+    let root = s.path("store");
+    sh(st(&root).args(["load", "-i"]).arg(img.join("app.docker.tar")));
+    sh(st(&root).args(["tag", "fixtures/app", "app"]));
+    Some(root)
+}
+
+pub fn ps_json(root: &Path) -> serde_json::Value {
+    serde_json::from_str(&sh(st(root).args(["ps", "-a", "--format", "json"]))).unwrap()
+}
+
+pub fn wait_running(root: &Path, name: &str) -> serde_json::Value {
+    let t0 = Instant::now();
+    loop {
+        let all = ps_json(root);
+        if let Some(c) = all.as_array().unwrap().iter().find(|c| c["Names"] == name && c["State"] == "running") {
+            return c.clone();
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "{name} never ran: {all}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn spawn_run(root: &Path, args: &[&str]) -> Child {
+    st(root).arg("run").args(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()
 }

@@ -1,5 +1,5 @@
-//! What a container changed, as `docker diff` shows it: `A` added, `C` changed, `D`
-//! deleted, from its read-write layer against the layers below (the init layer
+//! What a container changed, as `docker diff` shows it: every entry of its read-write
+//! layer, `A` added (not below), `C` changed (below too), `D` deleted (a whiteout), against the layers below (the init layer
 //! included, so its placeholders never show). Both sides are read through the union's own
 //! rules ([`View`]), so renamed directories, opaque directories and whiteouts of either
 //! format come out right.
@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::Stat;
 use strata_union::view::{View, ViewDir, ViewEntry};
 
 use crate::container::Container;
@@ -41,18 +40,6 @@ pub fn changes(store: &Store, c: &Container) -> Result<Vec<(Kind, PathBuf)>> {
     walk(&full, &lower, &full.root(), Some(&lower.root()), Path::new("/"), &mut out).at(&dirs[0])?;
     out.sort_by(|a, b| a.1.cmp(&b.1));
     Ok(out)
-}
-
-fn differs(now: &Stat, before: &Stat) -> bool {
-    let kind = |s: &Stat| s.st_mode & libc::S_IFMT;
-    if kind(now) != kind(before) {
-        return true;
-    }
-    let meta = now.st_mode != before.st_mode || now.st_uid != before.st_uid || now.st_gid != before.st_gid;
-    if kind(now) == libc::S_IFDIR {
-        return meta;
-    }
-    meta || now.st_rdev != before.st_rdev || now.st_size != before.st_size || now.st_mtime != before.st_mtime
 }
 
 /// Compares directory `fdir` of the full view with `ldir` of the lower view (`None`:
@@ -90,8 +77,10 @@ fn walk(
                     walk(full, lower, fd, Some(bd), &p, out)?;
                 }
                 let changed_below = out.len() > mark;
-                // A directory holding changes is reported changed, as docker does.
-                if (e.layer == 0 && differs(&e.stat, &b.stat)) || changed_below {
+                // Everything the read-write layer holds is what `commit` commits, and is
+                // reported (a file rewritten with the same content too, as Docker does);
+                // a directory holding changes is reported changed.
+                if e.layer == 0 || changed_below {
                     out.insert(mark, (Kind::Changed, p));
                 }
             }

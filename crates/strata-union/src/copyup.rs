@@ -98,7 +98,7 @@ fn copy_file_metadata(src: &OwnedFd, st: &Stat, dst: &OwnedFd) -> Result<(), Err
     rustix::fs::futimens(dst, &times_of(st))
 }
 
-fn times_of(st: &Stat) -> Timestamps {
+pub(crate) fn times_of(st: &Stat) -> Timestamps {
     Timestamps {
         last_access: Timespec { tv_sec: st.st_atime, tv_nsec: st.st_atime_nsec as _ },
         last_modification: Timespec { tv_sec: st.st_mtime, tv_nsec: st.st_mtime_nsec as _ },

@@ -554,7 +554,10 @@ impl Union {
         let work = self.work()?;
         let tmp = self.scratch_name();
         copyup::copy_entry(self.root(src), &src_rel, &st, work, &tmp, Data::Skip).map_err(errno)?;
-        if let Err(e) = rustix::fs::renameat_with(work, &tmp, self.root(wb), &rel, RenameFlags::NOREPLACE) {
+        let placed = self.keeping_parent_times(wb, &rel, || {
+            rustix::fs::renameat_with(work, &tmp, self.root(wb), &rel, RenameFlags::NOREPLACE)
+        });
+        if let Err(e) = placed {
             let _ = rustix::fs::unlinkat(work, &tmp, AtFlags::REMOVEDIR);
             return Err(errno(e));
         }
@@ -567,6 +570,25 @@ impl Union {
         n.set_src(dirs[0].path.clone());
         n.dirs = dirs.into_boxed_slice();
         Ok(())
+    }
+
+    /// Runs `op`, which puts a copied-up entry at `rel` in the writable branch, and puts
+    /// the parent's times back as they were: a copy-up changes nothing the union shows
+    /// (kernel overlayfs does the same), and a directory whose mtime moved by itself
+    /// makes `tar` report "file changed as we read it".
+    fn keeping_parent_times<T>(
+        &self,
+        wb: u16,
+        rel: &Path,
+        op: impl FnOnce() -> Result<T, rustix::io::Errno>,
+    ) -> Result<T, rustix::io::Errno> {
+        let parent = rel.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let before = sys::lstat(self.root(wb), parent).ok();
+        let out = op()?;
+        if let Some(st) = before {
+            let _ = rustix::fs::utimensat(self.root(wb), parent, &copyup::times_of(&st), AtFlags::SYMLINK_NOFOLLOW);
+        }
+        Ok(out)
     }
 
     /// Copies a lower regular file into the work dir ahead of [`Union::copy_up`]: the slow
@@ -644,7 +666,10 @@ impl Union {
                 t
             }
         };
-        if let Err(e) = rustix::fs::renameat_with(work, &tmp, self.root(wb), &rel, RenameFlags::NOREPLACE) {
+        let placed = self.keeping_parent_times(wb, &rel, || {
+            rustix::fs::renameat_with(work, &tmp, self.root(wb), &rel, RenameFlags::NOREPLACE)
+        });
+        if let Err(e) = placed {
             let _ = rustix::fs::unlinkat(work, &tmp, AtFlags::empty());
             return Err(errno(e));
         }
@@ -661,7 +686,10 @@ impl Union {
         for (p, other) in &others {
             self.copy_up_dir(*p)?;
             let other_rel = sys::join(&self.table.read().path(*p)?, other);
-            rustix::fs::linkat(self.root(wb), &rel, self.root(wb), &other_rel, AtFlags::empty()).map_err(errno)?;
+            self.keeping_parent_times(wb, &other_rel, || {
+                rustix::fs::linkat(self.root(wb), &rel, self.root(wb), &other_rel, AtFlags::empty())
+            })
+            .map_err(errno)?;
             self.name_changed(*p, other, Some(wb));
         }
         if !others.is_empty() {

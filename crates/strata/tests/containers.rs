@@ -444,3 +444,42 @@ sys.stdout.write(out.decode(errors="replace"))
         .collect();
     assert_eq!(sizes, ["24 80", "50 132"], "{out}");
 }
+
+#[test]
+fn diff_lists_every_entry_that_commit_commits() {
+    let s = Scratch::new();
+    let Some(root) = store_with_app(&s) else { return };
+    // A file rewritten with its own content, a new file, a deletion, a chmod.
+    let work = "cat /etc/passwd > /tmp/p && cat /tmp/p > /etc/passwd && rm /tmp/p && echo new > /app/new \
+                && rm /etc/motd && chmod 600 /etc/group";
+    let o = go(&root, &["run", "--name", "d1", "app", "sh", "-c", work]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let diff = sh(st(&root).args(["diff", "d1"]));
+    assert!(diff.lines().any(|l| l == "C /etc/passwd"), "same content, still in the layer: {diff}");
+    let listed: std::collections::BTreeSet<String> = diff.lines().map(|l| l[2..].to_string()).collect();
+    let layers = |img: &str| -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_str(&sh(st(&root).args(["inspect", img]))).unwrap();
+        v[0]["GraphDriver"]["Data"]["Layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l.as_str().unwrap().to_string())
+            .collect()
+    };
+    sh(st(&root).args(["commit", "d1", "d1:img"]));
+    let before = layers("app");
+    let new: Vec<String> = layers("d1:img").into_iter().filter(|l| !before.contains(l)).collect();
+    assert_eq!(new.len(), 1);
+    // The committed layer's entries, whiteouts as the names they delete.
+    let out = sh(Command::new("sh").arg("-c").arg(format!("cd {} && find . -mindepth 1", new[0])));
+    let committed: std::collections::BTreeSet<String> = out
+        .lines()
+        .map(|p| {
+            let p = Path::new(&p[1..]);
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            let name = name.strip_prefix(".wh.").unwrap_or(&name).to_string();
+            p.with_file_name(name).to_string_lossy().into_owned()
+        })
+        .collect();
+    assert_eq!(listed, committed, "diff: {diff}");
+}

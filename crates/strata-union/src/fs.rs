@@ -89,6 +89,9 @@ pub struct StrataFs {
     stats: Stats,
     /// Set once the session exists: tells the kernel to drop cached entries.
     notifier: Arc<OnceLock<Notifier>>,
+    /// Set once the session exists: the session's own unmount, cleared at the end when
+    /// someone else unmounted the filesystem (fuser would try again and log EINVAL).
+    unmounter: Arc<OnceLock<Mutex<fuser::SessionUnmounter>>>,
     mountpoint: PathBuf,
     last_error: Mutex<String>,
     pending: Arc<AtomicU64>,
@@ -227,10 +230,12 @@ impl StrataFs {
         ttl: Duration,
         passthrough: bool,
         notifier: Arc<OnceLock<Notifier>>,
+        unmounter: Arc<OnceLock<Mutex<fuser::SessionUnmounter>>>,
         mountpoint: PathBuf,
     ) -> StrataFs {
         StrataFs {
             notifier,
+            unmounter,
             mountpoint,
             last_error: Mutex::new(String::new()),
             pending: Arc::new(AtomicU64::new(0)),
@@ -724,6 +729,13 @@ impl Filesystem for StrataFs {
     fn destroy(&mut self) {
         if let Err(e) = self.union.save_inode_numbers() {
             warn!("inode numbers not kept for the next mount: {e}");
+        }
+        // Unmounted by `strata umount` or umount(8): nothing is left for the session to
+        // unmount; its attempt fails quietly here instead of with a warning later.
+        if !crate::mount::is_strata_mount(&self.mountpoint)
+            && let Some(u) = self.unmounter.get()
+        {
+            let _ = u.lock().unmount();
         }
     }
 

@@ -162,7 +162,15 @@ impl Prepared {
 
         let notifier = Arc::new(std::sync::OnceLock::new());
         let ttl = Duration::from_secs(self.spec.cache_timeout);
-        let fs = StrataFs::new(self.union.clone(), ttl, self.spec.passthrough, notifier.clone(), mountpoint.clone());
+        let unmounter_slot = Arc::new(std::sync::OnceLock::new());
+        let fs = StrataFs::new(
+            self.union.clone(),
+            ttl,
+            self.spec.passthrough,
+            notifier.clone(),
+            unmounter_slot.clone(),
+            mountpoint.clone(),
+        );
         let mut session = match Session::new(fs, &mountpoint, &config) {
             Ok(s) => s,
             Err(source) => {
@@ -172,6 +180,7 @@ impl Prepared {
             }
         };
         let _ = notifier.set(session.notifier());
+        let _ = unmounter_slot.set(parking_lot::Mutex::new(session.unmount_callable()));
         info!(mountpoint = %mountpoint.display(), id = %self.union.id, "mounted");
         let mut unmounter = session.unmount_callable();
         let mp = mountpoint.clone();

@@ -354,7 +354,15 @@ fn drop_in_args(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     let called_as = args.first().and_then(|a| Path::new(a).file_name().map(|n| n.to_os_string()));
     let first = args.get(1).map(|a| a.to_string_lossy().into_owned()).unwrap_or_default();
     let options_first = first.starts_with("-o") || first == "-f";
-    if called_as.as_deref() == Some(std::ffi::OsStr::new("fuse-overlayfs")) || options_first {
+    let as_fuse_overlayfs = called_as.as_deref() == Some(std::ffi::OsStr::new("fuse-overlayfs"));
+    if as_fuse_overlayfs && (first == "--version" || first == "-V") {
+        // podman runs `fuse-overlayfs --version` and warns on every command if it fails;
+        // the first line has fuse-overlayfs's own form.
+        println!("fuse-overlayfs: version 1.13 (Strata {})", env!("CARGO_PKG_VERSION"));
+        println!("FUSE library: none (Strata speaks the FUSE protocol itself)");
+        std::process::exit(0);
+    }
+    if as_fuse_overlayfs || options_first {
         args.insert(1, "mount".into());
     }
     args

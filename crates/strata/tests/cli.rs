@@ -137,3 +137,34 @@ fn umount_refuses_what_is_not_a_strata_mount() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not mounted"));
 }
+
+#[test]
+fn drop_in_version_and_a_clean_unmount_logs_nothing() {
+    let s = Scratch::new();
+    let drop_in = s.path("fuse-overlayfs");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_strata"), &drop_in).unwrap();
+    for flag in ["--version", "-V"] {
+        let out = sh(&mut std::process::Command::new(&drop_in).arg(flag));
+        assert!(out.starts_with("fuse-overlayfs: version "), "{out}");
+    }
+    let (a, mnt, log) = (s.mkdir("a"), s.mkdir("m"), s.path("daemon.log"));
+    sh(strata().args(["mount", "--log-file"]).arg(&log).arg("-o").arg(format!("br={}=rw", a.display())).arg(&mnt));
+    std::fs::write(mnt.join("f"), "x").unwrap();
+    sh(strata().arg("umount").arg(&mnt));
+    // The daemon ends after the unmount; its log is complete once no process holds it.
+    let held = || {
+        fs::read_dir("/proc").unwrap().flatten().any(|p| {
+            fs::read_dir(p.path().join("fd"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|fd| fs::read_link(fd.path()).is_ok_and(|t| t == log))
+        })
+    };
+    let t0 = Instant::now();
+    while held() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "the daemon outlived its mount");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(read(&log), "", "a clean unmount logs nothing");
+}

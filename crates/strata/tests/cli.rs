@@ -144,7 +144,7 @@ fn drop_in_version_and_a_clean_unmount_logs_nothing() {
     let drop_in = s.path("fuse-overlayfs");
     std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_strata"), &drop_in).unwrap();
     for flag in ["--version", "-V"] {
-        let out = sh(&mut std::process::Command::new(&drop_in).arg(flag));
+        let out = sh(std::process::Command::new(&drop_in).arg(flag));
         assert!(out.starts_with("fuse-overlayfs: version "), "{out}");
     }
     let (a, mnt, log) = (s.mkdir("a"), s.mkdir("m"), s.path("daemon.log"));

@@ -218,15 +218,16 @@ impl Cgroup {
         Ok(())
     }
 
-    /// The `cgroup.procs` files of each hierarchy's root, opened for writing: a process
-    /// leaves the container's cgroups by writing its pid there (opened beforehand, since
-    /// its root may change meanwhile).
-    pub fn open_roots(&self) -> Vec<fs::File> {
-        self.dirs
-            .iter()
-            .filter_map(|d| d.parent().and_then(Path::parent))
-            .filter_map(|root| fs::OpenOptions::new().write(true).open(root.join("cgroup.procs")).ok())
-            .collect()
+    /// Moves process `pid` back to the root of each hierarchy.
+    pub fn leave(&self, pid: i32) {
+        for d in &self.dirs {
+            // dirs are <hierarchy root>/strata/<name>
+            if let Some(root) = d.parent().and_then(Path::parent)
+                && let Err(e) = write(&root.join("cgroup.procs"), &pid.to_string())
+            {
+                tracing::debug!("leaving {}: {e}", d.display());
+            }
+        }
     }
 
     /// Reopens the cgroup of a container created earlier.

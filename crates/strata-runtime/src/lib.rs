@@ -4,8 +4,9 @@
 //! spec. Process tree:
 //!
 //! ```text
-//! caller ──fork──> keeper (host pid and mount ns; in the cgroup, then out of it)
-//!                    └─fork─> pid 1 (mounts /proc, /dev, /sys, binds; pivot_root;
+//! caller ──fork──> keeper (host pid, mount and cgroup ns; in the cgroup, then out of it)
+//!                    └─fork─> pid 1 (own mount and cgroup ns; mounts /proc, /dev, /sys,
+//!                             binds; pivot_root;
 //!                             confinement; then execs the command, which is pid 1)
 //! ```
 //!
@@ -233,9 +234,8 @@ fn keeper_main(spec: &RunSpec, cgroup: &Cgroup, mut go: File, mut pid_out: File,
     if go.read_exact(&mut b).is_err() {
         exit(EXIT_SETUP)
     }
-    // Now in the container's cgroups: the cgroup namespace is rooted there.
     use rustix::thread::UnshareFlags as U;
-    let mut flags = U::NEWPID | U::NEWUTS | U::NEWIPC | U::NEWCGROUP;
+    let mut flags = U::NEWPID | U::NEWUTS | U::NEWIPC;
     if spec.network == Network::None {
         flags |= U::NEWNET;
     }
@@ -243,7 +243,6 @@ fn keeper_main(spec: &RunSpec, cgroup: &Cgroup, mut go: File, mut pid_out: File,
     if let Err(e) = unsafe { rustix::thread::unshare_unsafe(flags) } {
         die(&format!("unshare: {e}"));
     }
-    let leave = cgroup.open_roots();
     let init = match fork() {
         Ok(p) => p,
         Err(e) => die(&e.to_string()),
@@ -256,9 +255,7 @@ fn keeper_main(spec: &RunSpec, cgroup: &Cgroup, mut go: File, mut pid_out: File,
     let _ = pid_out.write_all(&init.to_le_bytes());
     drop(pid_out);
     // Only the container's processes count against its limits.
-    for mut f in leave {
-        let _ = f.write_all(std::process::id().to_string().as_bytes());
-    }
+    cgroup.leave(std::process::id() as i32);
     signals::forward_to(init);
     exit(wait(init))
 }
@@ -267,8 +264,12 @@ fn keeper_main(spec: &RunSpec, cgroup: &Cgroup, mut go: File, mut pid_out: File,
 /// (or, with `--init`, the sealed init that runs it).
 fn pid1_main(p: Pid1<'_>) -> ! {
     undumpable();
-    // SAFETY: single-threaded; the mount namespace is this process's alone.
-    if let Err(e) = unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) } {
+    // Pid 1 is in the container's cgroups (the keeper was moved there before forking it):
+    // its cgroup namespace is rooted at them. The keeper stays out of both namespaces, so
+    // that it can still leave the cgroups for the hierarchies' roots.
+    let flags = rustix::thread::UnshareFlags::NEWNS | rustix::thread::UnshareFlags::NEWCGROUP;
+    // SAFETY: single-threaded; the namespaces are this process's alone.
+    if let Err(e) = unsafe { rustix::thread::unshare_unsafe(flags) } {
         die(&format!("unshare: {e}"));
     }
     if let Err(e) = rootfs::prepare(p.spec) {

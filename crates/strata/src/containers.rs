@@ -263,8 +263,10 @@ pub fn create(store: &Store, args: &CreateArgs) -> Result<Container> {
     let user =
         args.user.clone().or_else(|| get("User").and_then(|u| u.as_str()).map(str::to_string)).unwrap_or_default();
     let security = args.security.record();
+    // Checked now, so that a bad option is refused before anything exists, with Docker's
+    // exit status for a bad option (125).
+    confinement(&security, None).map_err(|e| strata_runtime::RuntimeError::Other(format!("{e:#}")))?;
     // A profile named on the command line is read now and kept with the container.
-    confinement(&security, None)?;
     let profile = security
         .security_opt
         .iter()

@@ -369,7 +369,7 @@ fn docker_options_change_the_confinement() {
         a.extend_from_slice(args);
         a.extend_from_slice(&["sec", "true"]);
         let o = go(&root, &a);
-        assert_ne!(o.code, 0, "{args:?}");
+        assert_eq!(o.code, 125, "{args:?}: Docker's status for a bad option");
         assert!(o.stderr.contains(says), "{args:?}: {}", o.stderr);
     }
     assert_eq!(ps_json(&root).as_array().unwrap().len(), 0);

@@ -5,10 +5,14 @@
 //! default without opendir). With no open handle to hold a listing, the offsets handed to
 //! the kernel name it instead: entry `i` of listing `id` has offset `id << 32 | (i + 3)`
 //! (1 and 2 are `.` and `..`). A pass from offset 0 takes a fresh listing; the following
-//! requests find it again by the offset the kernel sends back. A listing is dropped when
-//! its pass reaches the end, or when too many are kept (passes abandoned half-way); a
-//! request naming a dropped listing lists the directory again and goes on from the same
-//! index.
+//! requests find it again by the offset the kernel sends back. A listing whose pass reached
+//! its end is kept a while longer among the recently finished ones: the kernel caches the
+//! entries it got (with their offsets) and another reader of that cache asks for the rest
+//! at the last cached offset, which must still name that listing (a fresh listing read
+//! from the same index would repeat or skip names when the directory changed meanwhile:
+//! `os.listdir` saw a name twice a few times a minute under concurrent renames). A request
+//! naming a listing that was dropped anyway (too many kept: passes abandoned half-way)
+//! lists the directory again and goes on from the same index.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,6 +26,9 @@ use crate::union::DirEntry;
 /// Listings kept at most, and entries in all of them: a bound on abandoned passes.
 const MAX_KEPT: usize = 512;
 const MAX_ENTRIES: usize = 1 << 20;
+/// Finished listings kept at most, and entries in them.
+const MAX_FINISHED: usize = 64;
+const MAX_FINISHED_ENTRIES: usize = 1 << 16;
 /// Listing ids stay below 2^31, so offsets stay below 2^63 (the kernel's `loff_t`).
 const ID_MASK: u32 = 0x7fff_ffff;
 
@@ -43,6 +50,9 @@ struct Kept {
     /// which only makes one pass list again).
     by_id: BTreeMap<u32, Arc<Listing>>,
     entries: usize,
+    /// Listings whose pass reached its end, by id, oldest first.
+    finished: BTreeMap<u32, Arc<Listing>>,
+    finished_entries: usize,
 }
 
 /// Where a readdir request goes on: the listing, its id and the index of the next entry.
@@ -70,10 +80,12 @@ impl Listings {
             0..=2 => (None, 0),
             off => (Some((off >> 32) as u32), (off & 0xffff_ffff).saturating_sub(2) as usize),
         };
-        if let Some(id) = id
-            && let Some(listing) = self.inner.lock().by_id.get(&id).filter(|l| l.dir == dir)
-        {
-            return Ok(Resume { id, next, listing: listing.clone() });
+        if let Some(id) = id {
+            let kept = self.inner.lock();
+            let found = kept.by_id.get(&id).or_else(|| kept.finished.get(&id)).filter(|l| l.dir == dir);
+            if let Some(listing) = found {
+                return Ok(Resume { id, next, listing: listing.clone() });
+            }
         }
         let listing = Arc::new(Listing { dir, entries: list()? });
         let mut kept = self.inner.lock();
@@ -88,11 +100,20 @@ impl Listings {
         Ok(Resume { id, next, listing })
     }
 
-    /// The pass over listing `id` has reached its end.
+    /// The pass over listing `id` has reached its end: the listing moves to the recently
+    /// finished ones.
     pub fn finished(&self, id: u32) {
         let mut kept = self.inner.lock();
-        if let Some(old) = kept.by_id.remove(&id) {
-            kept.entries -= old.entries.len();
+        let Some(done) = kept.by_id.remove(&id) else { return };
+        kept.entries -= done.entries.len();
+        if done.entries.len() > MAX_FINISHED_ENTRIES {
+            return;
+        }
+        kept.finished_entries += done.entries.len();
+        kept.finished.insert(id, done);
+        while kept.finished.len() > MAX_FINISHED || kept.finished_entries > MAX_FINISHED_ENTRIES {
+            let Some((_, old)) = kept.finished.pop_first() else { break };
+            kept.finished_entries -= old.entries.len();
         }
     }
 
@@ -114,7 +135,7 @@ mod tests {
     }
 
     #[test]
-    fn a_pass_resumes_its_own_listing_and_drops_it_at_the_end() {
+    fn a_pass_resumes_its_own_listing_even_after_its_end() {
         let l = Listings::default();
         let first = l.resume(7, 0, || Ok(entries(5))).unwrap();
         assert_eq!(first.next, 0);
@@ -124,6 +145,10 @@ mod tests {
         assert_eq!((again.id, again.next, again.listing.entries.len()), (first.id, 3, 5));
         l.finished(first.id);
         assert_eq!(l.kept(), 0);
+        // A reader of the kernel's cache asks for the rest at the last cached offset: the
+        // finished listing answers (the end), not a fresh one from the same index.
+        let cached = l.resume(7, offset_of(first.id, 4), || Ok(entries(9))).unwrap();
+        assert_eq!((cached.id, cached.next, cached.listing.entries.len()), (first.id, 5, 5));
     }
 
     #[test]
@@ -136,6 +161,11 @@ mod tests {
         assert_ne!(other.id, first.id);
         assert_eq!((other.next, other.listing.entries.len()), (2, 3));
         l.finished(first.id);
+        // Pushed out of the recently finished ones by newer passes.
+        for _ in 0..MAX_FINISHED {
+            let p = l.resume(9, 0, || Ok(entries(1))).unwrap();
+            l.finished(p.id);
+        }
         let relisted = l.resume(7, off, || Ok(entries(4))).unwrap();
         assert_eq!((relisted.next, relisted.listing.entries.len()), (2, 4));
     }

@@ -276,10 +276,9 @@ fn pid1_main(p: Pid1<'_>) -> ! {
         die(&e.to_string());
     }
     if let Some(socket) = p.terminal {
-        let pty = tty::Pty::open().and_then(|pty| tty::send_master(socket, &pty).map(|()| pty));
-        match pty.and_then(|pty| tty::attach(&pty.slave_path)) {
-            Ok(()) => {}
-            Err(e) => die(&e.to_string()),
+        let attached = tty::Pty::open().and_then(|pty| tty::send_master(socket, &pty).and_then(|()| pty.attach()));
+        if let Err(e) = attached {
+            die(&e.to_string());
         }
     } else {
         null_stdin(p.spec);
@@ -302,16 +301,15 @@ fn null_stdin(spec: &RunSpec) {
     }
 }
 
-/// Opens the command's terminal (with `-t`, inside the container's root), forks the
-/// command and forwards signals to it; the caller waits for it.
-fn start_command(spec: &RunSpec, filter: Option<&libseccomp::ScmpFilterContext>) -> (i32, Option<tty::Output>) {
-    let pty = if spec.tty {
-        match tty::Pty::open() {
+/// Forks the command (with `-t`, on a terminal of the container's, whose master goes to
+/// `terminal`) and forwards signals to it; the caller waits for it.
+fn start_command(spec: &RunSpec, filter: Option<&libseccomp::ScmpFilterContext>, terminal: Option<&OwnedFd>) -> i32 {
+    let pty = match terminal {
+        Some(socket) => match tty::Pty::open().and_then(|pty| tty::send_master(socket, &pty).map(|()| pty)) {
             Ok(p) => Some(p),
             Err(e) => die(&e.to_string()),
-        }
-    } else {
-        None
+        },
+        None => None,
     };
     let cmd = match fork() {
         Ok(p) => p,
@@ -319,19 +317,20 @@ fn start_command(spec: &RunSpec, filter: Option<&libseccomp::ScmpFilterContext>)
     };
     if cmd == 0 {
         signals::reset();
-        if let Some(path) = pty.as_ref().map(|p| p.slave_path.as_path()) {
-            if let Err(e) = tty::attach(path) {
-                die(&e.to_string());
+        match &pty {
+            Some(pty) => {
+                if let Err(e) = pty.attach() {
+                    die(&e.to_string());
+                }
             }
-        } else {
-            null_stdin(spec);
+            None => null_stdin(spec),
         }
         let prog = become_the_command(spec, filter);
         exec_command(spec, &prog)
     }
-    let output = pty.map(|p| p.relay(spec.stdin));
+    drop(pty);
     signals::forward_to(cmd);
-    (cmd, output)
+    cmd
 }
 
 /// Finds `cmd` in the container's PATH, as a shell would.
@@ -446,6 +445,7 @@ pub fn exec_in(init: i32, cgroup: &str, spec: &RunSpec) -> Result<i32, RuntimeEr
     )
     .map_err(sys(root_path))?;
     let (go_r, mut go_w) = pipe()?;
+    let terminal = if spec.tty { Some(terminal_channel()?) } else { None };
     let child = fork()?;
     if child == 0 {
         drop(go_w);
@@ -467,28 +467,11 @@ pub fn exec_in(init: i32, cgroup: &str, spec: &RunSpec) -> Result<i32, RuntimeEr
         if let Err(e) = rustix::process::fchdir(&root).and_then(|()| rustix::process::chroot(".")) {
             die(&format!("entering the container's root: {e}"));
         }
-        // The pid namespace applies to children: the command is forked from here. With
-        // `-t`, one more process in between relays the terminal: a process whose children
-        // go to another pid namespace cannot create threads.
-        let inner = if spec.tty {
-            let relay = match fork() {
-                Ok(p) => p,
-                Err(e) => die(&e.to_string()),
-            };
-            if relay == 0 {
-                let (cmd, output) = start_command(spec, filter.as_ref());
-                let code = wait(cmd);
-                if let Some(output) = output {
-                    output.finish();
-                }
-                exit(code)
-            }
-            signals::forward_to(relay);
-            relay
-        } else {
-            start_command(spec, filter.as_ref()).0
-        };
-        exit(wait(inner))
+        // The pid namespace applies to children: the command is forked from here. This
+        // process stays outside the container's pid namespace; with `-t` the terminal's
+        // master goes to our caller, which relays it, so nothing of ours but the command
+        // runs inside.
+        exit(wait(start_command(spec, filter.as_ref(), terminal.as_ref().map(|t| &t.1))))
     }
     drop(go_r);
     if let Err(e) = cg.add(child) {
@@ -499,7 +482,12 @@ pub fn exec_in(init: i32, cgroup: &str, spec: &RunSpec) -> Result<i32, RuntimeEr
     let _ = go_w.write_all(b"g");
     drop(go_w);
     signals::forward_to(child);
+    let terminal = terminal.map(|(ours, _theirs)| ours);
+    let output = terminal.as_ref().and_then(tty::receive_master).map(|pty| pty.relay(spec.stdin));
     let code = wait(child);
+    if let Some(output) = output {
+        output.finish();
+    }
     signals::restore();
     Ok(code)
 }

@@ -1,13 +1,11 @@
 //! `-t`: a pseudo-terminal from the container's own devpts (so `tty` and `ttyname` work
-//! inside), opened by init; the command gets the slave as stdio and controlling
-//! terminal, and init relays the master to the stdin and stdout it inherited.
+//! inside), opened in the container's root; the command gets the slave as stdio and
+//! controlling terminal, and the master goes (over a socket) to the `strata` process
+//! outside the container, which relays it to its own stdin and stdout.
 
-use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
 use rustix::fs::{Mode, OFlags};
@@ -16,7 +14,8 @@ use crate::{RuntimeError, sys};
 
 pub struct Pty {
     master: OwnedFd,
-    pub slave_path: PathBuf,
+    /// The other side, for the command (none on the relaying side).
+    slave: Option<OwnedFd>,
 }
 
 /// Gives terminal `master` the size of ours (stdout). Two ioctls, async-signal-safe: the
@@ -28,19 +27,38 @@ pub(crate) fn copy_winsize(master: BorrowedFd<'_>) {
 }
 
 impl Pty {
-    /// Opens the container's own devpts (`dev/pts/ptmx` below the current directory,
-    /// which is the container's root, before or after entering it), with our terminal's
-    /// size; `slave_path` is relative to that directory too.
+    /// Opens the container's own devpts instance: `dev/pts/ptmx` resolved inside the
+    /// current directory, which is the container's root (before or after entering it),
+    /// so that no link of the container's leads elsewhere; the slave comes from the master
+    /// itself (TIOCGPTPEER), never by path. Sized like our terminal.
     pub fn open() -> Result<Pty, RuntimeError> {
-        let master = rustix::fs::open("dev/pts/ptmx", OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC, Mode::empty())
-            .map_err(sys("opening the container's dev/pts/ptmx"))?;
-        rustix::pty::grantpt(&master).map_err(sys("grantpt"))?;
+        use rustix::fs::ResolveFlags;
+        let master = rustix::fs::openat2(
+            rustix::fs::CWD,
+            "dev/pts/ptmx",
+            OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        )
+        .map_err(sys("opening the container's /dev/pts/ptmx"))?;
         rustix::pty::unlockpt(&master).map_err(sys("unlockpt"))?;
-        let name = rustix::pty::ptsname(&master, Vec::new()).map_err(sys("ptsname"))?;
+        let flags =
+            rustix::pty::OpenptFlags::RDWR | rustix::pty::OpenptFlags::NOCTTY | rustix::pty::OpenptFlags::CLOEXEC;
+        let slave = rustix::pty::ioctl_tiocgptpeer(&master, flags).map_err(sys("opening the terminal's other side"))?;
         copy_winsize(master.as_fd());
-        let slave_path =
-            PathBuf::from(std::ffi::OsStr::from_bytes(name.as_bytes()).to_string_lossy().trim_start_matches('/'));
-        Ok(Pty { master, slave_path })
+        Ok(Pty { master, slave: Some(slave) })
+    }
+
+    /// In the command: a new session with the terminal as controlling terminal and
+    /// stdin, stdout, stderr.
+    pub fn attach(&self) -> Result<(), RuntimeError> {
+        let slave = self.slave.as_ref().ok_or_else(|| RuntimeError::Other("no terminal to attach".into()))?;
+        rustix::process::setsid().map_err(sys("setsid"))?;
+        rustix::process::ioctl_tiocsctty(slave).map_err(sys("TIOCSCTTY"))?;
+        rustix::stdio::dup2_stdin(slave).map_err(sys("dup2"))?;
+        rustix::stdio::dup2_stdout(slave).map_err(sys("dup2"))?;
+        rustix::stdio::dup2_stderr(slave).map_err(sys("dup2"))?;
+        Ok(())
     }
 
     /// Relays our stdin to the terminal (with `stdin`) and the terminal to our stdout;
@@ -99,7 +117,7 @@ pub fn receive_master(socket: &OwnedFd) -> Option<Pty> {
         return None;
     }
     control.drain().find_map(|m| match m {
-        RecvAncillaryMessage::ScmRights(mut fds) => fds.next().map(|master| Pty { master, slave_path: PathBuf::new() }),
+        RecvAncillaryMessage::ScmRights(mut fds) => fds.next().map(|master| Pty { master, slave: None }),
         _ => None,
     })
 }
@@ -117,19 +135,4 @@ impl Output {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
     }
-}
-
-/// In the command: a new session with the terminal at `path` as controlling terminal
-/// and stdin, stdout, stderr.
-pub fn attach(path: &Path) -> Result<(), RuntimeError> {
-    rustix::process::setsid().map_err(sys("setsid"))?;
-    let c = CString::new(path.as_os_str().as_bytes()).unwrap_or_default();
-    // Opening a terminal without O_NOCTTY in a session leader without one makes it the
-    // controlling terminal.
-    let fd =
-        rustix::fs::open(c.as_c_str(), OFlags::RDWR, Mode::empty()).map_err(sys(format!("open {}", path.display())))?;
-    rustix::stdio::dup2_stdin(&fd).map_err(sys("dup2"))?;
-    rustix::stdio::dup2_stdout(&fd).map_err(sys("dup2"))?;
-    rustix::stdio::dup2_stderr(&fd).map_err(sys("dup2"))?;
-    Ok(())
 }

@@ -21,9 +21,12 @@ use crate::{RunSpec, RuntimeError, die, exit, exit_code, signals, sys};
 
 /// `argv[0]` of the init: `strata-init FD`, FD a memfd holding the spec as JSON.
 pub const ARGV0: &str = "strata-init";
+/// The name of the sealed copy, as `/proc/self/exe` shows it.
+const MEMFD_NAME: &str = "/memfd:strata-init";
 
-/// Pid 1, mounts done and in the rootfs: executes the sealed init with the spec.
-pub(crate) fn exec(exe: OwnedFd, spec: &RunSpec) -> ! {
+/// Pid 1, mounts done and in the rootfs: executes the sealed init with the spec. The
+/// init inherits `in_root` and closes it once in the container's root.
+pub(crate) fn exec(exe: OwnedFd, spec: &RunSpec, in_root: File) -> ! {
     let plan = match write_plan(spec) {
         Ok(f) => f,
         Err(e) => die(&format!("passing the spec to the init: {e}")),
@@ -32,7 +35,13 @@ pub(crate) fn exec(exe: OwnedFd, spec: &RunSpec) -> ! {
     let argv = [CString::new(ARGV0).unwrap_or_default(), CString::new(fd.to_string()).unwrap_or_default()];
     let argv_p = [argv[0].as_ptr(), argv[1].as_ptr(), std::ptr::null()];
     let envp_p = [std::ptr::null()];
-    crate::close_from(3, &[fd as u32, exe.as_raw_fd() as u32]);
+    if let Err(e) = rustix::io::fcntl_setfd(&in_root, rustix::io::FdFlags::empty()) {
+        die(&format!("passing a descriptor to the init: {e}"));
+    }
+    let keep = [fd as u32, exe.as_raw_fd() as u32, in_root.as_raw_fd() as u32];
+    if let Err(e) = crate::close_from(3, &keep) {
+        die(&format!("closing inherited descriptors: {e}"));
+    }
     // SAFETY: a sealed memfd and NUL-terminated arrays of valid C strings that outlive
     // the call.
     unsafe { libc::fexecve(exe.as_raw_fd(), argv_p.as_ptr(), envp_p.as_ptr()) };
@@ -69,7 +78,15 @@ pub fn main_if_init() {
     if args.len() != 2 || args[0].as_bytes() != ARGV0.as_bytes() {
         return;
     }
-    let Some(fd) = args[1].to_str().and_then(|a| a.parse::<i32>().ok()) else { return };
+    // Only the sealed copy is the init: `strata` called by that name otherwise is not.
+    let sealed =
+        std::fs::read_link("/proc/self/exe").is_ok_and(|p| p.as_os_str().as_bytes().starts_with(MEMFD_NAME.as_bytes()));
+    let Some(fd) = args[1].to_str().and_then(|a| a.parse::<i32>().ok()).filter(|fd| *fd >= 3) else { return };
+    if !sealed {
+        return;
+    }
+    // Executing the copy made this process dumpable again: not for the container.
+    crate::undumpable();
     // SAFETY: the runtime passed this descriptor open, for us alone.
     let mut plan = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
     let mut text = String::new();

@@ -154,7 +154,7 @@ fn die(msg: &str) -> ! {
 /// A process of ours about to enter a container: no core dumps, and no `/proc/PID/exe`,
 /// `mem` or `fd` for the container's processes to open (only CAP_SYS_PTRACE could).
 /// Executing the command makes it dumpable again.
-fn undumpable() {
+pub(crate) fn undumpable() {
     let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
 }
 
@@ -243,15 +243,26 @@ fn keeper_main(spec: &RunSpec, cgroup: &Cgroup, mut go: File, mut pid_out: File,
     if let Err(e) = unsafe { rustix::thread::unshare_unsafe(flags) } {
         die(&format!("unshare: {e}"));
     }
+    // Pid 1 holds the writing end until it is in the container's root and about to
+    // become the command (it closes every descriptor then): only from then on is the pid
+    // reported, since `exec` enters whatever root pid 1 has.
+    let (mut in_root, in_root_w) = match pipe() {
+        Ok(p) => p,
+        Err(e) => die(&e.to_string()),
+    };
     let init = match fork() {
         Ok(p) => p,
         Err(e) => die(&e.to_string()),
     };
     if init == 0 {
         drop(pid_out);
-        pid1_main(pid1);
+        drop(in_root);
+        pid1_main(pid1, in_root_w);
     }
     drop(pid1);
+    drop(in_root_w);
+    let _ = in_root.read(&mut [0u8; 1]);
+    drop(in_root);
     let _ = pid_out.write_all(&init.to_le_bytes());
     drop(pid_out);
     // Only the container's processes count against its limits.
@@ -262,7 +273,7 @@ fn keeper_main(spec: &RunSpec, cgroup: &Cgroup, mut go: File, mut pid_out: File,
 
 /// Pid 1: its own mount namespace, the root filesystem, the terminal, then the command
 /// (or, with `--init`, the sealed init that runs it).
-fn pid1_main(p: Pid1<'_>) -> ! {
+fn pid1_main(p: Pid1<'_>, in_root: File) -> ! {
     undumpable();
     // Pid 1 is in the container's cgroups (the keeper was moved there before forking it):
     // its cgroup namespace is rooted at them. The keeper stays out of both namespaces, so
@@ -284,11 +295,12 @@ fn pid1_main(p: Pid1<'_>) -> ! {
         null_stdin(p.spec);
     }
     if let Some(exe) = p.init_exe {
-        init::exec(exe, p.spec);
+        init::exec(exe, p.spec, in_root);
     }
     if let Err(e) = rootfs::enter() {
         die(&e.to_string());
     }
+    drop(in_root);
     let prog = become_the_command(p.spec, p.filter);
     exec_command(p.spec, &prog)
 }
@@ -362,6 +374,12 @@ fn find_command(cmd: &str, env: &[String]) -> Result<PathBuf, i32> {
 /// Takes on the command's user, directory and confinement; returns the program to run.
 fn become_the_command(spec: &RunSpec, filter: Option<&libseccomp::ScmpFilterContext>) -> PathBuf {
     signals::reset();
+    // Nothing of ours crosses into the container but stdin, stdout and stderr (an open
+    // directory descriptor would be a way out of the root). Done before the seccomp
+    // filter, which need not allow close_range.
+    if let Err(e) = close_from(3, &[]) {
+        die(&format!("closing inherited descriptors: {e}"));
+    }
     // As root, inside the container's root: a missing working directory is made (as
     // Docker does), never on the host's side of the mount.
     let _ = std::fs::create_dir_all(&spec.cwd);
@@ -397,9 +415,6 @@ fn exec_command(spec: &RunSpec, prog: &Path) -> ! {
     argv_p.push(std::ptr::null());
     let mut envp_p: Vec<*const libc::c_char> = envp.iter().map(|e| e.as_ptr()).collect();
     envp_p.push(std::ptr::null());
-    // Nothing of ours crosses into the container but stdin, stdout and stderr (an open
-    // directory fd would be a way out of the root).
-    close_from(3, &[]);
     // SAFETY: NUL-terminated arrays of valid C strings that outlive the call.
     unsafe { libc::execve(path.as_ptr(), argv_p.as_ptr(), envp_p.as_ptr()) };
     let err = std::io::Error::last_os_error();
@@ -408,18 +423,29 @@ fn exec_command(spec: &RunSpec, prog: &Path) -> ! {
     exit(code)
 }
 
-/// Closes every descriptor from `first` up, but those in `keep`.
-fn close_from(first: u32, keep: &[u32]) {
+/// Closes every descriptor from `first` up, but those in `keep`: close_range(2), or one
+/// by one from /proc/self/fd where the kernel lacks it.
+fn close_from(first: u32, keep: &[u32]) -> std::io::Result<()> {
     let mut keep: Vec<u32> = keep.iter().copied().filter(|k| *k >= first).collect();
     keep.sort_unstable();
     let mut from = first;
-    for k in keep.into_iter().chain([u32::MAX]) {
-        if k > from {
-            // SAFETY: close_range only closes descriptors; the caller uses none of them after.
-            unsafe { libc::syscall(libc::SYS_close_range, from, k - 1, 0u32) };
+    for k in keep.iter().copied().chain([u32::MAX]) {
+        // SAFETY: close_range only closes descriptors; the caller uses none of them after.
+        if k > from && unsafe { libc::syscall(libc::SYS_close_range, from, k - 1, 0u32) } != 0 {
+            let open: Vec<u32> = std::fs::read_dir("/proc/self/fd")?
+                .flatten()
+                .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+                .filter(|fd: &u32| *fd >= first && !keep.contains(fd))
+                .collect();
+            for fd in open {
+                // SAFETY: closing a descriptor nothing of ours uses after this.
+                unsafe { libc::close(fd as i32) };
+            }
+            return Ok(());
         }
         from = k.saturating_add(1);
     }
+    Ok(())
 }
 
 /// Runs a command in the namespaces and cgroup of the running container whose pid 1 has

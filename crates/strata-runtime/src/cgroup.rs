@@ -83,6 +83,15 @@ fn hierarchies_in(mountinfo: &str, root: &Path) -> Vec<Hierarchy> {
     out
 }
 
+/// Is /sys/fs/cgroup itself the unified hierarchy (a v2-only machine)?
+pub fn unified_only() -> bool {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines().any(|l| {
+        let (left, right) = l.split_once(" - ").unwrap_or_default();
+        left.split(' ').nth(4) == Some(ROOT) && right.starts_with("cgroup2 ")
+    })
+}
+
 /// The cgroup hierarchies of this machine.
 pub fn hierarchies() -> Vec<Hierarchy> {
     hierarchies_in(&fs::read_to_string("/proc/self/mountinfo").unwrap_or_default(), Path::new(ROOT))
@@ -127,6 +136,12 @@ impl Cgroup {
             return Self::create_v2(root, name, limits);
         }
         Self::create_v1(&hierarchies(), name, limits, devices)
+    }
+
+    /// Whether the devices controller decides what the container may open (v1); on a v2
+    /// host that needs an eBPF program, which the runtime does not load yet.
+    pub fn controls_devices() -> bool {
+        !unified_with_controllers(Path::new(ROOT)) && hierarchies().iter().any(|h| h.has("devices"))
     }
 
     fn create_v2(root: &Path, name: &str, limits: &Limits) -> Result<Cgroup, RuntimeError> {
@@ -175,6 +190,22 @@ impl Cgroup {
             }
         }
         let mut cg = Cgroup { dirs: Vec::new() };
+        match Self::fill_v1(&mut cg, hierarchies, name, limits, devices) {
+            Ok(()) => Ok(cg),
+            Err(e) => {
+                cg.remove();
+                Err(e)
+            }
+        }
+    }
+
+    fn fill_v1(
+        cg: &mut Cgroup,
+        hierarchies: &[Hierarchy],
+        name: &str,
+        limits: &Limits,
+        devices: &DeviceAccess,
+    ) -> Result<(), RuntimeError> {
         for h in hierarchies {
             let dir = h.path.join(PARENT).join(name);
             mkdir(&dir)?;
@@ -207,7 +238,7 @@ impl Cgroup {
                 set_devices(&dir, devices)?;
             }
         }
-        Ok(cg)
+        Ok(())
     }
 
     /// Moves process `pid` into every directory of the cgroup.

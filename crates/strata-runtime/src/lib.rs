@@ -161,10 +161,24 @@ pub(crate) fn undumpable() {
 /// Runs `spec` and returns the command's exit status (128+N after signal N).
 /// `started` gets the host pid of the container's pid 1 once it runs.
 pub fn run(spec: &RunSpec, started: impl FnOnce(i32)) -> Result<i32, RuntimeError> {
+    let spec = &*without_unfiltered_mknod(spec);
     // Everything that can fail on bad input fails here, before any process exists.
     let filter = seccomp::compile(&spec.confinement.seccomp, spec.confinement.capabilities)?;
     let init_exe = if spec.confinement.init { Some(init::sealed_copy_of_self()?) } else { None };
     let cgroup = Cgroup::create(&spec.cgroup, &spec.limits, &spec.confinement.devices)?;
+    let status = run_in(spec, &cgroup, filter.as_ref(), init_exe, started);
+    cgroup.remove();
+    status
+}
+
+/// [`run`] once the cgroups exist (the caller removes them, whatever happens here).
+fn run_in(
+    spec: &RunSpec,
+    cgroup: &Cgroup,
+    filter: Option<&libseccomp::ScmpFilterContext>,
+    init_exe: Option<OwnedFd>,
+    started: impl FnOnce(i32),
+) -> Result<i32, RuntimeError> {
     let (go_r, mut go_w) = pipe()?;
     let (pid_r, pid_w) = pipe()?;
     let terminal = if spec.tty { Some(terminal_channel()?) } else { None };
@@ -172,15 +186,14 @@ pub fn run(spec: &RunSpec, started: impl FnOnce(i32)) -> Result<i32, RuntimeErro
     if keeper == 0 {
         drop(go_w);
         drop(pid_r);
-        let pid1 = Pid1 { spec, filter: filter.as_ref(), init_exe, terminal: terminal.as_ref().map(|t| &t.1) };
-        keeper_main(spec, &cgroup, go_r, pid_w, pid1);
+        let pid1 = Pid1 { spec, filter, init_exe, terminal: terminal.as_ref().map(|t| &t.1) };
+        keeper_main(spec, cgroup, go_r, pid_w, pid1);
     }
     drop(go_r);
     drop(pid_w);
     // Only pid 1 holds the sending end: receiving stops if it dies first.
     let terminal = terminal.map(|(ours, _theirs)| ours);
-    let res = cgroup.add(keeper);
-    let status = match res {
+    match cgroup.add(keeper) {
         Ok(()) => {
             let _ = go_w.write_all(b"g");
             drop(go_w);
@@ -205,9 +218,21 @@ pub fn run(spec: &RunSpec, started: impl FnOnce(i32)) -> Result<i32, RuntimeErro
             wait(keeper);
             Err(e)
         }
-    };
-    cgroup.remove();
-    status
+    }
+}
+
+/// Where no devices controller decides what a container may open (a cgroup v2 host, for
+/// now), CAP_MKNOD would let it make and open any device in its /dev: it is dropped, as
+/// in a rootless container, unless the container is trusted with every device anyway.
+fn without_unfiltered_mknod(spec: &RunSpec) -> std::borrow::Cow<'_, RunSpec> {
+    use rustix::thread::CapabilitySet;
+    let c = &spec.confinement;
+    if c.devices == DeviceAccess::All || !c.capabilities.contains(CapabilitySet::MKNOD) || Cgroup::controls_devices() {
+        return std::borrow::Cow::Borrowed(spec);
+    }
+    let mut spec = spec.clone();
+    spec.confinement.capabilities -= CapabilitySet::MKNOD;
+    std::borrow::Cow::Owned(spec)
 }
 
 /// A connected pair of sockets: pid 1 sends its terminal's master on the second.
@@ -451,6 +476,7 @@ fn close_from(first: u32, keep: &[u32]) -> std::io::Result<()> {
 /// Runs a command in the namespaces and cgroup of the running container whose pid 1 has
 /// host pid `init`, confined as the container is. Returns its exit status.
 pub fn exec_in(init: i32, cgroup: &str, spec: &RunSpec) -> Result<i32, RuntimeError> {
+    let spec = &*without_unfiltered_mknod(spec);
     let filter = seccomp::compile(&spec.confinement.seccomp, spec.confinement.capabilities)?;
     let ns: Vec<(&str, OwnedFd)> = ["cgroup", "ipc", "uts", "net", "pid", "mnt"]
         .iter()

@@ -1,7 +1,7 @@
 //! Inside pid 1's own mount namespace: /proc, a minimal /dev, a read-only /sys with the
 //! container's own cgroups, the bind-mounted files, the masked and read-only paths, the
-//! hostname, then pivot_root into the rootfs (chroot when the current root cannot be
-//! pivoted away, e.g. an initramfs). Every target inside the rootfs is resolved there
+//! hostname, then pivot_root into the rootfs (a move over / and chroot when the current
+//! root cannot be pivoted away, e.g. an initramfs). Every target inside the rootfs is resolved there
 //! ([`Root`]): the container may have made any of them a link.
 
 use std::os::unix::fs::MetadataExt;
@@ -63,7 +63,11 @@ pub fn enter() -> Result<(), RuntimeError> {
             rustix::mount::unmount(".", UnmountFlags::DETACH).map_err(sys("detaching the old root"))?;
         }
         Err(e) => {
-            tracing::debug!("pivot_root failed ({e}); using chroot");
+            // An initramfs root cannot be pivoted away. A plain chroot would leave the
+            // host's tree one `chroot x; cd ../..` away (root keeps CAP_SYS_CHROOT): the
+            // rootfs is moved over / first, as runc does, so there is nothing above it.
+            tracing::debug!("pivot_root failed ({e}); moving the rootfs over / and chrooting");
+            rustix::mount::mount_move(".", "/").map_err(sys("moving the rootfs over /"))?;
             rustix::process::chroot(".").map_err(sys("chroot"))?;
         }
     }
@@ -120,6 +124,10 @@ fn sys_fs(root: &Root, spec: &RunSpec) -> Result<(), RuntimeError> {
         if !privileged {
             root.remount_read_only("sys", NO_SUID_DEV_EXEC)?;
         }
+    }
+    if crate::cgroup::unified_only() {
+        // v2 only: the unified hierarchy itself, as the cgroup namespace shows it.
+        return root.mount("cgroup2", "sys/fs/cgroup", "cgroup2", NO_SUID_DEV_EXEC | ro, "");
     }
     root.mount("tmpfs", "sys/fs/cgroup", "tmpfs", NO_SUID_DEV_EXEC, "mode=755")?;
     for h in hierarchies() {

@@ -23,10 +23,10 @@ pub const DEFAULT_PROFILE: &str = "/usr/share/containers/seccomp.json";
 /// The namespace flags of clone(2): without CAP_SYS_ADMIN a container may not use them.
 const CLONE_NAMESPACE_FLAGS: u64 = 0x7E02_0000;
 
-/// Calls Docker's default profile allows only with a capability (or never, for `None`),
-/// which the containers-common profile allows to everyone. Each is answered EPERM when
-/// the container lacks the capability.
-pub const GATED: [(&str, Option<CapabilitySet>); 27] = [
+/// Calls Docker's default profile allows only with a capability (any of a set; never,
+/// for `None`), which the containers-common profile allows to everyone. Each is
+/// answered EPERM when the container lacks them.
+pub const GATED: [(&str, Option<CapabilitySet>); 30] = [
     ("mount", Some(CapabilitySet::SYS_ADMIN)),
     ("umount", Some(CapabilitySet::SYS_ADMIN)),
     ("umount2", Some(CapabilitySet::SYS_ADMIN)),
@@ -45,9 +45,12 @@ pub const GATED: [(&str, Option<CapabilitySet>); 27] = [
     ("name_to_handle_at", Some(CapabilitySet::SYS_ADMIN)),
     ("sethostname", Some(CapabilitySet::SYS_ADMIN)),
     ("setdomainname", Some(CapabilitySet::SYS_ADMIN)),
-    ("syslog", Some(CapabilitySet::SYS_ADMIN)),
-    ("perf_event_open", Some(CapabilitySet::SYS_ADMIN)),
-    ("bpf", Some(CapabilitySet::SYS_ADMIN)),
+    ("syslog", Some(CapabilitySet::SYS_ADMIN.union(CapabilitySet::SYSLOG))),
+    ("perf_event_open", Some(CapabilitySet::SYS_ADMIN.union(CapabilitySet::PERFMON))),
+    ("bpf", Some(CapabilitySet::SYS_ADMIN.union(CapabilitySet::BPF))),
+    ("get_mempolicy", Some(CapabilitySet::SYS_NICE)),
+    ("set_mempolicy", Some(CapabilitySet::SYS_NICE)),
+    ("mbind", Some(CapabilitySet::SYS_NICE)),
     ("reboot", Some(CapabilitySet::SYS_BOOT)),
     ("delete_module", Some(CapabilitySet::SYS_MODULE)),
     // The kernel keyring is not namespaced: never.

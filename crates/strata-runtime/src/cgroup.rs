@@ -66,35 +66,47 @@ impl Hierarchy {
     }
 }
 
-/// The cgroup hierarchies mounted below `root`, from a mountinfo text.
-fn hierarchies_in(mountinfo: &str, root: &Path) -> Vec<Hierarchy> {
+/// The cgroup mounts of a mountinfo text.
+fn cgroup_mounts(mountinfo: &str) -> Vec<Hierarchy> {
     let mut out = Vec::new();
     for line in mountinfo.lines() {
         let Some((left, right)) = line.split_once(" - ") else { continue };
         let Some(mount_point) = left.split(' ').nth(4) else { continue };
         let mut r = right.split(' ');
         let (Some(fstype), Some(_source), Some(opts)) = (r.next(), r.next(), r.next()) else { continue };
-        let path = PathBuf::from(mount_point);
-        if (fstype == "cgroup" || fstype == "cgroup2") && path.parent() == Some(root) {
+        if fstype == "cgroup" || fstype == "cgroup2" {
             let options = opts.split(',').filter(|o| *o != "rw" && *o != "ro").collect::<Vec<_>>().join(",");
-            out.push(Hierarchy { path, fstype: fstype.to_string(), options });
+            out.push(Hierarchy { path: PathBuf::from(mount_point), fstype: fstype.to_string(), options });
         }
     }
     out
 }
 
+/// The cgroup hierarchies mounted below `root`, from a mountinfo text.
+fn hierarchies_in(mountinfo: &str, root: &Path) -> Vec<Hierarchy> {
+    cgroup_mounts(mountinfo).into_iter().filter(|h| h.path.parent() == Some(root)).collect()
+}
+
+fn mountinfo() -> String {
+    fs::read_to_string("/proc/self/mountinfo").unwrap_or_default()
+}
+
 /// Is /sys/fs/cgroup itself the unified hierarchy (a v2-only machine)?
 pub fn unified_only() -> bool {
-    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    info.lines().any(|l| {
-        let (left, right) = l.split_once(" - ").unwrap_or_default();
-        left.split(' ').nth(4) == Some(ROOT) && right.starts_with("cgroup2 ")
-    })
+    cgroup_mounts(&mountinfo()).iter().any(|h| h.path == Path::new(ROOT) && h.fstype == "cgroup2")
 }
 
 /// The cgroup hierarchies of this machine.
 pub fn hierarchies() -> Vec<Hierarchy> {
-    hierarchies_in(&fs::read_to_string("/proc/self/mountinfo").unwrap_or_default(), Path::new(ROOT))
+    hierarchies_in(&mountinfo(), Path::new(ROOT))
+}
+
+/// Where the containers' cgroups are: `strata/` of the unified root (v2) and of every
+/// hierarchy below it (v1, hybrid).
+fn parents() -> Vec<PathBuf> {
+    let mut parents = vec![Path::new(ROOT).join(PARENT)];
+    parents.extend(hierarchies().iter().map(|h| h.path.join(PARENT)));
+    parents
 }
 
 /// The container's cgroup directories; removed by [`Cgroup::remove`].
@@ -193,7 +205,7 @@ impl Cgroup {
         match Self::fill_v1(&mut cg, hierarchies, name, limits, devices) {
             Ok(()) => Ok(cg),
             Err(e) => {
-                cg.remove();
+                let _ = cg.remove();
                 Err(e)
             }
         }
@@ -263,16 +275,14 @@ impl Cgroup {
 
     /// Reopens the cgroup of a container created earlier.
     pub fn existing(name: &str) -> Cgroup {
-        let mut candidates = vec![Path::new(ROOT).join(PARENT).join(name)];
-        candidates.extend(hierarchies().iter().map(|h| h.path.join(PARENT).join(name)));
-        Cgroup { dirs: candidates.into_iter().filter(|c| c.is_dir()).collect() }
+        Cgroup { dirs: parents().into_iter().map(|p| p.join(name)).filter(|c| c.is_dir()).collect() }
     }
 
-    /// Removes the directories (their processes are gone).
-    pub fn remove(self) {
-        for d in self.dirs {
-            remove_dir(&d);
-        }
+    /// Removes the directories (their processes are gone); false if one still holds
+    /// processes (every one is tried).
+    pub fn remove(self) -> bool {
+        let removed: Vec<bool> = self.dirs.iter().map(|d| remove_dir(d)).collect();
+        removed.iter().all(|r| *r)
     }
 }
 
@@ -307,9 +317,7 @@ fn set_devices(dir: &Path, devices: &DeviceAccess) -> Result<(), RuntimeError> {
 
 /// The names of the containers' cgroups found in any hierarchy (for `check`).
 pub fn leftover_names() -> Vec<String> {
-    let mut parents = vec![Path::new(ROOT).join(PARENT)];
-    parents.extend(hierarchies().iter().map(|h| h.path.join(PARENT)));
-    let mut names: Vec<String> = parents
+    let mut names: Vec<String> = parents()
         .iter()
         .filter_map(|p| fs::read_dir(p).ok())
         .flatten()
@@ -325,7 +333,7 @@ pub fn leftover_names() -> Vec<String> {
 /// Removes the cgroups of a container that no longer runs; false if some still hold
 /// processes.
 pub fn remove_leftover(name: &str) -> bool {
-    Cgroup::existing(name).dirs.iter().all(|d| remove_dir(d))
+    Cgroup::existing(name).remove()
 }
 
 #[cfg(test)]

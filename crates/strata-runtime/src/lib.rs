@@ -11,8 +11,8 @@
 //! ```
 //!
 //! The keeper exists so that the caller stays in the host namespaces (it must unmount
-//! and clean up afterwards); it forwards signals, and with `-t` relays the terminal that
-//! pid 1 opened inside the container. As in Docker, the command itself is pid 1 (a pid-1
+//! and clean up afterwards); it forwards signals. With `-t`, pid 1 opens a terminal inside
+//! the container and sends its master to the caller, which relays it. As in Docker, the command itself is pid 1 (a pid-1
 //! process ignores the signals it has no handler for); with `--init`, pid 1 is instead a
 //! small init that forwards signals and reaps, executed from a sealed in-memory copy of
 //! this program ([`init`]), so that `/proc/1/exe` never leads to a host file. Every
@@ -31,7 +31,7 @@ mod tty;
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 
 use rustix::fs::Mode;
 use std::path::{Path, PathBuf};
@@ -167,7 +167,7 @@ pub fn run(spec: &RunSpec, started: impl FnOnce(i32)) -> Result<i32, RuntimeErro
     let init_exe = if spec.confinement.init { Some(init::sealed_copy_of_self()?) } else { None };
     let cgroup = Cgroup::create(&spec.cgroup, &spec.limits, &spec.confinement.devices)?;
     let status = run_in(spec, &cgroup, filter.as_ref(), init_exe, started);
-    cgroup.remove();
+    let _ = cgroup.remove();
     status
 }
 
@@ -205,11 +205,7 @@ fn run_in(
             }
             // The relay runs here: a process that made a pid namespace for its children
             // (the keeper) cannot start threads.
-            let output = terminal.as_ref().and_then(tty::receive_master).map(|pty| pty.relay(spec.stdin));
-            let code = wait(keeper);
-            if let Some(output) = output {
-                output.finish();
-            }
+            let code = wait_relaying(keeper, terminal.as_ref(), spec.stdin);
             signals::restore();
             Ok(code)
         }
@@ -233,6 +229,17 @@ fn without_unfiltered_mknod(spec: &RunSpec) -> std::borrow::Cow<'_, RunSpec> {
     let mut spec = spec.clone();
     spec.confinement.capabilities -= CapabilitySet::MKNOD;
     std::borrow::Cow::Owned(spec)
+}
+
+/// Waits for `pid`, relaying the terminal whose master arrives on `terminal` (if any)
+/// to our stdin and stdout meanwhile.
+fn wait_relaying(pid: i32, terminal: Option<&OwnedFd>, stdin: bool) -> i32 {
+    let output = terminal.and_then(tty::receive_master).map(|pty| pty.relay(stdin));
+    let code = wait(pid);
+    if let Some(output) = output {
+        output.finish();
+    }
+    code
 }
 
 /// A connected pair of sockets: pid 1 sends its terminal's master on the second.
@@ -312,7 +319,7 @@ fn pid1_main(p: Pid1<'_>, in_root: File) -> ! {
         die(&e.to_string());
     }
     if let Some(socket) = p.terminal {
-        let attached = tty::Pty::open().and_then(|pty| tty::send_master(socket, &pty).and_then(|()| pty.attach()));
+        let attached = tty::Pty::open_for(socket).and_then(|pty| pty.attach());
         if let Err(e) = attached {
             die(&e.to_string());
         }
@@ -342,7 +349,7 @@ fn null_stdin(spec: &RunSpec) {
 /// `terminal`) and forwards signals to it; the caller waits for it.
 fn start_command(spec: &RunSpec, filter: Option<&libseccomp::ScmpFilterContext>, terminal: Option<&OwnedFd>) -> i32 {
     let pty = match terminal {
-        Some(socket) => match tty::Pty::open().and_then(|pty| tty::send_master(socket, &pty).map(|()| pty)) {
+        Some(socket) => match tty::Pty::open_for(socket) {
             Ok(p) => Some(p),
             Err(e) => die(&e.to_string()),
         },
@@ -353,7 +360,6 @@ fn start_command(spec: &RunSpec, filter: Option<&libseccomp::ScmpFilterContext>,
         Err(e) => die(&e.to_string()),
     };
     if cmd == 0 {
-        signals::reset();
         match &pty {
             Some(pty) => {
                 if let Err(e) = pty.attach() {
@@ -508,9 +514,7 @@ pub fn exec_in(init: i32, cgroup: &str, spec: &RunSpec) -> Result<i32, RuntimeEr
         }
         undumpable();
         for (name, fd) in &ns {
-            // SAFETY: fd is an open /proc/PID/ns link.
-            let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd.as_raw_fd()) };
-            if let Err(e) = rustix::thread::move_into_link_name_space(borrowed, None) {
+            if let Err(e) = rustix::thread::move_into_link_name_space(fd.as_fd(), None) {
                 die(&format!("joining the container's {name} namespace: {e}"));
             }
         }
@@ -535,11 +539,7 @@ pub fn exec_in(init: i32, cgroup: &str, spec: &RunSpec) -> Result<i32, RuntimeEr
     drop(go_w);
     signals::forward_to(child);
     let terminal = terminal.map(|(ours, _theirs)| ours);
-    let output = terminal.as_ref().and_then(tty::receive_master).map(|pty| pty.relay(spec.stdin));
-    let code = wait(child);
-    if let Some(output) = output {
-        output.finish();
-    }
+    let code = wait_relaying(child, terminal.as_ref(), spec.stdin);
     signals::restore();
     Ok(code)
 }

@@ -257,9 +257,7 @@ pub fn compile(policy: &Seccomp, caps: CapabilitySet) -> Result<Option<ScmpFilte
     let gated = |name: &str| harden && GATED.iter().any(|(n, cap)| *n == name && cap.is_none_or(|c| !caps.contains(c)));
     let clone_gated = harden && !caps.contains(CapabilitySet::SYS_ADMIN);
     for rule in &profile.syscalls {
-        if !rule.includes.holds(caps, arch, kernel)
-            || (!excludes_empty(&rule.excludes) && rule.excludes.any(caps, arch, kernel))
-        {
+        if !rule.includes.holds(caps, arch, kernel) || rule.excludes.any(caps, arch, kernel) {
             continue;
         }
         let act = action(&rule.action, rule.errno_ret)?;
@@ -286,10 +284,6 @@ pub fn compile(policy: &Seccomp, caps: CapabilitySet) -> Result<Option<ScmpFilte
         }
     }
     Ok(Some(ctx))
-}
-
-fn excludes_empty(c: &Condition) -> bool {
-    c.caps.is_empty() && c.arches.is_empty() && c.min_kernel.is_none()
 }
 
 #[cfg(test)]

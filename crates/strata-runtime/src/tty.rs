@@ -31,7 +31,7 @@ impl Pty {
     /// current directory, which is the container's root (before or after entering it),
     /// so that no link of the container's leads elsewhere; the slave comes from the master
     /// itself (TIOCGPTPEER), never by path. Sized like our terminal.
-    pub fn open() -> Result<Pty, RuntimeError> {
+    fn open() -> Result<Pty, RuntimeError> {
         use rustix::fs::ResolveFlags;
         let master = rustix::fs::openat2(
             rustix::fs::CWD,
@@ -47,6 +47,20 @@ impl Pty {
         let slave = rustix::pty::ioctl_tiocgptpeer(&master, flags).map_err(sys("opening the terminal's other side"))?;
         copy_winsize(master.as_fd());
         Ok(Pty { master, slave: Some(slave) })
+    }
+
+    /// [`Pty::open`], its master sent to the process that relays it (the `strata` process
+    /// outside the container: the command's side has no thread, or no place, to relay).
+    pub fn open_for(socket: &OwnedFd) -> Result<Pty, RuntimeError> {
+        use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+        let pty = Pty::open()?;
+        let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        let fds = [pty.master.as_fd()];
+        control.push(SendAncillaryMessage::ScmRights(&fds));
+        rustix::net::sendmsg(socket, &[io::IoSlice::new(b"t")], &mut control, SendFlags::empty())
+            .map_err(sys("sending the terminal"))?;
+        Ok(pty)
     }
 
     /// In the command: a new session with the terminal as controlling terminal and
@@ -91,20 +105,7 @@ impl Pty {
     }
 }
 
-/// Sends the terminal's master to the process that relays it (the keeper, outside the
-/// container, when the command is pid 1 and so cannot relay it itself).
-pub fn send_master(socket: &OwnedFd, pty: &Pty) -> Result<(), RuntimeError> {
-    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
-    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
-    let mut control = SendAncillaryBuffer::new(&mut space);
-    let fds = [pty.master.as_fd()];
-    control.push(SendAncillaryMessage::ScmRights(&fds));
-    rustix::net::sendmsg(socket, &[io::IoSlice::new(b"t")], &mut control, SendFlags::empty())
-        .map_err(sys("sending the terminal"))?;
-    Ok(())
-}
-
-/// Receives the master [`send_master`] sent; `None` if the sender went away first.
+/// Receives the master [`Pty::open_for`] sent; `None` if the sender went away first.
 pub fn receive_master(socket: &OwnedFd) -> Option<Pty> {
     use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
     let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];

@@ -523,21 +523,29 @@ fn load_plan(
     Err(StoreError::Conflict(format!("{}: layers kept disappearing while loading (concurrent rmi?)", plan.what)))
 }
 
+/// A blob's size and digest against what the format recorded for it, where it did.
+fn check_blob(blob: &LayerBlob, digest: &Digest, size: u64) -> Result<()> {
+    if let Some(expected) = blob.size
+        && expected != size
+    {
+        return Err(StoreError::SizeMismatch { what: "blob".into(), expected, actual: size });
+    }
+    match &blob.digest {
+        Some(expected) => check_digest("blob", expected, digest),
+        None => Ok(()),
+    }
+}
+
 /// Checks the blob of a layer the store has already, without unpacking it: its digest and
 /// size where the format records them, else the diff ID of its content. A corrupt
 /// archive is refused even when nothing of it would be written.
 fn verify_blob(src: &dyn Source, blob: &LayerBlob, diff_id: &Digest) -> Result<()> {
     let (r, _) = src.open(&blob.path)?;
     let (mut blob_r, blob_d) = DigestReader::new(r);
-    if let Some(expected) = &blob.digest {
+    if blob.digest.is_some() {
         io::copy(&mut blob_r, &mut io::sink()).at(&blob.path)?;
-        let (actual, size) = blob_d.result();
-        if let Some(want) = blob.size
-            && want != size
-        {
-            return Err(StoreError::SizeMismatch { what: "blob".into(), expected: want, actual: size });
-        }
-        return check_digest("blob", expected, &actual);
+        let (digest, size) = blob_d.result();
+        return check_blob(blob, &digest, size);
     }
     let (_, decoded) = compress::decompress_sniffed(blob_r).at(&blob.path)?;
     let (mut diff_r, diff_d) = DigestReader::new(decoded);
@@ -576,14 +584,7 @@ pub(crate) fn unpack_layer(
     rec.finish(&split)?;
     progress.end();
     let (blob_digest, blob_size) = blob_d.result();
-    if let Some(expected) = blob.size
-        && expected != blob_size
-    {
-        return Err(StoreError::SizeMismatch { what: "blob".into(), expected, actual: blob_size });
-    }
-    if let Some(expected) = &blob.digest {
-        check_digest("blob", expected, &blob_digest)?;
-    }
+    check_blob(blob, &blob_digest, blob_size)?;
     let (actual_diff, tar_size) = diff_d.map_or((blob_digest.clone(), blob_size), |d| d.result());
     if let Some(expected) = diff_id {
         check_digest("diff ID", expected, &actual_diff)?;

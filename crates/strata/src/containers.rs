@@ -264,16 +264,13 @@ pub fn create(store: &Store, args: &CreateArgs) -> Result<Container> {
         args.user.clone().or_else(|| get("User").and_then(|u| u.as_str()).map(str::to_string)).unwrap_or_default();
     let security = args.security.record();
     // Checked now, so that a bad option is refused before anything exists, with Docker's
-    // exit status for a bad option (125).
-    confinement(&security, None).map_err(|e| strata_runtime::RuntimeError::Other(format!("{e:#}")))?;
-    // A profile named on the command line is read now and kept with the container.
-    let profile = security
-        .security_opt
-        .iter()
-        .filter_map(|o| o.strip_prefix("seccomp=").or_else(|| o.strip_prefix("seccomp:")))
-        .find(|p| *p != "unconfined")
-        .map(|p| strata_runtime::seccomp::read_profile(Path::new(p)))
-        .transpose()?;
+    // exit status for a bad option (125). A profile named on the command line is read
+    // now and kept with the container.
+    let resolved = confinement(&security, None).map_err(|e| strata_runtime::RuntimeError::Other(format!("{e:#}")))?;
+    let profile = match resolved.seccomp {
+        Seccomp::Profile(text) => Some(text),
+        _ => None,
+    };
     let config = RunConfig {
         args: argv,
         env,

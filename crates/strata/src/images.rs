@@ -133,9 +133,11 @@ pub fn cmd_inspect(store: &Store, images: &[String]) -> Result<()> {
     for r in images {
         match store.image(r) {
             Ok(img) => out.push(inspect_value(store, &img)),
-            Err(strata_store::StoreError::NoSuchImage(_)) if strata_store::container::find(store, r).is_ok() => {
-                out.push(crate::containers::inspect_value(store, &strata_store::container::find(store, r)?)?);
-            }
+            // Not an image: a container, else the image error stands.
+            Err(e @ strata_store::StoreError::NoSuchImage(_)) => match strata_store::container::find(store, r) {
+                Ok(c) => out.push(crate::containers::inspect_value(store, &c)?),
+                Err(_) => return Err(e.into()),
+            },
             Err(e) => return Err(e.into()),
         }
     }

@@ -60,6 +60,12 @@ pub const GATED: [(&str, Option<CapabilitySet>); 30] = [
     ("userfaultfd", None),
 ];
 
+/// Is `name` closed to a container with `caps` (it has none of the capabilities that
+/// open it)?
+fn is_gated(name: &str, caps: CapabilitySet) -> bool {
+    GATED.iter().any(|(n, cap)| *n == name && cap.is_none_or(|c| !caps.intersects(c)))
+}
+
 /// Which filter a container gets.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, Deserialize)]
 pub enum Seccomp {
@@ -254,7 +260,7 @@ pub fn compile(policy: &Seccomp, caps: CapabilitySet) -> Result<Option<ScmpFilte
             }
         }
     }
-    let gated = |name: &str| harden && GATED.iter().any(|(n, cap)| *n == name && cap.is_none_or(|c| !caps.contains(c)));
+    let gated = |name: &str| harden && is_gated(name, caps);
     let clone_gated = harden && !caps.contains(CapabilitySet::SYS_ADMIN);
     for rule in &profile.syscalls {
         if !rule.includes.holds(caps, arch, kernel) || rule.excludes.any(caps, arch, kernel) {
@@ -302,6 +308,18 @@ mod tests {
         assert!(!a.holds(CapabilitySet::empty(), "amd64", (6, 1)));
         assert!(a.any(CapabilitySet::empty(), "arm64", (6, 1)));
         assert_eq!(kernel_version("6.18.44-strata"), (6, 18));
+    }
+
+    #[test]
+    fn gated_calls_open_with_any_of_their_capabilities() {
+        let none = CapabilitySet::empty();
+        assert!(is_gated("syslog", none));
+        assert!(!is_gated("syslog", CapabilitySet::SYSLOG));
+        assert!(!is_gated("syslog", CapabilitySet::SYS_ADMIN));
+        assert!(is_gated("mbind", CapabilitySet::SYS_ADMIN));
+        assert!(!is_gated("mbind", CapabilitySet::SYS_NICE));
+        assert!(is_gated("keyctl", crate::confine::all_capabilities()));
+        assert!(!is_gated("read", none));
     }
 
     #[test]

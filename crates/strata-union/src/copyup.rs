@@ -61,6 +61,17 @@ pub fn copy_entry(
     copy_metadata(src_root, src_rel, st, work, Path::new(dst_name))
 }
 
+/// A copy of the open regular file `src`, data and metadata, made unnamed (`O_TMPFILE`)
+/// in directory `dir`: the writable copy of a file whose names are all gone.
+pub fn copy_unnamed(src: &OwnedFd, dir: impl AsFd) -> Result<OwnedFd, Errno> {
+    let st = rustix::fs::fstat(src)?;
+    let dst =
+        rustix::fs::openat(dir, ".", OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC, Mode::from_raw_mode(0o600))?;
+    copy_data(src, &dst, st.st_size as u64)?;
+    copy_file_metadata(src, &st, &dst)?;
+    Ok(dst)
+}
+
 /// Owner, xattrs, mode (after chown, which may clear set-id bits) and times.
 pub fn copy_metadata(
     src_root: impl AsFd,

@@ -173,6 +173,9 @@ fn backing_flags(flags: i32) -> OFlags {
     OFlags::from_bits_retain((flags & keep) as u32)
 }
 
+/// A registered file handle, with its passthrough backing file when the kernel took one.
+type Opened = (u64, Option<Arc<BackingId>>);
+
 /// Who sent a request.
 #[derive(Clone, Copy, Debug)]
 struct Caller {
@@ -268,8 +271,12 @@ impl StrataFs {
     /// Attributes of a file whose names are all gone but which is still open (`statx` on
     /// its descriptor arrives without a file handle).
     fn attr_of_unlinked(&self, ino: Ino) -> Option<FileAttr> {
-        let f = self.files.lock().values().find(|f| f.ino == ino).cloned()?;
-        rustix::fs::fstat(&f.file).ok().map(|st| to_attr(ino, &st, false))
+        let open = self.files.lock().values().find(|f| f.ino == ino).cloned();
+        let st = match open {
+            Some(f) => rustix::fs::fstat(&f.file),
+            None => rustix::fs::fstat(&*self.union.orphan(ino, false).ok()??.1),
+        };
+        st.ok().map(|st| to_attr(ino, &st, false))
     }
 
     /// Attributes after a lookup-like reply: the kernel now holds one more reference.
@@ -306,7 +313,7 @@ impl StrataFs {
         flags: i32,
         uid: u32,
         register: impl FnOnce(&OwnedFd) -> std::io::Result<BackingId>,
-    ) -> Result<(u64, Option<Arc<BackingId>>), Errno> {
+    ) -> Result<Opened, Errno> {
         let (branch, rel) = self.union.location(ino)?;
         let file = sys::open_at(self.union.root(branch), &rel, backing_flags(flags), Mode::empty()).map_err(errno)?;
         self.register_open(ino, branch, file, wants_write(flags).then_some(uid), register)
@@ -322,7 +329,7 @@ impl StrataFs {
         file: OwnedFd,
         writer: Option<u32>,
         register: impl FnOnce(&OwnedFd) -> std::io::Result<BackingId>,
-    ) -> Result<(u64, Option<Arc<BackingId>>), Errno> {
+    ) -> Result<Opened, Errno> {
         let mut backing = None;
         let mut t = self.union.table.write();
         let node = t.get_mut(ino)?;
@@ -330,6 +337,8 @@ impl StrataFs {
             let live = node.backing().and_then(|(b, w)| w.upgrade().map(|id| (*b, id)));
             backing = match live {
                 Some((b, id)) if b == branch => Some(id),
+                // A removed file made writable (see `Union::orphan`) has no names to move.
+                Some(_) if !node.linked => None,
                 Some(_) => {
                     // Copied up while descriptors still read the lower file through
                     // passthrough: the kernel takes one backing file per inode, so the names
@@ -365,6 +374,31 @@ impl StrataFs {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.files.lock().insert(fh, Arc::new(OpenFile { ino, file, writer, _backing: backing.clone() }));
         Ok((fh, backing))
+    }
+
+    /// Opens node `ino` whose names were all removed after the kernel looked it up,
+    /// through its kept backing file (see `Union::orphan`); `None` when it was not kept.
+    fn open_orphan(
+        &self,
+        ino: Ino,
+        flags: i32,
+        uid: u32,
+        register: impl FnOnce(&OwnedFd) -> std::io::Result<BackingId>,
+    ) -> Result<Option<Opened>, Errno> {
+        let write = wants_write(flags);
+        let kept = if write {
+            let _ns = self.union.ns.write();
+            self.union.orphan(ino, true)?
+        } else {
+            self.union.orphan(ino, false)?
+        };
+        let Some((branch, file)) = kept else { return Ok(None) };
+        let reopened = rustix::fs::open(sys::proc_path(&*file), backing_flags(flags) | OFlags::CLOEXEC, Mode::empty())
+            .map_err(errno)?;
+        if flags & libc::O_TRUNC != 0 {
+            rustix::fs::ftruncate(&reopened, 0).map_err(errno)?;
+        }
+        self.register_open(ino, branch, reopened, write.then_some(uid), register).map(Some)
     }
 
     /// `O_TRUNC` on open: truncates by path, since the descriptor may be read-only
@@ -900,7 +934,11 @@ impl Filesystem for StrataFs {
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let flags = flags.0;
         let caller = Caller::of(req);
-        let opened = if wants_write(flags) {
+        let linked = self.union.table.read().get(ino.0).map(|n| n.linked);
+        let opened = if linked == Ok(false) {
+            self.open_orphan(ino.0, flags, caller.uid, |f| reply.open_backing(f))
+                .and_then(|opened| opened.ok_or(Errno::ESTALE))
+        } else if wants_write(flags) {
             let data = if flags & libc::O_TRUNC != 0 { Data::Skip } else { Data::Copy };
             self.lock_for_change(ino.0, data).and_then(|(_ns, staged)| {
                 self.union.copy_up(ino.0, data, staged)?;

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::hash::{BuildHasher, RandomState};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 
@@ -16,6 +17,10 @@ use hashbrown::HashTable;
 
 pub type Ino = u64;
 pub const ROOT: Ino = 1;
+
+/// Removed files whose backing file is kept for the kernel's remaining references (see
+/// [`Table::set_orphan`]); beyond this an open racing with a removal gets ESTALE.
+const MAX_ORPHANS: usize = 4096;
 
 /// A directory's part in one branch. `path` says where the part lives in that branch
 /// when it is not at the directory's own path (below a renamed lower directory).
@@ -78,11 +83,18 @@ struct Extra {
     links: Option<Links>,
     /// The xattr names of an entry that has some.
     xattr_names: Option<Box<[OsString]>>,
+    /// The backing file, held open (`O_PATH`) once its last name went while the kernel
+    /// still referenced the node, and its branch (see [`Table::set_orphan`]).
+    orphan: Option<(u16, Arc<OwnedFd>)>,
 }
 
 impl Extra {
     fn is_empty(&self) -> bool {
-        self.src.is_none() && self.backing.is_none() && self.links.is_none() && self.xattr_names.is_none()
+        self.src.is_none()
+            && self.backing.is_none()
+            && self.links.is_none()
+            && self.xattr_names.is_none()
+            && self.orphan.is_none()
     }
 }
 
@@ -163,6 +175,11 @@ impl Node {
         }
     }
 
+    /// The backing file of an unlinked node, when it was kept (see [`Table::set_orphan`]).
+    pub fn orphan(&self) -> Option<(u16, Arc<OwnedFd>)> {
+        self.extra.as_ref().and_then(|e| e.orphan.clone()).filter(|_| !self.linked)
+    }
+
     /// Regular files with several names: see [`Links`].
     pub fn links(&self) -> Option<Links> {
         self.extra.as_ref().and_then(|e| e.links)
@@ -219,6 +236,8 @@ pub struct Table {
     hints: HashMap<(Ino, OsString), Ino>,
     /// The node of each multiply-linked backing file, by (device, inode).
     groups: HashMap<(u64, u64), Ino>,
+    /// Nodes holding an orphan descriptor: bounded, as each is an open file.
+    orphans: usize,
 }
 
 impl std::fmt::Debug for Table {
@@ -521,12 +540,33 @@ impl Table {
         if ino == ROOT {
             return;
         }
-        if self.nodes.get(&ino).is_some_and(|n| !n.linked && n.lookups == 0 && n.opens == 0)
-            && let Some(n) = self.nodes.remove(&ino)
-            && let Some(l) = n.links()
+        if !self.nodes.get(&ino).is_some_and(|n| !n.linked && n.lookups == 0 && n.opens == 0) {
+            return;
+        }
+        let Some(n) = self.nodes.remove(&ino) else { return };
+        if n.extra.as_ref().is_some_and(|e| e.orphan.is_some()) {
+            self.orphans -= 1;
+        }
+        if let Some(l) = n.links()
             && self.groups.get(&l.key) == Some(&ino)
         {
             self.groups.remove(&l.key);
+        }
+    }
+
+    /// Whether another orphan may be kept: each is an open file.
+    pub fn room_for_orphan(&self) -> bool {
+        self.orphans < MAX_ORPHANS
+    }
+
+    /// Holds `file`, the backing file of node `ino` in `branch`, for when its last name is
+    /// removed while the kernel still references it: an open that raced with the removal
+    /// then opens the file, as on a local filesystem, instead of failing with ESTALE. It
+    /// is closed with the node (at the kernel's last FORGET).
+    pub fn set_orphan(&mut self, ino: Ino, branch: u16, file: Arc<OwnedFd>) {
+        let Some(n) = self.nodes.get_mut(&ino) else { return };
+        if n.extra_mut().orphan.replace((branch, file)).is_none() {
+            self.orphans += 1;
         }
     }
 

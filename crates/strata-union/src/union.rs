@@ -818,6 +818,9 @@ impl Union {
         if target != branch {
             self.copy_up_dir(parent)?;
         }
+        if !is_dir {
+            self.keep_orphan(ino)?;
+        }
         let dir = self.table.read().path(parent)?;
         let rel = sys::join(&dir, name);
         let root_fd = self.root(target);
@@ -862,6 +865,38 @@ impl Union {
             self.names.forget(ino);
         }
         Ok(())
+    }
+
+    /// Before the last name of file `ino` goes: keeps its backing file open if the kernel
+    /// still references the node (see [`crate::inode::Table::set_orphan`]).
+    fn keep_orphan(&self, ino: Ino) -> Result<(), Errno> {
+        {
+            let t = self.table.read();
+            let n = t.get(ino)?;
+            if n.lookups == 0 || t.names_of(ino).len() > 1 || !t.room_for_orphan() {
+                return Ok(());
+            }
+        }
+        let (b, rel) = self.location(ino)?;
+        let file = sys::open_at(self.root(b), &rel, OFlags::PATH, Mode::empty()).map_err(errno)?;
+        self.table.write().set_orphan(ino, b, Arc::new(file));
+        Ok(())
+    }
+
+    /// The kept backing file of a removed file (see [`Self::keep_orphan`]), made writable
+    /// when asked: one in a read-only branch is copied, unnamed, into the writable branch
+    /// first, as a copy-up would. Callers hold `ns` exclusively when `write` is set.
+    pub fn orphan(&self, ino: Ino, write: bool) -> Result<Option<(u16, Arc<OwnedFd>)>, Errno> {
+        let Some((b, file)) = self.table.read().get(ino)?.orphan() else { return Ok(None) };
+        if !write || self.perm(b).is_writable() {
+            return Ok(Some((b, file)));
+        }
+        let wb = self.wb()?;
+        let src =
+            rustix::fs::open(sys::proc_path(&*file), OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).map_err(errno)?;
+        let copy = Arc::new(copyup::copy_unnamed(&src, self.work()?).map_err(errno)?);
+        self.table.write().set_orphan(ino, wb, copy.clone());
+        Ok(Some((wb, copy)))
     }
 
     /// Renames within the union. Files from lower branches are copied up first; a
@@ -967,6 +1002,9 @@ impl Union {
             return Ok(());
         }
 
+        if let (Some(d), Some(false)) = (dst, dst_dir) {
+            self.keep_orphan(d)?;
+        }
         let aufs_wh_dst = whiteout::has_aufs_whiteout(root, &new_dir, new_name).map_err(errno)?;
         match sys::lstat_opt(root, &new_rel).map_err(errno)? {
             Some(st) if whiteout::is_overlay_whiteout(&st) && src_dir => {

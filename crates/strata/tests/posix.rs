@@ -252,6 +252,39 @@ fn unlinked_open_file_stays_usable() {
     assert_eq!(read(&p), "new");
 }
 
+/// A file whose last name goes while the kernel still holds it (here an `O_PATH`
+/// descriptor; in real life an open racing with `unlink` or `rename`) opens again, as on a
+/// local filesystem: reading it, and writing a lower one (copied aside, never into a name).
+#[test]
+fn a_removed_file_still_held_opens_again() {
+    let f = fixture(&[]);
+    fs::write(f.m.p("up"), "upper\n").unwrap();
+    fs::write(f.m.p("other"), "other\n").unwrap();
+    let lower = rustix::fs::open(f.m.p("file"), rustix::fs::OFlags::PATH, Mode::empty()).unwrap();
+    let upper = rustix::fs::open(f.m.p("up"), rustix::fs::OFlags::PATH, Mode::empty()).unwrap();
+    fs::remove_file(f.m.p("file")).unwrap();
+    fs::rename(f.m.p("other"), f.m.p("up")).unwrap();
+    let again = |fd: &std::os::fd::OwnedFd| format!("/proc/self/fd/{}", fd.as_raw_fd());
+
+    assert_eq!(read(again(&upper)), "upper\n", "the replaced upper file");
+    assert_eq!(read(again(&lower)), "lower file\n", "the removed lower file");
+    let mut w = OpenOptions::new().append(true).open(again(&lower)).unwrap();
+    w.write_all(b"more\n").unwrap();
+    assert_eq!(read(again(&lower)), "lower file\nmore\n", "written, then read through the copy");
+    drop(w);
+
+    assert_eq!(read(f.s.path("lower/file")), "lower file\n", "the lower branch is untouched");
+    assert!(!f.m.p("file").exists());
+    assert_eq!(read(f.m.p("up")), "other\n");
+    let mut upper_names: Vec<_> = fs::read_dir(f.s.path("upper"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| !n.starts_with(".wh..wh."))
+        .collect();
+    upper_names.sort();
+    assert_eq!(upper_names, [".wh.file", "up"], "no name for the written copy");
+}
+
 #[test]
 fn rename_variants() {
     let f = fixture(&[]);

@@ -4,19 +4,22 @@
 //! OverlayFS 0/0 devices as `.wh.NAME`, opaque xattrs as `.wh..wh..opq`; the union's own
 //! `.wh..wh.*` directories stay out.
 
+//!
+//! Paths are reached through `strata_union::sys`, which takes a tree of any depth.
+
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use strata_union::sys::{get_xattr, list_xattrs};
+use rustix::fs::{CWD, Mode, OFlags, Stat};
+use strata_union::sys::{self, PathFd, get_xattr, list_xattrs};
 use strata_union::view::{View, ViewDir};
 use strata_union::whiteout::{AUFS_OPAQUE, OVL_OPAQUE_XATTRS, OVL_REDIRECT_XATTRS, is_private_xattr};
 
-use crate::error::{IoContext, Result, StoreError};
+use crate::error::{IoContext, Result};
 use crate::progress::Progress;
 
 /// Writes the tree under `dir` as a tar to `out`.
@@ -50,8 +53,8 @@ struct Packer<'a, W: Write> {
 impl<W: Write> Packer<'_, W> {
     fn walk(&mut self, rel: &Path) -> Result<()> {
         let dir = self.root.join(rel);
-        let mut names: Vec<_> =
-            std::fs::read_dir(&dir).at(&dir)?.map(|e| e.map(|e| e.file_name())).collect::<io::Result<_>>().at(&dir)?;
+        let fd = sys::open_at(CWD, &dir, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).at(&dir)?;
+        let mut names = sys::dir_names(&fd).at(&dir)?;
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         for name in names {
             let bytes = name.as_bytes();
@@ -69,10 +72,10 @@ impl<W: Write> Packer<'_, W> {
     /// Emits `rel`, read from `full`; `merged` is set when the entry comes from the
     /// union view (inside a renamed directory) rather than from the layer itself.
     fn entry(&mut self, rel: &Path, full: &Path, merged: Option<&ViewDir>) -> Result<()> {
-        let meta = std::fs::symlink_metadata(full).at(full)?;
-        let ft = meta.file_type();
-        let mut h = header_of(&meta);
-        if ft.is_char_device() && meta.rdev() == 0 {
+        let st = sys::lstat(CWD, full).at(full)?;
+        let kind = sys::file_type_bits(&st);
+        let mut h = header_of(&st);
+        if kind == libc::S_IFCHR && st.st_rdev == 0 {
             // An OverlayFS whiteout.
             let mut wh = std::ffi::OsString::from(".wh.");
             wh.push(rel.file_name().unwrap_or_default());
@@ -81,26 +84,24 @@ impl<W: Write> Packer<'_, W> {
             h.set_mode(0o600);
             return self.builder.append_data(&mut h, &path, io::empty()).at(full);
         }
-        if !ft.is_dir() && meta.nlink() > 1 {
-            if let Some(first) = self.links.get(&(meta.dev(), meta.ino())) {
+        if kind != libc::S_IFDIR && st.st_nlink > 1 {
+            if let Some(first) = self.links.get(&(st.st_dev, st.st_ino)) {
                 h.set_entry_type(tar::EntryType::Link);
                 let first = first.clone();
                 return self.builder.append_link(&mut h, rel, &first).at(full);
             }
-            self.links.insert((meta.dev(), meta.ino()), rel.to_path_buf());
+            self.links.insert((st.st_dev, st.st_ino), rel.to_path_buf());
         }
-        self.xattrs(full)?;
-        if ft.is_dir() {
+        let entry = PathFd::open(CWD, full).at(full)?;
+        self.xattrs(&entry.proc, full)?;
+        if kind == libc::S_IFDIR {
             h.set_entry_type(tar::EntryType::Directory);
             self.builder.append_data(&mut h, rel, io::empty()).at(full)?;
-            let redirected =
-                self.view.is_some() && get_xattr(full, OsStr::new(OVL_REDIRECT_XATTRS[0])).ok().flatten().is_some();
-            let opaque = redirected
-                || OVL_OPAQUE_XATTRS
-                    .iter()
-                    .any(|x| get_xattr(full, OsStr::new(x)).ok().flatten().is_some_and(|v| v == b"y"));
-            if opaque && (redirected || !full.join(AUFS_OPAQUE).exists()) {
-                let mut o = header_of(&meta);
+            let xattr = |name: &str| get_xattr(&entry.proc, OsStr::new(name)).ok().flatten();
+            let redirected = self.view.is_some() && xattr(OVL_REDIRECT_XATTRS[0]).is_some();
+            let opaque = redirected || OVL_OPAQUE_XATTRS.iter().any(|x| xattr(x).is_some_and(|v| v == b"y"));
+            if opaque && (redirected || sys::lstat_opt(CWD, full.join(AUFS_OPAQUE)).at(full)?.is_none()) {
+                let mut o = header_of(&st);
                 o.set_entry_type(tar::EntryType::Regular);
                 self.builder.append_data(&mut o, rel.join(AUFS_OPAQUE), io::empty()).at(full)?;
             }
@@ -114,33 +115,33 @@ impl<W: Write> Packer<'_, W> {
                 None => self.walk(rel),
             };
         }
-        if ft.is_symlink() {
-            let target = std::fs::read_link(full).at(full)?;
+        if kind == libc::S_IFLNK {
+            let target = sys::readlinkat(CWD, full, Vec::new()).at(full)?;
             h.set_entry_type(tar::EntryType::Symlink);
-            return self.builder.append_link(&mut h, rel, &target).at(full);
+            return self.builder.append_link(&mut h, rel, OsStr::from_bytes(target.as_bytes())).at(full);
         }
-        if ft.is_file() {
+        if kind == libc::S_IFREG {
+            let len = st.st_size as u64;
             h.set_entry_type(tar::EntryType::Regular);
-            h.set_size(meta.len());
-            let f = File::open(full).at(full)?;
-            self.progress.advance(meta.len());
+            h.set_size(len);
+            let f = File::from(sys::open_at(CWD, full, OFlags::RDONLY, Mode::empty()).at(full)?);
+            self.progress.advance(len);
             // Exactly the size the header says: a file growing meanwhile (a running
             // container) must not spill bytes that would parse as further entries.
-            let exact = Exact { inner: f.take(meta.len()), path: full };
+            let exact = Exact { inner: f.take(len), path: full };
             return self.builder.append_data(&mut h, rel, exact).at(full);
         }
-        let kind = if ft.is_char_device() {
-            tar::EntryType::Char
-        } else if ft.is_block_device() {
-            tar::EntryType::Block
-        } else if ft.is_fifo() {
-            tar::EntryType::Fifo
-        } else {
-            tracing::warn!("{}: sockets cannot go into a layer; skipped", full.display());
-            return Ok(());
+        let entry_type = match kind {
+            libc::S_IFCHR => tar::EntryType::Char,
+            libc::S_IFBLK => tar::EntryType::Block,
+            libc::S_IFIFO => tar::EntryType::Fifo,
+            _ => {
+                tracing::warn!("{}: sockets cannot go into a layer; skipped", full.display());
+                return Ok(());
+            }
         };
-        h.set_entry_type(kind);
-        let dev = meta.rdev();
+        h.set_entry_type(entry_type);
+        let dev = st.st_rdev;
         h.set_device_major(rustix::fs::major(dev)).at(full)?;
         h.set_device_minor(rustix::fs::minor(dev)).at(full)?;
         self.builder.append_data(&mut h, rel, io::empty()).at(full)
@@ -155,17 +156,16 @@ impl<W: Write> Packer<'_, W> {
         Ok(())
     }
 
-    /// The entry's xattrs as PAX records (before its header), the union's private ones left out.
-    fn xattrs(&mut self, full: &Path) -> Result<()> {
-        let proc = strata_union::sys::PathFd::open(rustix::fs::CWD, full)
-            .map_err(|e| StoreError::Io { path: full.to_path_buf(), cause: e.into() })?;
-        let names = list_xattrs(&proc.proc).at(full)?;
+    /// The xattrs of the entry at `proc` (its `/proc/self/fd` name) as PAX records (before
+    /// its header), the union's private ones left out.
+    fn xattrs(&mut self, proc: &Path, full: &Path) -> Result<()> {
+        let names = list_xattrs(proc).at(full)?;
         let mut records: Vec<(String, Vec<u8>)> = Vec::new();
         for n in names {
             if is_private_xattr(&n) {
                 continue;
             }
-            if let Some(v) = get_xattr(&proc.proc, &n).at(full)? {
+            if let Some(v) = get_xattr(proc, &n).at(full)? {
                 records.push((format!("SCHILY.xattr.{}", n.to_string_lossy()), v));
             }
         }
@@ -178,12 +178,12 @@ impl<W: Write> Packer<'_, W> {
 }
 
 /// A header with the entry's mode, owner and mtime, size 0.
-fn header_of(meta: &std::fs::Metadata) -> tar::Header {
+fn header_of(st: &Stat) -> tar::Header {
     let mut h = tar::Header::new_gnu();
-    h.set_mode(meta.mode() & 0o7777);
-    h.set_uid(meta.uid() as u64);
-    h.set_gid(meta.gid() as u64);
-    h.set_mtime(meta.mtime().max(0) as u64);
+    h.set_mode(st.st_mode & 0o7777);
+    h.set_uid(st.st_uid as u64);
+    h.set_gid(st.st_gid as u64);
+    h.set_mtime(st.st_mtime.max(0) as u64);
     h.set_size(0);
     h
 }

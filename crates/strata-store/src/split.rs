@@ -8,6 +8,7 @@
 use std::cell::RefCell;
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::rc::Rc;
@@ -163,9 +164,10 @@ fn copy_layer_file(layer_dir: &Path, rel: &Path, size: u64, out: &mut dyn Write)
     let path = layer_dir.join(rel);
     let dir =
         rustix::fs::open(layer_dir, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).at(layer_dir)?;
+    let at = strata_union::sys::reach_beneath(dir.as_fd(), rel).at(&path)?;
     let fd = rustix::fs::openat2(
-        &dir,
-        rel,
+        at.dir(),
+        at.rel(),
         OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
         Mode::empty(),
         ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,

@@ -48,14 +48,14 @@ pub fn copy_entry(
             copy_file_metadata(&src, st, &dst)?;
             return rustix::fs::fsync(&dst);
         }
-        libc::S_IFDIR => rustix::fs::mkdirat(work, dst_name, Mode::from_raw_mode(0o700))?,
+        libc::S_IFDIR => sys::mkdirat(work, dst_name, Mode::from_raw_mode(0o700))?,
         libc::S_IFLNK => {
-            let target = rustix::fs::readlinkat(src_root, src_rel, Vec::new())?;
-            rustix::fs::symlinkat(target.as_c_str(), work, dst_name)?;
+            let target = sys::readlinkat(src_root, src_rel, Vec::new())?;
+            sys::symlinkat(target.as_c_str(), work, dst_name)?;
         }
         kind => {
             let ft = rustix::fs::FileType::from_raw_mode(kind);
-            rustix::fs::mknodat(work, dst_name, ft, mode, st.st_rdev)?;
+            sys::mknodat(work, dst_name, ft, mode, st.st_rdev)?;
         }
     }
     copy_metadata(src_root, src_rel, st, work, Path::new(dst_name))
@@ -81,7 +81,7 @@ pub fn copy_metadata(
     dst_rel: &Path,
 ) -> Result<(), Errno> {
     let dst_root = dst_root.as_fd();
-    rustix::fs::chownat(
+    sys::chownat(
         dst_root,
         dst_rel,
         Some(rustix::process::Uid::from_raw(st.st_uid)),
@@ -94,7 +94,7 @@ pub fn copy_metadata(
     if sys::file_type_bits(st) != libc::S_IFLNK {
         rustix::fs::chmod(&dst.proc, Mode::from_raw_mode(st.st_mode & 0o7777))?;
     }
-    rustix::fs::utimensat(dst_root, dst_rel, &times_of(st), AtFlags::SYMLINK_NOFOLLOW)
+    sys::utimensat(dst_root, dst_rel, &times_of(st), AtFlags::SYMLINK_NOFOLLOW)
 }
 
 /// [`copy_metadata`] for a regular file, through open files.

@@ -509,7 +509,7 @@ impl StrataFs {
             rustix::fs::chmod(&p.proc, Mode::from_raw_mode(m & 0o7777)).map_err(errno)?;
         }
         if c.uid.is_some() || c.gid.is_some() {
-            rustix::fs::chownat(
+            sys::chownat(
                 root,
                 &rel,
                 c.uid.map(rustix::process::Uid::from_raw),
@@ -525,7 +525,7 @@ impl StrataFs {
         }
         if c.atime.is_some() || c.mtime.is_some() {
             let ts = Timestamps { last_access: timespec(c.atime), last_modification: timespec(c.mtime) };
-            rustix::fs::utimensat(root, &rel, &ts, AtFlags::SYMLINK_NOFOLLOW).map_err(errno)?;
+            sys::utimensat(root, &rel, &ts, AtFlags::SYMLINK_NOFOLLOW).map_err(errno)?;
         }
         self.attr_of(ino)
     }
@@ -840,7 +840,7 @@ impl Filesystem for StrataFs {
         let r = self
             .union
             .location(ino.0)
-            .and_then(|(b, rel)| rustix::fs::readlinkat(self.union.root(b), &rel, Vec::new()).map_err(errno));
+            .and_then(|(b, rel)| sys::readlinkat(self.union.root(b), &rel, Vec::new()).map_err(errno));
         match r {
             Ok(target) => reply.data(target.as_bytes()),
             Err(e) => reply.error(e),

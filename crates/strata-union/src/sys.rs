@@ -1,13 +1,160 @@
 //! Thin helpers over the `*at` system calls: every path here is relative to a branch root fd.
+//!
+//! A path below a root may be longer than the kernel takes in one call (`PATH_MAX`, 4096
+//! bytes): a deep tree in a lower branch, or one made through the mount by a process
+//! working relative to a deep directory. Every helper here reaches such a path in steps
+//! (see [`reach`]), so depth never makes an entry fail or look absent.
 
-use std::ffi::{OsStr, OsString};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::ffi::{CStr, OsStr, OsString};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use fuser::Errno;
-use rustix::fs::{AtFlags, Mode, OFlags, Stat};
+use rustix::fs::{AtFlags, Dev, FileType, Gid, Mode, OFlags, RenameFlags, ResolveFlags, Stat, Timestamps, Uid};
 use rustix::io::Errno as SysErrno;
+
+/// The longest path given to one system call: below `PATH_MAX`, with room to spare.
+const ONE_CALL: usize = 3072;
+
+/// A path made reachable by one system call: a directory and a short path below it.
+pub struct Reach<'a> {
+    root: BorrowedFd<'a>,
+    /// The deepest ancestor opened on the way, when the path was too long.
+    deep: Option<OwnedFd>,
+    rel: &'a Path,
+}
+
+impl Reach<'_> {
+    pub fn dir(&self) -> BorrowedFd<'_> {
+        self.deep.as_ref().map_or(self.root, |d| d.as_fd())
+    }
+
+    pub fn rel(&self) -> &Path {
+        self.rel
+    }
+}
+
+/// `rel` below `root` as one call can take it: as it is when short (no system call),
+/// else by opening ancestors (`O_PATH`) a few thousand bytes at a time, cut between
+/// components. Symlinks among the ancestors are followed, exactly as in the whole path.
+pub fn reach<'a>(root: BorrowedFd<'a>, rel: &'a Path) -> Result<Reach<'a>, SysErrno> {
+    reach_by(root, rel, |base, step| {
+        rustix::fs::openat(base, step, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+    })
+}
+
+/// [`reach`] for a path that must stay below `root` through no symlink at all (what the
+/// store reads out of a layer directory).
+pub fn reach_beneath<'a>(root: BorrowedFd<'a>, rel: &'a Path) -> Result<Reach<'a>, SysErrno> {
+    reach_by(root, rel, |base, step| {
+        rustix::fs::openat2(
+            base,
+            step,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+        )
+    })
+}
+
+fn reach_by<'a>(
+    root: BorrowedFd<'a>,
+    rel: &'a Path,
+    open_step: impl Fn(BorrowedFd<'_>, &Path) -> Result<OwnedFd, SysErrno>,
+) -> Result<Reach<'a>, SysErrno> {
+    let bytes = rel.as_os_str().as_bytes();
+    let mut deep: Option<OwnedFd> = None;
+    let mut start = 0;
+    while bytes.len() - start >= ONE_CALL {
+        let rest = &bytes[start..];
+        let cut = rest[..ONE_CALL].iter().rposition(|&b| b == b'/').filter(|&i| i > 0).ok_or(SysErrno::NAMETOOLONG)?;
+        let base = deep.as_ref().map_or(root, |d| d.as_fd());
+        let step = Path::new(OsStr::from_bytes(&rest[..cut]));
+        deep = Some(open_step(base, step)?);
+        start += cut;
+        while bytes.get(start) == Some(&b'/') {
+            start += 1;
+        }
+    }
+    Ok(Reach { root, deep, rel: Path::new(OsStr::from_bytes(&bytes[start..])) })
+}
+
+/// Runs a `*at` call on `rel` below `root`, reached by [`reach`].
+fn at<T>(
+    root: impl AsFd,
+    rel: impl AsRef<Path>,
+    call: impl FnOnce(BorrowedFd<'_>, &Path) -> Result<T, SysErrno>,
+) -> Result<T, SysErrno> {
+    let r = reach(root.as_fd(), rel.as_ref())?;
+    call(r.dir(), r.rel())
+}
+
+pub fn mkdirat(root: impl AsFd, rel: impl AsRef<Path>, mode: Mode) -> Result<(), SysErrno> {
+    at(root, rel, |d, r| rustix::fs::mkdirat(d, r, mode))
+}
+
+pub fn unlinkat(root: impl AsFd, rel: impl AsRef<Path>, flags: AtFlags) -> Result<(), SysErrno> {
+    at(root, rel, |d, r| rustix::fs::unlinkat(d, r, flags))
+}
+
+pub fn symlinkat(target: &CStr, root: impl AsFd, rel: impl AsRef<Path>) -> Result<(), SysErrno> {
+    at(root, rel, |d, r| rustix::fs::symlinkat(target, d, r))
+}
+
+pub fn readlinkat(root: impl AsFd, rel: impl AsRef<Path>, buf: Vec<u8>) -> Result<std::ffi::CString, SysErrno> {
+    at(root, rel, |d, r| rustix::fs::readlinkat(d, r, buf))
+}
+
+pub fn mknodat(root: impl AsFd, rel: impl AsRef<Path>, kind: FileType, mode: Mode, dev: Dev) -> Result<(), SysErrno> {
+    at(root, rel, |d, r| rustix::fs::mknodat(d, r, kind, mode, dev))
+}
+
+pub fn chownat(
+    root: impl AsFd,
+    rel: impl AsRef<Path>,
+    uid: Option<Uid>,
+    gid: Option<Gid>,
+    flags: AtFlags,
+) -> Result<(), SysErrno> {
+    at(root, rel, |d, r| rustix::fs::chownat(d, r, uid, gid, flags))
+}
+
+pub fn utimensat(root: impl AsFd, rel: impl AsRef<Path>, times: &Timestamps, flags: AtFlags) -> Result<(), SysErrno> {
+    at(root, rel, |d, r| rustix::fs::utimensat(d, r, times, flags))
+}
+
+/// `renameat2` between two places, each reached by [`reach`].
+pub fn renameat_with(
+    from_root: impl AsFd,
+    from: impl AsRef<Path>,
+    to_root: impl AsFd,
+    to: impl AsRef<Path>,
+    flags: RenameFlags,
+) -> Result<(), SysErrno> {
+    let (a, b) = (reach(from_root.as_fd(), from.as_ref())?, reach(to_root.as_fd(), to.as_ref())?);
+    rustix::fs::renameat_with(a.dir(), a.rel(), b.dir(), b.rel(), flags)
+}
+
+pub fn renameat(
+    from_root: impl AsFd,
+    from: impl AsRef<Path>,
+    to_root: impl AsFd,
+    to: impl AsRef<Path>,
+) -> Result<(), SysErrno> {
+    renameat_with(from_root, from, to_root, to, RenameFlags::empty())
+}
+
+pub fn linkat(
+    from_root: impl AsFd,
+    from: impl AsRef<Path>,
+    to_root: impl AsFd,
+    to: impl AsRef<Path>,
+    flags: AtFlags,
+) -> Result<(), SysErrno> {
+    let (a, b) = (reach(from_root.as_fd(), from.as_ref())?, reach(to_root.as_fd(), to.as_ref())?);
+    rustix::fs::linkat(a.dir(), a.rel(), b.dir(), b.rel(), flags)
+}
 
 /// Converts a system errno into the errno sent to the kernel.
 pub fn errno(e: SysErrno) -> Errno {
@@ -25,13 +172,14 @@ pub fn join(parent: &Path, name: &OsStr) -> PathBuf {
 }
 
 /// `lstat` relative to a branch root.
-pub fn lstat(root: impl AsFd, rel: &Path) -> Result<Stat, SysErrno> {
-    rustix::fs::statat(root, rel, AtFlags::SYMLINK_NOFOLLOW)
+pub fn lstat(root: impl AsFd, rel: impl AsRef<Path>) -> Result<Stat, SysErrno> {
+    at(root, rel, |d, r| rustix::fs::statat(d, r, AtFlags::SYMLINK_NOFOLLOW))
 }
 
-/// Looks up a name in one branch: `Ok(None)` when absent (ENOENT, or a parent that is not a
-/// directory there).
-pub fn lstat_opt(root: impl AsFd, rel: &Path) -> Result<Option<Stat>, SysErrno> {
+/// Looks up a name in one branch: `Ok(None)` when absent (ENOENT, a parent that is not a
+/// directory there, or a name longer than a name can be, such as the AUFS whiteout
+/// `.wh.NAME` of a name of 252 bytes or more; a deep path is reached, never refused).
+pub fn lstat_opt(root: impl AsFd, rel: impl AsRef<Path>) -> Result<Option<Stat>, SysErrno> {
     match lstat(root, rel) {
         Ok(st) => Ok(Some(st)),
         Err(SysErrno::NOENT) | Err(SysErrno::NOTDIR) | Err(SysErrno::NAMETOOLONG) => Ok(None),
@@ -48,8 +196,8 @@ pub fn file_type_bits(st: &Stat) -> u32 {
 }
 
 /// Opens `rel` without following a final symlink.
-pub fn open_at(root: impl AsFd, rel: &Path, flags: OFlags, mode: Mode) -> Result<OwnedFd, SysErrno> {
-    rustix::fs::openat(root, rel, flags | OFlags::NOFOLLOW | OFlags::CLOEXEC, mode)
+pub fn open_at(root: impl AsFd, rel: impl AsRef<Path>, flags: OFlags, mode: Mode) -> Result<OwnedFd, SysErrno> {
+    at(root, rel, |d, r| rustix::fs::openat(d, r, flags | OFlags::NOFOLLOW | OFlags::CLOEXEC, mode))
 }
 
 /// An `O_PATH` handle on `rel` and its `/proc/self/fd/N` name: the way to reach xattrs
@@ -60,7 +208,7 @@ pub struct PathFd {
 }
 
 impl PathFd {
-    pub fn open(root: impl AsFd, rel: &Path) -> Result<PathFd, SysErrno> {
+    pub fn open(root: impl AsFd, rel: impl AsRef<Path>) -> Result<PathFd, SysErrno> {
         let fd = open_at(root, rel, OFlags::PATH, Mode::empty())?;
         let proc = proc_path(&fd);
         Ok(PathFd { _fd: fd, proc })

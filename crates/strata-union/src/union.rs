@@ -555,10 +555,10 @@ impl Union {
         let tmp = self.scratch_name();
         copyup::copy_entry(self.root(src), &src_rel, &st, work, &tmp, Data::Skip).map_err(errno)?;
         let placed = self.keeping_parent_times(wb, &rel, || {
-            rustix::fs::renameat_with(work, &tmp, self.root(wb), &rel, RenameFlags::NOREPLACE)
+            sys::renameat_with(work, &tmp, self.root(wb), &rel, RenameFlags::NOREPLACE)
         });
         if let Err(e) = placed {
-            let _ = rustix::fs::unlinkat(work, &tmp, AtFlags::REMOVEDIR);
+            let _ = sys::unlinkat(work, &tmp, AtFlags::REMOVEDIR);
             return Err(errno(e));
         }
         let mut t = self.table.write();
@@ -586,7 +586,7 @@ impl Union {
         let before = sys::lstat(self.root(wb), parent).ok();
         let out = op()?;
         if let Some(st) = before {
-            let _ = rustix::fs::utimensat(self.root(wb), parent, &copyup::times_of(&st), AtFlags::SYMLINK_NOFOLLOW);
+            let _ = sys::utimensat(self.root(wb), parent, &copyup::times_of(&st), AtFlags::SYMLINK_NOFOLLOW);
         }
         Ok(out)
     }
@@ -612,7 +612,7 @@ impl Union {
         let work = self.work()?;
         let tmp = self.scratch_name();
         if let Err(e) = copyup::copy_entry(self.root(branch), &rel, &st, work, &tmp, data) {
-            let _ = rustix::fs::unlinkat(work, &tmp, AtFlags::empty());
+            let _ = sys::unlinkat(work, &tmp, AtFlags::empty());
             return Err(errno(e));
         }
         Ok(Some(Staged { ino, tmp }))
@@ -632,7 +632,7 @@ impl Union {
         let staged = staged.filter(|s| s.ino == ino).map(|s| s.tmp);
         let discard = |tmp: &Option<OsString>| {
             if let (Some(t), Some(w)) = (tmp, work) {
-                let _ = rustix::fs::unlinkat(w, t, AtFlags::empty());
+                let _ = sys::unlinkat(w, t, AtFlags::empty());
             }
         };
         if self.perm(branch).is_writable() {
@@ -660,17 +660,17 @@ impl Union {
             None => {
                 let t = self.scratch_name();
                 if let Err(e) = copyup::copy_entry(self.root(branch), &src_rel, &st, work, &t, data) {
-                    let _ = rustix::fs::unlinkat(work, &t, AtFlags::empty());
+                    let _ = sys::unlinkat(work, &t, AtFlags::empty());
                     return Err(errno(e));
                 }
                 t
             }
         };
         let placed = self.keeping_parent_times(wb, &rel, || {
-            rustix::fs::renameat_with(work, &tmp, self.root(wb), &rel, RenameFlags::NOREPLACE)
+            sys::renameat_with(work, &tmp, self.root(wb), &rel, RenameFlags::NOREPLACE)
         });
         if let Err(e) = placed {
-            let _ = rustix::fs::unlinkat(work, &tmp, AtFlags::empty());
+            let _ = sys::unlinkat(work, &tmp, AtFlags::empty());
             return Err(errno(e));
         }
         let mut t = self.table.write();
@@ -687,7 +687,7 @@ impl Union {
             self.copy_up_dir(*p)?;
             let other_rel = sys::join(&self.table.read().path(*p)?, other);
             self.keeping_parent_times(wb, &other_rel, || {
-                rustix::fs::linkat(self.root(wb), &rel, self.root(wb), &other_rel, AtFlags::empty())
+                sys::linkat(self.root(wb), &rel, self.root(wb), &other_rel, AtFlags::empty())
             })
             .map_err(errno)?;
             self.name_changed(*p, other, Some(wb));
@@ -739,7 +739,7 @@ impl Union {
         // New entries take the group of a set-group-id parent, as the kernel would.
         let gid = if ne.parent_st.st_mode & libc::S_ISGID != 0 { ne.parent_st.st_gid } else { owner.1 };
         let chown = |dirfd: BorrowedFd<'_>, rel: &Path| {
-            rustix::fs::chownat(
+            sys::chownat(
                 dirfd,
                 rel,
                 Some(rustix::process::Uid::from_raw(owner.0)),
@@ -759,23 +759,24 @@ impl Union {
                     whiteout::set_opaque(self.format, work, Path::new(&tmp))?;
                 }
                 if ne.ovl_wh && is_dir {
-                    rustix::fs::renameat_with(work, &tmp, root, &ne.rel, RenameFlags::EXCHANGE)?;
-                    rustix::fs::unlinkat(work, &tmp, AtFlags::empty())
+                    sys::renameat_with(work, &tmp, root, &ne.rel, RenameFlags::EXCHANGE)?;
+                    sys::unlinkat(work, &tmp, AtFlags::empty())
                 } else if ne.ovl_wh {
-                    rustix::fs::renameat(work, &tmp, root, &ne.rel)
+                    sys::renameat(work, &tmp, root, &ne.rel)
                 } else {
-                    rustix::fs::renameat_with(work, &tmp, root, &ne.rel, RenameFlags::NOREPLACE)
+                    sys::renameat_with(work, &tmp, root, &ne.rel, RenameFlags::NOREPLACE)
                 }
             })();
             if let Err(e) = placed {
-                let _ = rustix::fs::unlinkat(work, &tmp, if is_dir { AtFlags::REMOVEDIR } else { AtFlags::empty() });
+                let _ = sys::unlinkat(work, &tmp, if is_dir { AtFlags::REMOVEDIR } else { AtFlags::empty() });
                 return Err(errno(e));
             }
             fd
         } else {
-            let fd = make(root, ne.rel.as_os_str()).map_err(errno)?;
+            let at = sys::reach(root, &ne.rel).map_err(errno)?;
+            let fd = make(at.dir(), at.rel().as_os_str()).map_err(errno)?;
             if let Err(e) = chown(root, &ne.rel) {
-                let _ = rustix::fs::unlinkat(root, &ne.rel, if is_dir { AtFlags::REMOVEDIR } else { AtFlags::empty() });
+                let _ = sys::unlinkat(root, &ne.rel, if is_dir { AtFlags::REMOVEDIR } else { AtFlags::empty() });
                 return Err(errno(e));
             }
             fd
@@ -834,12 +835,12 @@ impl Union {
             if is_dir {
                 clear_meta(root, &rel)?;
             }
-            rustix::fs::unlinkat(root, &rel, rm_flags).map_err(errno)?;
+            sys::unlinkat(root, &rel, rm_flags).map_err(errno)?;
         } else if self.format == Format::Aufs && aufs_fits {
             // Whiteout first: if removing then fails, the entry is still hidden, never lost.
             whiteout::create_whiteout(Format::Aufs, root, &dir, name).map_err(errno)?;
             let removed = if is_dir { clear_meta(root, &rel) } else { Ok(()) }
-                .and_then(|()| rustix::fs::unlinkat(root, &rel, rm_flags).map_err(errno));
+                .and_then(|()| sys::unlinkat(root, &rel, rm_flags).map_err(errno));
             if let Err(e) = removed {
                 let _ = whiteout::remove_aufs_whiteout(root, &dir, name);
                 return Err(e);
@@ -848,16 +849,16 @@ impl Union {
             // The whiteout is built aside and swapped with the entry in one rename.
             let work = self.work()?;
             let tmp = self.scratch_name();
-            rustix::fs::mknodat(work, &tmp, rustix::fs::FileType::CharacterDevice, Mode::empty(), 0).map_err(errno)?;
-            let swapped = rustix::fs::renameat_with(work, &tmp, root, &rel, RenameFlags::EXCHANGE);
+            sys::mknodat(work, &tmp, rustix::fs::FileType::CharacterDevice, Mode::empty(), 0).map_err(errno)?;
+            let swapped = sys::renameat_with(work, &tmp, root, &rel, RenameFlags::EXCHANGE);
             if let Err(e) = swapped {
-                let _ = rustix::fs::unlinkat(work, &tmp, AtFlags::empty());
+                let _ = sys::unlinkat(work, &tmp, AtFlags::empty());
                 return Err(errno(e));
             }
             if is_dir {
                 clear_meta(work, Path::new(&tmp))?;
             }
-            rustix::fs::unlinkat(work, &tmp, rm_flags).map_err(errno)?;
+            sys::unlinkat(work, &tmp, rm_flags).map_err(errno)?;
         }
         self.table.write().remove_name(parent, name);
         self.name_changed(parent, name, None);
@@ -988,7 +989,7 @@ impl Union {
         };
 
         if exchange {
-            rustix::fs::renameat_with(root, &rel, root, &new_rel, RenameFlags::EXCHANGE).map_err(errno)?;
+            sys::renameat_with(root, &rel, root, &new_rel, RenameFlags::EXCHANGE).map_err(errno)?;
             // A directory that now sits over a lower directory must not merge with it.
             if src_dir && lower_is_dir(&lower_dst) {
                 whiteout::set_opaque(self.format, root, &new_rel).map_err(errno)?;
@@ -1008,7 +1009,7 @@ impl Union {
         let aufs_wh_dst = whiteout::has_aufs_whiteout(root, &new_dir, new_name).map_err(errno)?;
         match sys::lstat_opt(root, &new_rel).map_err(errno)? {
             Some(st) if whiteout::is_overlay_whiteout(&st) && src_dir => {
-                rustix::fs::unlinkat(root, &new_rel, AtFlags::empty()).map_err(errno)?;
+                sys::unlinkat(root, &new_rel, AtFlags::empty()).map_err(errno)?;
             }
             Some(st) if sys::is_dir(&st) => clear_meta(root, &new_rel)?,
             _ => {}
@@ -1018,18 +1019,18 @@ impl Union {
         }
         let aufs_fits = whiteout::aufs_name_fits(name);
         if lower_src.is_none() {
-            rustix::fs::renameat(root, &rel, root, &new_rel).map_err(errno)?;
+            sys::renameat(root, &rel, root, &new_rel).map_err(errno)?;
         } else if self.format == Format::Aufs && aufs_fits {
             whiteout::create_whiteout(Format::Aufs, root, &dir, name).map_err(errno)?;
-            if let Err(e) = rustix::fs::renameat(root, &rel, root, &new_rel) {
+            if let Err(e) = sys::renameat(root, &rel, root, &new_rel) {
                 let _ = whiteout::remove_aufs_whiteout(root, &dir, name);
                 return Err(errno(e));
             }
         } else {
-            match rustix::fs::renameat_with(root, &rel, root, &new_rel, RenameFlags::WHITEOUT) {
+            match sys::renameat_with(root, &rel, root, &new_rel, RenameFlags::WHITEOUT) {
                 Ok(()) => {}
                 Err(rustix::io::Errno::INVAL) => {
-                    rustix::fs::renameat(root, &rel, root, &new_rel).map_err(errno)?;
+                    sys::renameat(root, &rel, root, &new_rel).map_err(errno)?;
                     whiteout::create_whiteout(Format::Overlay, root, &dir, name).map_err(errno)?;
                 }
                 Err(e) => return Err(errno(e)),
@@ -1082,13 +1083,13 @@ impl Union {
             // Link aside, then one rename replaces the whiteout: never neither.
             let work = self.work()?;
             let tmp = self.scratch_name();
-            rustix::fs::linkat(root, &rel, work, &tmp, AtFlags::empty()).map_err(errno)?;
-            if let Err(e) = rustix::fs::renameat(work, &tmp, root, &ne.rel) {
-                let _ = rustix::fs::unlinkat(work, &tmp, AtFlags::empty());
+            sys::linkat(root, &rel, work, &tmp, AtFlags::empty()).map_err(errno)?;
+            if let Err(e) = sys::renameat(work, &tmp, root, &ne.rel) {
+                let _ = sys::unlinkat(work, &tmp, AtFlags::empty());
                 return Err(errno(e));
             }
         } else {
-            rustix::fs::linkat(root, &rel, root, &ne.rel, AtFlags::empty()).map_err(errno)?;
+            sys::linkat(root, &rel, root, &ne.rel, AtFlags::empty()).map_err(errno)?;
         }
         if ne.aufs_wh {
             whiteout::remove_aufs_whiteout(root, &ne.dir, new_name).map_err(errno)?;
@@ -1154,7 +1155,7 @@ fn clear_meta(root: BorrowedFd<'_>, rel: &Path) -> Result<(), Errno> {
         }
     }
     for n in names {
-        rustix::fs::unlinkat(&fd, &n, AtFlags::empty()).map_err(errno)?;
+        sys::unlinkat(&fd, &n, AtFlags::empty()).map_err(errno)?;
     }
     Ok(())
 }
@@ -1167,8 +1168,8 @@ fn remove_tree(dirfd: BorrowedFd<'_>, rel: &Path) -> Result<(), Errno> {
         for n in sys::dir_names(&fd).map_err(errno)? {
             remove_tree(fd.as_fd(), Path::new(&n))?;
         }
-        rustix::fs::unlinkat(dirfd, rel, AtFlags::REMOVEDIR).map_err(errno)
+        sys::unlinkat(dirfd, rel, AtFlags::REMOVEDIR).map_err(errno)
     } else {
-        rustix::fs::unlinkat(dirfd, rel, AtFlags::empty()).map_err(errno)
+        sys::unlinkat(dirfd, rel, AtFlags::empty()).map_err(errno)
     }
 }

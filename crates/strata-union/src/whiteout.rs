@@ -68,7 +68,7 @@ pub fn has_aufs_whiteout(root: impl AsFd, dir: &Path, name: &OsStr) -> Result<bo
     if !aufs_name_fits(name) {
         return Ok(false);
     }
-    Ok(sys::lstat_opt(root, &sys::join(dir, &aufs_whiteout_name(name)))?.is_some())
+    Ok(sys::lstat_opt(root, sys::join(dir, &aufs_whiteout_name(name)))?.is_some())
 }
 
 /// Only the trusted form: a `user.*` redirect could be set by anyone who owns a directory.
@@ -149,7 +149,7 @@ pub fn set_opaque(format: Format, root: impl AsFd, rel: &Path) -> Result<(), Err
         Format::Aufs => {
             let fd = sys::open_at(
                 &root,
-                &sys::join(rel, OsStr::new(AUFS_OPAQUE)),
+                sys::join(rel, OsStr::new(AUFS_OPAQUE)),
                 OFlags::CREATE | OFlags::WRONLY,
                 Mode::empty(),
             )?;
@@ -170,14 +170,14 @@ pub fn create_whiteout(format: Format, root: impl AsFd, dir: &Path, name: &OsStr
     if format == Format::Aufs && aufs_name_fits(name) {
         let fd = sys::open_at(
             &root,
-            &sys::join(dir, &aufs_whiteout_name(name)),
+            sys::join(dir, &aufs_whiteout_name(name)),
             OFlags::CREATE | OFlags::WRONLY,
             Mode::empty(),
         )?;
         drop(fd);
         Ok(())
     } else {
-        rustix::fs::mknodat(root, sys::join(dir, name), rustix::fs::FileType::CharacterDevice, Mode::empty(), 0)
+        sys::mknodat(root, sys::join(dir, name), rustix::fs::FileType::CharacterDevice, Mode::empty(), 0)
     }
 }
 
@@ -186,7 +186,7 @@ pub fn remove_aufs_whiteout(root: impl AsFd, dir: &Path, name: &OsStr) -> Result
     if !aufs_name_fits(name) {
         return Ok(false);
     }
-    match rustix::fs::unlinkat(root, sys::join(dir, &aufs_whiteout_name(name)), AtFlags::empty()) {
+    match sys::unlinkat(root, sys::join(dir, &aufs_whiteout_name(name)), AtFlags::empty()) {
         Ok(()) => Ok(true),
         Err(Errno::NOENT) => Ok(false),
         Err(e) => Err(e),

@@ -141,8 +141,9 @@ impl Prepared {
         let mountpoint = self.mountpoint.clone();
         let read_only = self.union.wb_opt().is_none();
         let mut options = vec![
-            MountOption::FSName("strata".into()),
-            MountOption::CUSTOM("subtype=strata".into()),
+            MountOption::FSName(self.spec.fsname.clone()),
+            // fuser's own `Subtype` would only name the source; the kernel takes it here.
+            MountOption::CUSTOM(format!("subtype={}", self.spec.subtype)),
             MountOption::DefaultPermissions,
             if self.spec.nodev { MountOption::NoDev } else { MountOption::Dev },
             if self.spec.nosuid { MountOption::NoSuid } else { MountOption::Suid },
@@ -216,7 +217,7 @@ pub fn unmount(mountpoint: &Path, lazy: bool) -> Result<(), std::io::Error> {
     let abs = mount_path(mountpoint)?;
     match mount_type(&abs)? {
         None => return Err(std::io::Error::other(format!("{}: not mounted", abs.display()))),
-        Some(ty) if ty != FS_TYPE => {
+        Some(ty) if !is_ours(&abs, &ty) => {
             return Err(std::io::Error::other(format!("{}: not a Strata mount (type {ty})", abs.display())));
         }
         Some(_) => {}
@@ -261,7 +262,15 @@ fn mount_type(abs: &Path) -> std::io::Result<Option<String>> {
 
 /// Is `path` (any form: relative, through symlinks) a Strata mount, live or with a dead daemon?
 pub fn is_strata_mount(path: &Path) -> bool {
-    mount_path(path).ok().and_then(|abs| mount_type(&abs).ok().flatten()).is_some_and(|ty| ty == FS_TYPE)
+    let Some(abs) = mount_path(path).ok() else { return false };
+    mount_type(&abs).ok().flatten().is_some_and(|ty| is_ours(&abs, &ty))
+}
+
+/// Whether the mount of type `ty` at `abs` is Strata's: `fuse.strata`, or another type
+/// (`subtype=`) whose live daemon answers Strata's own xattr. A dead daemon's mount under
+/// another subtype cannot be told from a foreign one.
+fn is_ours(abs: &Path, ty: &str) -> bool {
+    ty == FS_TYPE || (ty.starts_with("fuse.") && daemon_pid(abs).is_some())
 }
 
 /// Running, as opposed to gone or a zombie waiting for init to reap it.

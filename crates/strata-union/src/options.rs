@@ -32,6 +32,10 @@ pub struct MountSpec {
     pub nodev: bool,
     pub nosuid: bool,
     pub noexec: bool,
+    /// The mount's source name (`fsname=`, what `df` and `findmnt` show) and the subtype
+    /// of its type (`subtype=`: `fuse.SUBTYPE`).
+    pub fsname: String,
+    pub subtype: String,
 }
 
 /// Options FUSE and fuse-overlayfs users commonly pass that change nothing here.
@@ -79,6 +83,7 @@ impl MountSpec {
         let mut allow_other = true;
         let mut threads = None;
         let (mut nodev, mut nosuid, mut noexec) = (false, false, false);
+        let (mut fsname, mut subtype) = (String::from("strata"), String::from("strata"));
 
         for opt in options.iter().flat_map(|o| split_options(o.as_ref())) {
             let (key, value) = match opt.split_once('=') {
@@ -109,6 +114,8 @@ impl MountSpec {
                 "nodev" => nodev = true,
                 "nosuid" => nosuid = true,
                 "noexec" => noexec = true,
+                "fsname" => fsname = mount_name(key, &need(value)?)?,
+                "subtype" => subtype = mount_name(key, &need(value)?)?,
                 "volatile" | "noacl" | "ino32_t" => {}
                 k if UNSUPPORTED.contains(&k) => return Err(OptionError::Unsupported(opt.clone())),
                 k if FUSE_OVERLAYFS_COMPAT
@@ -155,6 +162,8 @@ impl MountSpec {
             nodev,
             nosuid,
             noexec,
+            fsname,
+            subtype,
         })
     }
 
@@ -165,6 +174,14 @@ impl MountSpec {
         }
         self.branches.iter().position(|b| b.perm.is_writable())
     }
+}
+
+/// A source or subtype name: mountinfo separates fields by spaces and options by commas.
+fn mount_name(key: &str, value: &str) -> Result<String, OptionError> {
+    if value.is_empty() || value.contains(|c: char| c.is_whitespace() || c == ',' || c.is_control()) {
+        return Err(OptionError::Unknown(format!("{key}={value}")));
+    }
+    Ok(value.to_string())
 }
 
 impl FromStr for Format {

@@ -38,6 +38,7 @@ fn bad_input_is_refused_and_changes_nothing() {
     refused(&[&format!("br={a}:{a}")], &mnt, "given twice");
     refused(&[&format!("br={a}"), "frobnicate"], &mnt, "unknown mount option 'frobnicate'");
     refused(&[&format!("br={a}=rx")], &mnt, "bad branch permission 'rx'");
+    refused(&[&format!("br={a}"), "fsname=two words"], &mnt, "unknown mount option 'fsname=two words'");
     refused(&[&format!("lowerdir={a},upperdir={b}")], &mnt, "workdir");
     refused(&[], &mnt, "no branches");
     // A mountpoint inside a branch would make the union look up names in itself.
@@ -128,6 +129,22 @@ fn umount_takes_relative_paths() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!is_mounted(&m.mnt));
     std::mem::forget(m);
+}
+
+/// `fsname=` and `subtype=` name the mount as tools see it; `strata umount` still knows it.
+#[test]
+fn fsname_and_subtype_name_the_mount() {
+    let s = Scratch::new();
+    s.write("a", "f", "a");
+    let br = format!("br={}", s.path("a").display());
+    let m = Mount::new(&[&br, "fsname=mydata,subtype=myfs"], &s.path("mnt"));
+    let abs = std::path::absolute(&m.mnt).unwrap();
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap();
+    let line = mounts.lines().find(|l| l.split(' ').nth(1) == abs.to_str()).unwrap_or_else(|| panic!("{mounts}"));
+    let fields: Vec<&str> = line.split(' ').collect();
+    assert_eq!((fields[0], fields[2]), ("mydata", "fuse.myfs"), "{line}");
+    assert_eq!(read(m.p("f")), "a");
+    m.unmount();
 }
 
 #[test]

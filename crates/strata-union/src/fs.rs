@@ -176,6 +176,10 @@ fn backing_flags(flags: i32) -> OFlags {
 /// A registered file handle, with its passthrough backing file when the kernel took one.
 type Opened = (u64, Option<Arc<BackingId>>);
 
+/// The xattrs holding an entry's ACL and a directory's default ACL.
+const ACCESS_ACL: &str = "system.posix_acl_access";
+const DEFAULT_ACL: &str = "system.posix_acl_default";
+
 /// Who sent a request.
 #[derive(Clone, Copy, Debug)]
 struct Caller {
@@ -268,15 +272,11 @@ impl StrataFs {
         Ok(attr)
     }
 
-    /// Attributes of a file whose names are all gone but which is still open (`statx` on
-    /// its descriptor arrives without a file handle).
+    /// Attributes of a file whose names are all gone but which is still open or looked up
+    /// (`statx` on its descriptor arrives without a file handle): see [`Self::gone`].
     fn attr_of_unlinked(&self, ino: Ino) -> Option<FileAttr> {
-        let open = self.files.lock().values().find(|f| f.ino == ino).cloned();
-        let st = match open {
-            Some(f) => rustix::fs::fstat(&f.file),
-            None => rustix::fs::fstat(&*self.union.orphan(ino, false).ok()??.1),
-        };
-        st.ok().map(|st| to_attr(ino, &st, false))
+        let h = self.gone(ino, false).ok()?;
+        rustix::fs::stat(&h.proc).ok().map(|st| to_attr(ino, &st, false))
     }
 
     /// Attributes after a lookup-like reply: the kernel now holds one more reference.
@@ -401,6 +401,47 @@ impl StrataFs {
         self.register_open(ino, branch, reopened, write.then_some(uid), register).map(Some)
     }
 
+    /// After an ACL was set on `entry` (a `/proc/self/fd` name): as `chmod`, setting an
+    /// ACL clears set-group-ID when the caller is neither root nor of the file's group
+    /// (the kernel's `posix_acl_update_mode`; the daemon sets it as root, so it is done
+    /// here). The request names the caller's primary group only.
+    fn acl_drops_setgid(&self, entry: &Path, caller: Caller) -> Result<(), Errno> {
+        let st = rustix::fs::stat(entry).map_err(errno)?;
+        if st.st_mode & libc::S_ISGID == 0 || may_keep_setid(caller.uid) || caller.gid == st.st_gid {
+            return Ok(());
+        }
+        rustix::fs::chmod(entry, Mode::from_raw_mode(st.st_mode & 0o7777 & !libc::S_ISGID)).map_err(errno)
+    }
+
+    /// An `O_PATH` handle on node `ino`'s backing entry: at its location, or, once its
+    /// names are all gone, through [`Self::gone`]. `write`: the entry is about to change.
+    fn handle(&self, ino: Ino, write: bool) -> Result<sys::PathFd, Errno> {
+        match self.union.location(ino) {
+            Ok((b, rel)) => sys::PathFd::open(self.union.root(b), &rel).map_err(errno),
+            Err(e) if e == Errno::ESTALE => self.gone(ino, write),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The file behind node `ino` once its names are all gone (removed, or replaced by a
+    /// rename): a descriptor still open on it, else the orphan kept for the kernel's
+    /// references. So every call on an open descriptor reaches its file, as on a local
+    /// filesystem. `write`: one in a read-only branch is first copied aside (see
+    /// `Union::orphan`); callers then hold `ns` exclusively.
+    fn gone(&self, ino: Ino, write: bool) -> Result<sys::PathFd, Errno> {
+        let branch = self.union.table.read().get(ino)?.branch;
+        if !write || self.union.perm(branch).is_writable() {
+            let open = self.files.lock().values().find(|f| f.ino == ino).cloned();
+            if let Some(f) = open {
+                return sys::PathFd::of(&f.file).map_err(errno);
+            }
+        }
+        match self.union.orphan(ino, write)? {
+            Some((_, file)) => sys::PathFd::of(&*file).map_err(errno),
+            None => Err(Errno::ESTALE),
+        }
+    }
+
     /// `O_TRUNC` on open: truncates by path, since the descriptor may be read-only
     /// (`O_RDONLY|O_TRUNC` truncates too).
     fn truncate_for_open(&self, ino: Ino) -> Result<(), Errno> {
@@ -473,31 +514,29 @@ impl StrataFs {
         let open = fh.map(|fh| self.file(fh)).transpose()?;
         let linked = self.union.table.read().get(ino)?.linked;
         if !linked {
-            // Unlinked but open: only the descriptor reaches the file.
-            let f = open.ok_or(Errno::ESTALE)?;
+            // Its names are all gone: the file is reached through a descriptor open on it.
+            let h = match &open {
+                Some(f) => sys::PathFd::of(&f.file).map_err(errno)?,
+                None => self.gone(ino, true)?,
+            };
+            let p = h.proc.as_path();
             if let Some(m) = c.mode {
-                rustix::fs::fchmod(&f.file, Mode::from_raw_mode(m & 0o7777)).map_err(errno)?;
+                rustix::fs::chmod(p, Mode::from_raw_mode(m & 0o7777)).map_err(errno)?;
             }
             if c.uid.is_some() || c.gid.is_some() {
-                rustix::fs::fchown(
-                    &f.file,
-                    c.uid.map(rustix::process::Uid::from_raw),
-                    c.gid.map(rustix::process::Gid::from_raw),
-                )
-                .map_err(errno)?;
+                let (uid, gid) = (c.uid.map(rustix::process::Uid::from_raw), c.gid.map(rustix::process::Gid::from_raw));
+                rustix::fs::chown(p, uid, gid).map_err(errno)?;
             }
             if let Some(s) = c.size {
-                rustix::fs::ftruncate(&f.file, s).map_err(errno)?;
-                drop_setid(&sys::proc_path(&f.file), caller)?; // the reply carries the new mode
+                let f = rustix::fs::open(p, OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty()).map_err(errno)?;
+                rustix::fs::ftruncate(&f, s).map_err(errno)?;
+                drop_setid(p, caller)?; // the reply carries the new mode
             }
             if c.atime.is_some() || c.mtime.is_some() {
-                rustix::fs::futimens(
-                    &f.file,
-                    &Timestamps { last_access: timespec(c.atime), last_modification: timespec(c.mtime) },
-                )
-                .map_err(errno)?;
+                let ts = Timestamps { last_access: timespec(c.atime), last_modification: timespec(c.mtime) };
+                rustix::fs::utimensat(rustix::fs::CWD, p, &ts, AtFlags::empty()).map_err(errno)?;
             }
-            let st = rustix::fs::fstat(&f.file).map_err(errno)?;
+            let st = rustix::fs::stat(p).map_err(errno)?;
             return Ok(to_attr(ino, &st, false));
         }
         self.union.copy_up(ino, data, staged)?;
@@ -530,17 +569,41 @@ impl StrataFs {
         self.attr_of(ino)
     }
 
+    /// Makes a new entry with `make(dirfd, name, mode)`; `mode` is the one asked for
+    /// (`requested`), under the caller's `umask` unless a default ACL takes its place.
     fn new_entry(
         &self,
         req: &Request,
         parent: Ino,
         name: &OsStr,
         is_dir: bool,
-        make: impl FnOnce(rustix::fd::BorrowedFd<'_>, &OsStr) -> Result<Option<OwnedFd>, rustix::io::Errno>,
+        (requested, umask): (u32, u32),
+        make: impl FnOnce(rustix::fd::BorrowedFd<'_>, &OsStr, Mode) -> Result<Option<OwnedFd>, rustix::io::Errno>,
     ) -> Result<(Ino, FileAttr, Option<OwnedFd>), Errno> {
         let _ns = self.union.ns.write();
-        let (ino, fd) = self.union.create_entry(parent, name, (req.uid(), req.gid()), is_dir, make)?;
+        let (ino, fd) = self.create_with_mode(req, parent, name, is_dir, (requested, umask), make)?;
         Ok((ino, self.entry_attr(ino)?, fd))
+    }
+
+    /// `Union::create_entry` with the mode the kernel's own filesystems would give. The
+    /// kernel leaves the umask to the daemon (`FUSE_DONT_MASK`) because a parent's default
+    /// ACL replaces it: the branch filesystem applies that ACL when the entry is made in
+    /// the parent itself. An entry made aside, in the work dir, gets the umask instead
+    /// (no ACL reaches it there: stricter, never looser).
+    fn create_with_mode(
+        &self,
+        req: &Request,
+        parent: Ino,
+        name: &OsStr,
+        is_dir: bool,
+        (requested, umask): (u32, u32),
+        make: impl FnOnce(rustix::fd::BorrowedFd<'_>, &OsStr, Mode) -> Result<Option<OwnedFd>, rustix::io::Errno>,
+    ) -> Result<(Ino, Option<OwnedFd>), Errno> {
+        let acl = self.has_xattr(parent, OsStr::new(DEFAULT_ACL)).unwrap_or(false);
+        self.union.create_entry(parent, name, (req.uid(), req.gid()), is_dir, |dirfd, n, aside| {
+            let mask = if acl && !aside { 0 } else { umask };
+            make(dirfd, n, Mode::from_raw_mode(requested & 0o7777 & !mask))
+        })
     }
 
     fn branches_text(&self) -> String {
@@ -557,8 +620,7 @@ impl StrataFs {
         if let Some(names) = self.union.table.read().get(ino)?.xattr_names() {
             return Ok(names.into());
         }
-        let (b, rel) = self.union.location(ino)?;
-        let p = sys::PathFd::open(self.union.root(b), &rel).map_err(errno)?;
+        let p = self.handle(ino, false)?;
         let names: Box<[std::ffi::OsString]> = sys::list_xattrs(&p.proc).map_err(errno)?.into();
         self.union.table.write().get_mut(ino)?.set_xattr_names(Some(names.clone()));
         Ok(names)
@@ -748,7 +810,10 @@ impl Filesystem for StrataFs {
             // The kernel then stops asking for security.capability before every write (it
             // marks inodes S_NOSEC); clearing set-id bits becomes the daemon's job: see
             // `drop_setid`.
-            | InitFlags::FUSE_HANDLE_KILLPRIV_V2;
+            | InitFlags::FUSE_HANDLE_KILLPRIV_V2
+            // The umask arrives with each creation and is the daemon's to apply: a
+            // parent's default ACL replaces it (see `create_with_mode`).
+            | InitFlags::FUSE_DONT_MASK;
         let _ = cfg.add_capabilities(wanted & cfg.capabilities());
         if self.want_passthrough {
             if cfg.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok() && cfg.set_max_stack_depth(2).is_ok() {
@@ -847,22 +912,13 @@ impl Filesystem for StrataFs {
         }
     }
 
-    fn mknod(
-        &self,
-        req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        mode: u32,
-        _umask: u32,
-        rdev: u32,
-        reply: ReplyEntry,
-    ) {
+    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
         if mode & libc::S_IFMT == libc::S_IFCHR && rdev == 0 {
             return reply.error(Errno::EPERM); // a 0/0 device is a whiteout, as overlayfs says
         }
-        let r = self.new_entry(req, parent.0, name, false, |dirfd, n| {
+        let r = self.new_entry(req, parent.0, name, false, (mode, umask), |dirfd, n, m| {
             let kind = rustix::fs::FileType::from_raw_mode(mode & libc::S_IFMT);
-            rustix::fs::mknodat(dirfd, n, kind, Mode::from_raw_mode(mode & 0o7777), rdev.into()).map(|()| None)
+            rustix::fs::mknodat(dirfd, n, kind, m, rdev.into()).map(|()| None)
         });
         match r {
             Ok((_, attr, _)) => reply.entry(&self.ttl, &attr, Generation(0)),
@@ -870,9 +926,9 @@ impl Filesystem for StrataFs {
         }
     }
 
-    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
-        let r = self.new_entry(req, parent.0, name, true, |dirfd, n| {
-            rustix::fs::mkdirat(dirfd, n, Mode::from_raw_mode(mode & 0o7777)).map(|()| None)
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
+        let r = self.new_entry(req, parent.0, name, true, (mode, umask), |dirfd, n, m| {
+            rustix::fs::mkdirat(dirfd, n, m).map(|()| None)
         });
         match r {
             Ok((_, attr, _)) => reply.entry(&self.ttl, &attr, Generation(0)),
@@ -897,7 +953,7 @@ impl Filesystem for StrataFs {
     }
 
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
-        let r = self.new_entry(req, parent.0, link_name, false, |dirfd, n| {
+        let r = self.new_entry(req, parent.0, link_name, false, (0o777, 0), |dirfd, n, _| {
             rustix::fs::symlinkat(target, dirfd, n).map(|()| None)
         });
         match r {
@@ -1128,7 +1184,7 @@ impl Filesystem for StrataFs {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -1151,12 +1207,15 @@ impl Filesystem for StrataFs {
         }
         let r = self.lock_for_change(ino.0, Data::Copy).and_then(|(_ns, staged)| {
             self.union.copy_up(ino.0, Data::Copy, staged)?;
-            let (b, rel) = self.union.location(ino.0)?;
-            let p = sys::PathFd::open(self.union.root(b), &rel).map_err(errno)?;
+            let p = self.handle(ino.0, true)?;
             let r = rustix::fs::setxattr(&p.proc, name, value, rustix::fs::XattrFlags::from_bits_retain(flags as u32))
                 .map_err(errno);
             self.xattrs_changed(ino.0);
-            r
+            r?;
+            if name == ACCESS_ACL {
+                self.acl_drops_setgid(&p.proc, Caller::of(req))?;
+            }
+            Ok(())
         });
         match r {
             Ok(()) => reply.ok(),
@@ -1190,10 +1249,7 @@ impl Filesystem for StrataFs {
             Ok(true) => {}
             Err(e) => return reply.error(e),
         }
-        let r = self.union.location(ino.0).and_then(|(b, rel)| {
-            let p = sys::PathFd::open(self.union.root(b), &rel).map_err(errno)?;
-            sys::get_xattr(&p.proc, name).map_err(errno)
-        });
+        let r = self.handle(ino.0, false).and_then(|p| sys::get_xattr(&p.proc, name).map_err(errno));
         match r {
             Ok(Some(v)) => Self::reply_xattr(reply, size, &v),
             Ok(None) => reply.error(Errno::ENODATA),
@@ -1222,8 +1278,7 @@ impl Filesystem for StrataFs {
         }
         let r = self.lock_for_change(ino.0, Data::Copy).and_then(|(_ns, staged)| {
             self.union.copy_up(ino.0, Data::Copy, staged)?;
-            let (b, rel) = self.union.location(ino.0)?;
-            let p = sys::PathFd::open(self.union.root(b), &rel).map_err(errno)?;
+            let p = self.handle(ino.0, true)?;
             let r = rustix::fs::removexattr(&p.proc, name).map_err(errno);
             self.xattrs_changed(ino.0);
             r
@@ -1249,7 +1304,7 @@ impl Filesystem for StrataFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         flags: i32,
         reply: ReplyCreate,
     ) {
@@ -1273,14 +1328,9 @@ impl Filesystem for StrataFs {
                     (existing, self.entry_attr(existing)?, None)
                 } else {
                     let (ino, fd) =
-                        self.union.create_entry(parent.0, name, (req.uid(), req.gid()), false, |dirfd, n| {
-                            let f = rustix::fs::openat(
-                                dirfd,
-                                n,
-                                backing_flags(flags) | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
-                                Mode::from_raw_mode(mode & 0o7777),
-                            )?;
-                            Ok(Some(f))
+                        self.create_with_mode(req, parent.0, name, false, (mode, umask), |dirfd, n, m| {
+                            let how = backing_flags(flags) | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
+                            rustix::fs::openat(dirfd, n, how, m).map(Some)
                         })?;
                     (ino, self.entry_attr(ino)?, fd)
                 }

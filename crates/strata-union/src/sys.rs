@@ -213,6 +213,13 @@ impl PathFd {
         let proc = proc_path(&fd);
         Ok(PathFd { _fd: fd, proc })
     }
+
+    /// A handle on the file an open descriptor refers to, named or not.
+    pub fn of(file: &impl AsRawFd) -> Result<PathFd, SysErrno> {
+        let fd = rustix::fs::open(proc_path(file), OFlags::PATH | OFlags::CLOEXEC, Mode::empty())?;
+        let proc = proc_path(&fd);
+        Ok(PathFd { _fd: fd, proc })
+    }
 }
 
 /// The `/proc/self/fd/N` name of an open file: path-only calls (xattrs) reach it there.

@@ -173,7 +173,7 @@ impl Union {
         self.stack.read().wb
     }
 
-    fn perm(&self, b: u16) -> Perm {
+    pub fn perm(&self, b: u16) -> Perm {
         self.stack.read().branches[b as usize].perm
     }
 
@@ -623,10 +623,10 @@ impl Union {
     /// happened. Callers hold `ns` exclusively.
     pub fn copy_up(&self, ino: Ino, data: Data, staged: Option<Staged>) -> Result<bool, Errno> {
         self.refresh(ino)?;
-        let (branch, is_dir, parent) = {
+        let (branch, is_dir, parent, linked) = {
             let t = self.table.read();
             let n = t.get(ino)?;
-            (n.branch, n.is_dir(), n.parent())
+            (n.branch, n.is_dir(), n.parent(), n.linked)
         };
         let work = self.work.as_ref().map(|w| w.as_fd());
         let staged = staged.filter(|s| s.ino == ino).map(|s| s.tmp);
@@ -635,7 +635,9 @@ impl Union {
                 let _ = sys::unlinkat(w, t, AtFlags::empty());
             }
         };
-        if self.perm(branch).is_writable() {
+        // No name to copy up to: a removed file changes through its descriptors (see
+        // `Self::orphan`).
+        if self.perm(branch).is_writable() || !linked {
             discard(&staged);
             return Ok(false);
         }
@@ -722,16 +724,18 @@ impl Union {
         Ok(NewEntry { wb, dir, rel, aufs_wh, ovl_wh, parent_st })
     }
 
-    /// Creates a new entry with `make(dirfd, name)`, owned by `owner`, replacing any
-    /// whiteout for the name atomically; returns its node. Directories created over a
-    /// whiteout become opaque. Callers hold `ns` exclusively.
+    /// Creates a new entry with `make(dirfd, name, aside)`, owned by `owner`, replacing any
+    /// whiteout for the name atomically; returns its node. `aside` says the entry is made
+    /// in the work dir, then moved into place (so the parent's default ACL does not reach
+    /// it). Directories created over a whiteout become opaque. Callers hold `ns`
+    /// exclusively.
     pub fn create_entry(
         &self,
         parent: Ino,
         name: &OsStr,
         owner: (u32, u32),
         is_dir: bool,
-        make: impl FnOnce(BorrowedFd<'_>, &OsStr) -> Result<Option<OwnedFd>, rustix::io::Errno>,
+        make: impl FnOnce(BorrowedFd<'_>, &OsStr, bool) -> Result<Option<OwnedFd>, rustix::io::Errno>,
     ) -> Result<(Ino, Option<OwnedFd>), Errno> {
         let ne = self.prepare_new(parent, name)?;
         let root_fd = self.root(ne.wb);
@@ -739,20 +743,33 @@ impl Union {
         // New entries take the group of a set-group-id parent, as the kernel would.
         let gid = if ne.parent_st.st_mode & libc::S_ISGID != 0 { ne.parent_st.st_gid } else { owner.1 };
         let chown = |dirfd: BorrowedFd<'_>, rel: &Path| {
+            let made = sys::lstat(dirfd, rel)?;
             sys::chownat(
                 dirfd,
                 rel,
                 Some(rustix::process::Uid::from_raw(owner.0)),
                 Some(rustix::process::Gid::from_raw(gid)),
                 AtFlags::SYMLINK_NOFOLLOW,
-            )
+            )?;
+            // chown clears a file's set-id bits; the kernel keeps those its creator asked
+            // for, set-group-ID only for root or a member of the file's group (the
+            // request names the primary group only).
+            let mut setid = made.st_mode & (libc::S_ISUID | libc::S_ISGID);
+            if owner.0 != 0 && owner.1 != gid {
+                setid &= !libc::S_ISGID;
+            }
+            if setid != 0 && sys::file_type_bits(&made) == libc::S_IFREG {
+                let mode = made.st_mode & 0o777 | setid;
+                rustix::fs::chmod(&sys::PathFd::open(dirfd, rel)?.proc, Mode::from_raw_mode(mode))?;
+            }
+            Ok(())
         };
         let opaque = is_dir && (ne.aufs_wh || ne.ovl_wh);
         let fd = if ne.ovl_wh || opaque {
             // Build it aside, then swap it in: never a moment with neither or both.
             let work = self.work()?;
             let tmp = self.scratch_name();
-            let fd = make(work, &tmp).map_err(errno)?;
+            let fd = make(work, &tmp, true).map_err(errno)?;
             let placed = (|| {
                 chown(work, Path::new(&tmp))?;
                 if opaque {
@@ -774,7 +791,7 @@ impl Union {
             fd
         } else {
             let at = sys::reach(root, &ne.rel).map_err(errno)?;
-            let fd = make(at.dir(), at.rel().as_os_str()).map_err(errno)?;
+            let fd = make(at.dir(), at.rel().as_os_str(), false).map_err(errno)?;
             if let Err(e) = chown(root, &ne.rel) {
                 let _ = sys::unlinkat(root, &ne.rel, if is_dir { AtFlags::REMOVEDIR } else { AtFlags::empty() });
                 return Err(errno(e));

@@ -1,0 +1,104 @@
+//! POSIX details kernel filesystems get right, each run through Strata and through kernel
+//! overlayfs over the same lower tree: the two must print the same, and what they print
+//! is checked against what POSIX and the kernel's own filesystems do.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+/// Runs `script` (bash, in the mount's directory) on a fresh Strata mount and on a fresh
+/// kernel overlayfs mount over a lower tree made by `lower` (bash, in the lower dir);
+/// returns what Strata printed after checking that the kernel printed the same.
+fn both(lower: &str, script: &str) -> String {
+    let mut out = Vec::new();
+    for style in ["strata", "kernel"] {
+        let s = Scratch::new();
+        let dir = s.mkdir("lower");
+        sh(Command::new("bash").arg("-euc").arg(lower).current_dir(&dir));
+        let (upper, work, mnt) = (s.mkdir("upper"), s.mkdir("work"), s.mkdir("mnt"));
+        let opts = format!("lowerdir={},upperdir={},workdir={}", dir.display(), upper.display(), work.display());
+        let m = if style == "strata" {
+            Some(Mount::new(&[&opts], &mnt))
+        } else {
+            sh(Command::new("mount").args(["-t", "overlay", "overlay", "-o", &opts]).arg(&mnt));
+            None
+        };
+        let printed = Command::new("bash").arg("-euc").arg(script).current_dir(&mnt).output().unwrap();
+        match m {
+            Some(m) => m.unmount(),
+            None => {
+                sh(Command::new("umount").arg(&mnt));
+            }
+        }
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&printed.stdout),
+            String::from_utf8_lossy(&printed.stderr).replace(mnt.to_str().unwrap(), "MNT")
+        );
+        assert!(printed.status.success(), "{style}: {text}");
+        out.push(text);
+    }
+    assert_eq!(out[0], out[1], "strata (left) and kernel overlayfs (right) differ");
+    out.swap_remove(0)
+}
+
+/// A parent's default ACL decides a new entry's permissions, not the umask (the kernel
+/// leaves the umask to the filesystem, `FUSE_DONT_MASK`); without one, the umask applies.
+#[test]
+fn a_default_acl_overrides_the_umask() {
+    let out = both(
+        "mkdir d plain && setfacl -d -m u::rwx,g::rwx,o::- d",
+        "umask 077; touch d/f plain/f; mkdir d/e plain/e; python3 -c \"import os; os.close(os.open('d/x', os.O_CREAT, 0o750))\"
+         for p in d/f d/e d/x plain/f plain/e; do echo \"$p $(stat -c %a $p) $(getfacl -cp $p | grep -E '^(group|mask)::' | paste -sd' ')\"; done",
+    );
+    assert_eq!(
+        out,
+        "d/f 660 group::rw-\nd/e 770 group::rwx\nd/x 750 group::r-x\nplain/f 600 group::---\nplain/e 700 group::---\n"
+    );
+}
+
+/// Set-group-ID: a file root makes in a set-group-ID directory keeps the bit it asks for;
+/// `chmod` and `setfacl` by an owner outside the file's group clear it.
+#[test]
+fn set_group_id_is_kept_and_cleared_as_the_kernel_does() {
+    let out = both(
+        "mkdir s && chown 0:1234 s && chmod 2775 s && touch t u && chown 1000:1234 t u",
+        "python3 -c \"import os; os.umask(0); os.close(os.open('s/f', os.O_CREAT, 0o2755)); os.mkdir('s/d', 0o755)\"
+         stat -c '%n %a %g' s/f s/d
+         setpriv --reuid 1000 --regid 1000 --clear-groups chmod 2755 t
+         chmod 2755 u && setpriv --reuid 1000 --regid 1000 --clear-groups setfacl -m u:0:r u
+         stat -c '%n %a' t u",
+    );
+    assert_eq!(out, "s/f 2755 1234\ns/d 2755 1234\nt 755\nu 755\n");
+}
+
+/// Every call on a descriptor whose name is gone works on the open file, never ESTALE.
+#[test]
+fn an_open_file_whose_name_was_replaced_keeps_working() {
+    let script = r#"
+import os
+for name in ("lowerfile", "upperfile"):
+    if name == "upperfile":
+        open(name, "w").write("upper\n")
+    open("other", "w").write("other\n")
+    fd = os.open(name, os.O_RDWR)
+    os.rename("other", name)
+    st = os.fstat(fd)
+    os.fchmod(fd, 0o640)
+    os.setxattr(fd, "user.k", b"v")
+    print(name, oct(os.fstat(fd).st_mode & 0o7777), os.getxattr(fd, "user.k"), "user.k" in os.listxattr(fd))
+    os.removexattr(fd, "user.k")
+    os.ftruncate(fd, 2)
+    os.utime(fd, (1, 2))
+    print(name, os.fstat(fd).st_size, os.fstat(fd).st_mtime, os.pread(fd, 10, 0), open(name).read(), end="")
+    os.fsync(fd)
+    os.close(fd)
+"#;
+    let out = both("echo lower > lowerfile", &format!("python3 -c '{script}'"));
+    assert_eq!(
+        out,
+        "lowerfile 0o640 b'v' True\nlowerfile 2 2.0 b'lo' other\nupperfile 0o640 b'v' True\nupperfile 2 2.0 b'up' other\n"
+    );
+}

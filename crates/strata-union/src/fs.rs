@@ -23,7 +23,7 @@ use tracing::{debug, warn};
 
 use crate::copyup::Data;
 use crate::inode::{Ino, ROOT};
-use crate::listings::{self, Listings};
+use crate::listings::Listings;
 use crate::sys::{self, errno};
 use crate::union::{DirEntry, Staged, Union, check_new_name, file_type};
 use crate::whiteout;
@@ -769,7 +769,7 @@ impl StrataFs {
         for (i, e) in entries.iter().enumerate().skip(pass.next).take(READDIR_BATCH) {
             // An entry removed since the listing was taken is skipped.
             let Ok((child, st)) = self.listed_node(ino, &dir, &dirs, e) else { continue };
-            out.push((listings::offset_of(pass.id, i), child, e.kind, e.name.clone(), st));
+            out.push((pass.listing.offset_of(pass.id, i), child, e.kind, e.name.clone(), st));
         }
         Ok(out)
     }

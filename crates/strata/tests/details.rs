@@ -102,3 +102,64 @@ for name in ("lowerfile", "upperfile"):
         "lowerfile 0o640 b'v' True\nlowerfile 2 2.0 b'lo' other\nupperfile 0o640 b'v' True\nupperfile 2 2.0 b'up' other\n"
     );
 }
+
+/// A position saved with `telldir` and restored with `seekdir` after the pass ended,
+/// many listings later, and after names were added and removed, goes on from there: every name present before and
+/// still present comes exactly once, none already read comes again, never an early end.
+#[test]
+fn a_saved_directory_position_goes_on_after_changes_and_many_listings() {
+    let script = r#"
+import ctypes, ctypes.util, os
+libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+class Dirent(ctypes.Structure):
+    _fields_ = [("d_ino", ctypes.c_ulong), ("d_off", ctypes.c_long), ("d_reclen", ctypes.c_ushort),
+                ("d_type", ctypes.c_ubyte), ("d_name", ctypes.c_char * 256)]
+libc.opendir.restype = ctypes.c_void_p
+libc.readdir.restype = ctypes.POINTER(Dirent)
+libc.readdir.argtypes = [ctypes.c_void_p]
+libc.telldir.restype = ctypes.c_long
+libc.telldir.argtypes = [ctypes.c_void_p]
+libc.seekdir.argtypes = [ctypes.c_void_p, ctypes.c_long]
+libc.closedir.argtypes = [ctypes.c_void_p]
+def read(d, n=None):
+    out = []
+    while n is None or len(out) < n:
+        e = libc.readdir(d)
+        if not e:
+            break
+        name = e.contents.d_name.decode()
+        if name not in (".", ".."):
+            out.append(name)
+    return out
+os.mkdir("d")
+before = [f"f{i:03d}" for i in range(300)]
+for n in before:
+    open("d/" + n, "w").close()
+for i in range(80):
+    os.mkdir(f"o{i}")
+    open(f"o{i}/x", "w").close()
+d = libc.opendir(b"d")
+seen = read(d, 100)
+pos = libc.telldir(d)
+read(d)  # to the end: that pass is over
+for i in range(80):
+    os.listdir(f"o{i}")
+unseen = [n for n in before if n not in seen]
+gone = set(seen[:30] + unseen[:30])
+for n in gone:
+    os.unlink("d/" + n)
+for i in range(20):
+    open(f"d/new{i}", "w").close()
+os.listdir("d")  # another pass from the start: the cached listing in the kernel is replaced
+libc.seekdir(d, pos)
+rest = read(d)
+libc.closedir(d)
+survivors = [n for n in unseen if n not in gone]
+print("read before:", len(seen))
+print("again:", sorted(set(rest) & set(seen)))
+print("missing:", sorted(set(survivors) - set(rest)))
+print("twice:", sorted(n for n in set(rest) if rest.count(n) > 1))
+"#;
+    let out = both("true", &format!("python3 -c '{script}'"));
+    assert_eq!(out, "read before: 100\nagain: []\nmissing: []\ntwice: []\n");
+}

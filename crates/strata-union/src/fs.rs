@@ -22,6 +22,7 @@ use rustix::fs::{AtFlags, Mode, OFlags, Stat, Timespec, Timestamps};
 use tracing::{debug, warn};
 
 use crate::copyup::Data;
+use crate::fileattr;
 use crate::inode::{Ino, ROOT};
 use crate::listings::Listings;
 use crate::sys::{self, errno};
@@ -813,7 +814,10 @@ impl Filesystem for StrataFs {
             | InitFlags::FUSE_HANDLE_KILLPRIV_V2
             // The umask arrives with each creation and is the daemon's to apply: a
             // parent's default ACL replaces it (see `create_with_mode`).
-            | InitFlags::FUSE_DONT_MASK;
+            | InitFlags::FUSE_DONT_MASK
+            // File handles outlive the kernel's cache: it then looks up `.` in the node
+            // (see `lookup`), and numbers outlive a remount (see `persist`).
+            | InitFlags::FUSE_EXPORT_SUPPORT;
         let _ = cfg.add_capabilities(wanted & cfg.capabilities());
         if self.want_passthrough {
             if cfg.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok() && cfg.set_max_stack_depth(2).is_ok() {
@@ -846,6 +850,18 @@ impl Filesystem for StrataFs {
             return reply.error(Errno::ENOENT);
         }
         let _ns = self.union.ns.read();
+        if name == "." || name == ".." {
+            // Only from a file handle the kernel no longer has in its cache: `.` is the node
+            // with that number, `..` its parent (FUSE_EXPORT_SUPPORT).
+            let node = self
+                .union
+                .node_by_number(parent.0)
+                .and_then(|n| if name == "." { Ok(n) } else { self.union.table.read().get(n).map(|n| n.parent()) });
+            return match node.and_then(|n| self.entry_attr(n)) {
+                Ok(attr) => reply.entry(&self.ttl, &attr, Generation(0)),
+                Err(e) => reply.error(e),
+            };
+        }
         // A fresh resolution has just stat'ed the entry: no second lstat per lookup.
         let entry = self.union.child_with_stat(parent.0, name);
         match entry.and_then(|(ino, st)| self.entry_attr_with(ino, st.as_ref())) {
@@ -1384,15 +1400,75 @@ impl Filesystem for StrataFs {
     fn ioctl(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         _fh: FileHandle,
         _flags: fuser::IoctlFlags,
-        _cmd: u32,
-        _in_data: &[u8],
-        _out_size: u32,
+        cmd: u32,
+        in_data: &[u8],
+        out_size: u32,
         reply: fuser::ReplyIoctl,
     ) {
-        reply.error(Errno::ENOTTY);
+        // File attributes pass to the file below (copied up before a change); every other
+        // ioctl is not the filesystem's: the kernel hands over only these for regular
+        // files and directories.
+        let Some(op) = fileattr::Op::parse(cmd, in_data) else { return reply.error(Errno::ENOTTY) };
+        let run = || -> Result<Vec<u8>, Errno> {
+            let h = self.handle(ino.0, op.changes())?;
+            let st = rustix::fs::stat(&h.proc).map_err(errno)?;
+            if !matches!(sys::file_type_bits(&st), libc::S_IFREG | libc::S_IFDIR) {
+                return Err(Errno::ENOTTY);
+            }
+            let how = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+            let file = rustix::fs::open(&h.proc, how, Mode::empty()).map_err(errno)?;
+            op.run(&file).map_err(errno)
+        };
+        let out = if op.changes() {
+            self.lock_for_change(ino.0, Data::Copy).and_then(|(_ns, staged)| {
+                self.union.copy_up(ino.0, Data::Copy, staged)?;
+                let out = run();
+                self.forget_attributes(ino.0);
+                out
+            })
+        } else {
+            let _ns = self.union.ns.read();
+            run()
+        };
+        match out {
+            Ok(data) => reply.ioctl(0, &data[..data.len().min(out_size as usize)]),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn copy_file_range(
+        &self,
+        req: &Request,
+        _ino_in: INodeNo,
+        fh_in: FileHandle,
+        offset_in: u64,
+        ino_out: INodeNo,
+        fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        _flags: fuser::CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        // Served by the filesystem below: a reflink or an in-kernel copy there, instead of
+        // every byte through the kernel's splice fallback.
+        let r = (|| {
+            let (src, dst) = (self.file(fh_in)?, self.file(fh_out)?);
+            let (mut off_in, mut off_out) = (offset_in, offset_out);
+            let want = len.min(u64::from(u32::MAX) & !0xfff) as usize;
+            let n = rustix::fs::copy_file_range(&src.file, Some(&mut off_in), &dst.file, Some(&mut off_out), want)
+                .map_err(errno)?;
+            if n > 0 && drop_setid(&sys::proc_path(&dst.file), Caller::of(req))? {
+                self.forget_attributes(ino_out.0);
+            }
+            Ok(n as u32)
+        })();
+        match r {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn lseek(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {

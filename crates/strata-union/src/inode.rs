@@ -363,6 +363,12 @@ impl Table {
         ino
     }
 
+    /// The name the previous mount gave number `ino`, while no node has it yet (see
+    /// `persist`): how a file handle from before a remount finds its file again.
+    pub fn hinted_name(&self, ino: Ino) -> Option<(Ino, OsString)> {
+        self.hints.iter().find(|(_, i)| **i == ino).map(|(k, _)| k.clone())
+    }
+
     /// The node standing for backing file `key`, if one is alive.
     pub fn group(&self, key: (u64, u64)) -> Option<Ino> {
         self.groups.get(&key).copied().filter(|i| self.nodes.get(i).is_some_and(|n| n.linked))

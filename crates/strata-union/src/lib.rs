@@ -7,6 +7,7 @@
 pub mod branch;
 pub mod copyup;
 pub mod error;
+pub mod fileattr;
 pub mod fs;
 pub mod inode;
 pub mod links;

@@ -331,6 +331,27 @@ impl Union {
         Ok((self.index(parent, name, found), own))
     }
 
+    /// The node numbered `ino`, for a file handle (`open_by_handle_at`, NFS export): a
+    /// node the table holds under a name, or one the previous mount numbered so, looked up
+    /// again by its name (and its parents' first). A removed file's number is `ESTALE`.
+    pub fn node_by_number(&self, ino: Ino) -> Result<Ino, Errno> {
+        let hinted = {
+            let t = self.table.read();
+            match t.get(ino) {
+                Ok(n) if n.linked => return Ok(ino),
+                Ok(_) => return Err(Errno::ESTALE),
+                Err(_) => t.hinted_name(ino).ok_or(Errno::ESTALE)?,
+            }
+        };
+        let (parent, name) = hinted;
+        let parent = self.node_by_number(parent)?;
+        match self.child_with_stat(parent, &name) {
+            Ok((found, _)) if found == ino => Ok(ino),
+            Ok(_) | Err(Errno::ENOENT) => Err(Errno::ESTALE),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Where in `dirs` a lookup of `name` must start; `None` when the directory's name
     /// index knows the name is absent. Builds the index for many-branch directories.
     fn first_candidate(&self, parent: Ino, dir: &Path, dirs: &[Part], name: &OsStr) -> Result<Option<usize>, Errno> {

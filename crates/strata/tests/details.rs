@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::fs;
 use std::process::Command;
 
 use common::*;
@@ -162,4 +163,126 @@ print("twice:", sorted(n for n in set(rest) if rest.count(n) > 1))
 "#;
     let out = both("true", &format!("python3 -c '{script}'"));
     assert_eq!(out, "read before: 100\nagain: []\nmissing: []\ntwice: []\n");
+}
+
+/// Writes through a shared writable mapping change mtime and ctime, seen by `stat` while
+/// mapped, after `msync`, and after `munmap` and `close`; on lower files too.
+#[test]
+fn writes_through_mmap_update_the_file_times() {
+    let script = r#"
+import mmap, os
+for case in ("mapped", "msync", "closed"):
+    for where in ("lower", "new"):
+        p = f"{where}_{case}"
+        if where == "new":
+            open(p, "wb").write(bytes(8192))
+            os.utime(p, (1, 1))
+        before = os.stat(p)
+        fd = os.open(p, os.O_RDWR)
+        m = mmap.mmap(fd, 8192)
+        m[0:1] = b"y"
+        if case == "msync":
+            m.flush()
+        if case == "closed":
+            m.close()
+            os.close(fd)
+        after = os.stat(p)
+        print(p, after.st_mtime_ns != before.st_mtime_ns, after.st_ctime_ns != before.st_ctime_ns)
+"#;
+    let lower = "for c in mapped msync closed; do head -c 8192 /dev/zero > lower_$c; touch -d @1 lower_$c; done";
+    let out = both(lower, &format!("python3 -c '{script}'"));
+    assert_eq!(out.matches(" True True\n").count(), 6, "{out}");
+}
+
+/// `chattr` and `lsattr` reach the file below (a lower one is copied up first), and
+/// `copy_file_range` copies within the union.
+#[test]
+fn file_attributes_and_copy_file_range_reach_the_file_below() {
+    let out = both(
+        "echo lower > f && mkdir d",
+        "chattr +A f d && lsattr -d f d | cut -d' ' -f1
+         python3 -c \"import os
+a = os.open('f', os.O_RDONLY); b = os.open('g', os.O_WRONLY | os.O_CREAT, 0o644)
+print(os.copy_file_range(a, b, 6), open('g').read(), end='')\"",
+    );
+    let flags: Vec<&str> = out.lines().take(2).collect();
+    assert!(flags.iter().all(|f| f.contains('A')), "{out}");
+    assert!(out.ends_with("6 lower\n"), "{out}");
+}
+
+/// File handles (`name_to_handle_at`, `open_by_handle_at`) open files and directories
+/// after the kernel forgot them and after a remount; a removed file's handle is ESTALE.
+#[test]
+fn file_handles_live_as_long_as_the_files() {
+    const HANDLES: &str = r#"
+import ctypes, ctypes.util, errno, json, os, sys
+libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+class Handle(ctypes.Structure):
+    _fields_ = [("handle_bytes", ctypes.c_uint), ("handle_type", ctypes.c_int), ("f_handle", ctypes.c_ubyte * 128)]
+def handle(path):
+    h, mount_id = Handle(), ctypes.c_int()
+    h.handle_bytes = 128
+    if libc.name_to_handle_at(-100, path.encode(), ctypes.byref(h), ctypes.byref(mount_id), 0) != 0:
+        raise OSError(ctypes.get_errno(), path)
+    return [h.handle_bytes, h.handle_type, list(h.f_handle[: h.handle_bytes])]
+def opened(mnt, saved):
+    h = Handle()
+    h.handle_bytes, h.handle_type = saved[0], saved[1]
+    for i, b in enumerate(saved[2]):
+        h.f_handle[i] = b
+    mfd = os.open(mnt, os.O_RDONLY | os.O_DIRECTORY)
+    fd = libc.open_by_handle_at(mfd, ctypes.byref(h), os.O_RDONLY)
+    err = ctypes.get_errno()
+    os.close(mfd)
+    if fd < 0:
+        return errno.errorcode[err]
+    if os.path.isdir(f"/proc/self/fd/{fd}"):
+        names = sorted(os.listdir(fd))
+        os.close(fd)
+        return names
+    data = os.read(fd, 100).decode()
+    os.close(fd)
+    return data
+what, mnt = sys.argv[1], sys.argv[2]
+if what == "save":
+    print(json.dumps({p: handle(os.path.join(mnt, p)) for p in ("dir/file", "dir", "new", "gone")}))
+else:
+    saved = json.load(sys.stdin)
+    print(json.dumps({p: opened(mnt, h) for p, h in sorted(saved.items())}))
+"#;
+    let s = Scratch::new();
+    s.write("lower", "dir/file", "lower\n");
+    s.write("lower", "gone", "gone\n");
+    let br = format!("br={}=rw:{}=ro", s.mkdir("upper").display(), s.path("lower").display());
+    let mnt = s.path("mnt");
+    let m = Mount::new(&[&br], &mnt);
+    fs::write(m.p("new"), "new\n").unwrap();
+    let saved = sh(Command::new("python3").args(["-c", HANDLES, "save"]).arg(&mnt));
+    let open_all = || {
+        let mut child = Command::new("python3")
+            .args(["-c", HANDLES, "open"])
+            .arg(&mnt)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(saved.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let live = r#"{"dir": ["file"], "dir/file": "lower\n", "gone": "gone\n", "new": "new\n"}"#;
+    assert_eq!(open_all().trim(), live, "while cached");
+    // The kernel forgets what it cached (on this machine's page and inode caches only).
+    fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
+    assert_eq!(open_all().trim(), live, "after the kernel forgot them");
+    m.unmount();
+    let m = Mount::new(&[&br], &mnt);
+    assert_eq!(open_all().trim(), live, "after a remount");
+    fs::remove_file(m.p("gone")).unwrap();
+    fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
+    let after = open_all();
+    assert!(after.contains(r#""gone": "ESTALE""#), "{after}");
+    m.unmount();
 }

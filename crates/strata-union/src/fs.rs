@@ -265,10 +265,22 @@ impl StrataFs {
 
     /// The attributes the union shows for node `ino` whose backing entry has stat `st`.
     fn attr_from(&self, ino: Ino, st: &rustix::fs::Stat) -> Result<FileAttr, Errno> {
-        let merged = sys::is_dir(st) && self.union.table.read().get(ino)?.dirs.len() > 1;
+        let (merged, redirected) = match sys::is_dir(st) {
+            true => {
+                let t = self.union.table.read();
+                let dirs = &t.get(ino)?.dirs;
+                (dirs.len() > 1, dirs.iter().any(|p| p.path.is_some()))
+            }
+            false => (false, false),
+        };
         let mut attr = to_attr(ino, st, merged);
         if attr.kind == fuser::FileType::RegularFile && st.st_nlink > 1 {
             attr.nlink = self.union.nlink(ino, st)?;
+        }
+        if redirected {
+            // A merged directory counts 1, as overlayfs's do; a renamed lower directory
+            // counts its subdirectories, as the copy that overlayfs makes of it does.
+            attr.nlink = self.union.dir_nlink(ino)?;
         }
         Ok(attr)
     }

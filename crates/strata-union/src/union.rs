@@ -466,6 +466,14 @@ impl Union {
         Ok(self.table.read().names_of(ino).len().max(1) as u32)
     }
 
+    /// The link count of directory `ino` as a single directory has it: 2, plus one for
+    /// each subdirectory the union shows in it.
+    pub fn dir_nlink(&self, ino: Ino) -> Result<u32, Errno> {
+        let (dir, dirs) = self.dir_info(ino)?;
+        let subdirs = self.list(&dir, &dirs)?.iter().filter(|e| e.kind == FileType::Directory).count();
+        Ok(2 + subdirs as u32)
+    }
+
     /// The backing branch, path and stat of a node.
     pub fn stat(&self, ino: Ino) -> Result<(u16, PathBuf, Stat), Errno> {
         let (b, rel) = self.location(ino)?;

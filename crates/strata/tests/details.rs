@@ -286,3 +286,11 @@ else:
     assert!(after.contains(r#""gone": "ESTALE""#), "{after}");
     m.unmount();
 }
+
+/// A renamed lower directory counts its subdirectories in `st_nlink`, as the copy kernel
+/// overlayfs makes of it (no `redirect_dir`) does.
+#[test]
+fn a_renamed_lower_directory_counts_its_links() {
+    let out = both("mkdir -p a/x a/y && touch a/f", "mv a b && mkdir b/z && stat -c %h b");
+    assert_eq!(out, "5\n");
+}

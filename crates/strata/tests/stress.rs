@@ -1,8 +1,9 @@
 //! Concurrent work in shared directories, through Strata and through kernel overlayfs
 //! over the same lower tree: six workers create, append, rename and unlink names (their
-//! own and shared ones) and list the directories. A listing never shows a name twice, an
-//! open of a name never fails with ESTALE, and every worker's own names are exactly where
-//! its model says (its own names change only by its own hand).
+//! own and shared ones) and list the directories. On Strata a listing never shows a name
+//! twice, an open of a name never fails with ESTALE, and every worker's own names are
+//! exactly where its model says (its own names change only by its own hand). Kernel
+//! overlayfs runs the same work as the reference: its faults are printed, not failed on.
 
 mod common;
 
@@ -109,6 +110,12 @@ fn concurrent_work_in_shared_directories_keeps_listings_and_opens_right() {
         }
         println!("{style}: {ops} operations, {} faults", bad.len());
         assert!(ops > 1000, "{style}: the workers ran ({ops} operations)");
-        assert!(bad.is_empty(), "{style}: {bad:#?}");
+        if style == "strata" {
+            assert!(bad.is_empty(), "{style}: {bad:#?}");
+        } else if !bad.is_empty() {
+            // The reference, not what is tested: kernel overlayfs itself was seen here once
+            // with one fault in about a million operations (which one was not caught).
+            println!("kernel overlayfs: {bad:#?}");
+        }
     }
 }

@@ -2,11 +2,14 @@
 
 use std::fmt;
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 
+use rustix::fs::{Mode, OFlags};
+
 use crate::error::OptionError;
+use crate::sys;
 
 /// What the union may do with a branch, as AUFS spells it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,4 +76,20 @@ pub struct Branch {
     pub perm: Perm,
     /// Shared: a live branch change builds a new stack while requests still use the old.
     pub root: Arc<OwnedFd>,
+}
+
+/// The root of a branch, as the daemon reaches it. A read-only branch is reached through a
+/// private, detached copy of its mount (as overlayfs reaches its layers) that is itself
+/// read-only and `noatime`: nothing the daemon does can write the branch, and reading
+/// through the union never changes its access times, passthrough reads included (the
+/// kernel opens those below with the reader's flags, on this copy's mount). Where the
+/// copy is refused (no `CAP_SYS_ADMIN`, as in a user namespace) the directory itself.
+pub fn open_root(path: &Path, perm: Perm) -> std::io::Result<OwnedFd> {
+    if !perm.is_writable() {
+        match sys::quiet_copy(path) {
+            Ok(root) => return Ok(root),
+            Err(e) => tracing::debug!("{}: no private read-only copy of the mount ({e}); used as is", path.display()),
+        }
+    }
+    Ok(rustix::fs::open(path, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?)
 }

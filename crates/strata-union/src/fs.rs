@@ -328,7 +328,8 @@ impl StrataFs {
         register: impl FnOnce(&OwnedFd) -> std::io::Result<BackingId>,
     ) -> Result<Opened, Errno> {
         let (branch, rel) = self.union.location(ino)?;
-        let file = sys::open_at(self.union.root(branch), &rel, backing_flags(flags), Mode::empty()).map_err(errno)?;
+        let how = backing_flags(flags) | self.union.read_flags(branch, false);
+        let file = sys::open_at(self.union.root(branch), &rel, how, Mode::empty()).map_err(errno)?;
         self.register_open(ino, branch, file, wants_write(flags).then_some(uid), register)
     }
 
@@ -406,8 +407,8 @@ impl StrataFs {
             self.union.orphan(ino, false)?
         };
         let Some((branch, file)) = kept else { return Ok(None) };
-        let reopened = rustix::fs::open(sys::proc_path(&*file), backing_flags(flags) | OFlags::CLOEXEC, Mode::empty())
-            .map_err(errno)?;
+        let how = backing_flags(flags) | OFlags::CLOEXEC;
+        let reopened = rustix::fs::open(sys::proc_path(&*file), how, Mode::empty()).map_err(errno)?;
         if flags & libc::O_TRUNC != 0 {
             rustix::fs::ftruncate(&reopened, 0).map_err(errno)?;
         }

@@ -75,8 +75,8 @@ pub fn prepare(mut spec: MountSpec, mountpoint: &Path) -> Result<Prepared, Mount
         .branches
         .iter()
         .map(|b| {
-            let root = rustix::fs::open(&b.path, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-                .map_err(|e| MountError::Branch { path: b.path.clone(), source: e.into() })?;
+            let root = crate::branch::open_root(&b.path, b.perm)
+                .map_err(|e| MountError::Branch { path: b.path.clone(), source: e })?;
             Ok(Branch { path: b.path.clone(), perm: b.perm, root: Arc::new(root) })
         })
         .collect::<Result<Vec<_>, MountError>>()?;
@@ -87,7 +87,9 @@ pub fn prepare(mut spec: MountSpec, mountpoint: &Path) -> Result<Prepared, Mount
         (Some(w), None) => Some(spec.branches[w].path.join(AUFS_STATEDIR).join("inodes")),
     };
     let format = spec.whiteout;
-    let union = Union::new(branches, format, wb.map(|w| w as u16), work, mount_id(), inode_map);
+    let mut union = Union::new(branches, format, wb.map(|w| w as u16), work, mount_id(), inode_map);
+    union.noatime_files = spec.noatime;
+    union.noatime_dirs = spec.noatime || spec.nodiratime;
     union.clean_work().map_err(|e| MountError::Workdir {
         workdir: PathBuf::from("work"),
         reason: std::io::Error::from_raw_os_error(e.code()).to_string(),
@@ -150,6 +152,9 @@ impl Prepared {
         ];
         if self.spec.noexec {
             options.push(MountOption::NoExec);
+        }
+        if self.spec.noatime {
+            options.push(MountOption::NoAtime);
         }
         if read_only {
             options.push(MountOption::RO);

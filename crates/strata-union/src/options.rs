@@ -36,10 +36,14 @@ pub struct MountSpec {
     /// of its type (`subtype=`: `fuse.SUBTYPE`).
     pub fsname: String,
     pub subtype: String,
+    /// Reads through the union change no access time (`noatime`), or none of a directory
+    /// (`nodiratime`); else the branches' own mount options decide (`relatime` mostly).
+    pub noatime: bool,
+    pub nodiratime: bool,
 }
 
 /// Options FUSE and fuse-overlayfs users commonly pass that change nothing here.
-const ACCEPTED_NOOPS: &[&str] = &["rw", "dev", "suid", "exec", "noatime", "relatime", "default_permissions", "debug"];
+const ACCEPTED_NOOPS: &[&str] = &["rw", "dev", "suid", "exec", "default_permissions", "debug"];
 
 /// fuse-overlayfs options taken for drop-in use (podman's `mount_program`), with the value
 /// that means what Strata does anyway; any other value is refused.
@@ -67,6 +71,9 @@ const UNSUPPORTED: &[&str] = &[
     "userxattr",
     "static_nlink",
     "noxattrs",
+    // An access time on every read: reads served by passthrough never reach the daemon,
+    // and the files below keep their own mounts' rule.
+    "strictatime",
 ];
 
 impl MountSpec {
@@ -84,6 +91,7 @@ impl MountSpec {
         let mut threads = None;
         let (mut nodev, mut nosuid, mut noexec) = (false, false, false);
         let (mut fsname, mut subtype) = (String::from("strata"), String::from("strata"));
+        let (mut noatime, mut nodiratime) = (false, false);
 
         for opt in options.iter().flat_map(|o| split_options(o.as_ref())) {
             let (key, value) = match opt.split_once('=') {
@@ -114,6 +122,10 @@ impl MountSpec {
                 "nodev" => nodev = true,
                 "nosuid" => nosuid = true,
                 "noexec" => noexec = true,
+                "noatime" if value.is_none() => noatime = true,
+                "atime" | "relatime" if value.is_none() => noatime = false,
+                "nodiratime" if value.is_none() => nodiratime = true,
+                "diratime" if value.is_none() => nodiratime = false,
                 "fsname" => fsname = mount_name(key, &need(value)?)?,
                 "subtype" => subtype = mount_name(key, &need(value)?)?,
                 "volatile" | "noacl" | "ino32_t" => {}
@@ -164,6 +176,8 @@ impl MountSpec {
             noexec,
             fsname,
             subtype,
+            noatime,
+            nodiratime,
         })
     }
 

@@ -9,8 +9,6 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustix::fs::{Mode, OFlags};
-
 use crate::branch::{Branch, BranchSpec, Perm};
 
 /// One change to the branch stack.
@@ -114,8 +112,7 @@ pub fn restack(
             if at > old.len() {
                 return Err(format!("position {at} is past the last branch ({})", old.len()));
             }
-            let root = rustix::fs::open(&path, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-                .map_err(|e| format!("{}: {e}", path.display()))?;
+            let root = crate::branch::open_root(&path, spec.perm).map_err(|e| format!("{}: {e}", path.display()))?;
             branches.insert(at, Branch { path: path.clone(), perm: spec.perm, root: Arc::new(root) });
             for m in moved.iter_mut().flatten() {
                 if *m as usize >= at {

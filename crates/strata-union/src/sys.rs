@@ -171,6 +171,42 @@ pub fn join(parent: &Path, name: &OsStr) -> PathBuf {
     if parent == Path::new(".") { PathBuf::from(name) } else { parent.join(name) }
 }
 
+/// A private, detached copy of the mounts at and below `path` (`open_tree` with
+/// `OPEN_TREE_CLONE`), made read-only and `noatime`: its root, for `*at` calls.
+pub fn quiet_copy(path: &Path) -> Result<OwnedFd, SysErrno> {
+    use rustix::mount::OpenTreeFlags;
+    let flags = OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC | OpenTreeFlags::AT_RECURSIVE;
+    let copy = rustix::mount::open_tree(rustix::fs::CWD, path, flags)?;
+    // `struct mount_attr`; rustix has no `mount_setattr`.
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    const RDONLY: u64 = 0x1;
+    const NOATIME: u64 = 0x10;
+    const ATIME_MASK: u64 = 0x70;
+    let attr = MountAttr { attr_set: RDONLY | NOATIME, attr_clr: ATIME_MASK, propagation: 0, userns_fd: 0 };
+    // SAFETY: mount_setattr(2) reads one `struct mount_attr` of the size given, from a
+    // live reference, and an empty C string; the descriptor is ours and open.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            copy.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r != 0 {
+        return Err(SysErrno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)));
+    }
+    Ok(copy)
+}
+
 /// `lstat` relative to a branch root.
 pub fn lstat(root: impl AsFd, rel: impl AsRef<Path>) -> Result<Stat, SysErrno> {
     at(root, rel, |d, r| rustix::fs::statat(d, r, AtFlags::SYMLINK_NOFOLLOW))

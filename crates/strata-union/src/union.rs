@@ -50,6 +50,10 @@ pub struct Union {
     /// held alone) when branches change on the live mount.
     stack: RwLock<Arc<Stack>>,
     pub format: Format,
+    /// Reads through the union leave the writable branch's access times alone: of files
+    /// and directories (`noatime`), of directories (`nodiratime`). See [`Self::read_flags`].
+    pub noatime_files: bool,
+    pub noatime_dirs: bool,
     /// Scratch dir on the writable branch's filesystem for atomic copy-up and replace.
     work: Option<OwnedFd>,
     pub table: RwLock<Table>,
@@ -124,6 +128,8 @@ impl Union {
         Union {
             stack: RwLock::new(Arc::new(Stack { branches, wb })),
             format,
+            noatime_files: false,
+            noatime_dirs: false,
             work,
             table: RwLock::new(Table::with_hints(root, hints)),
             ns: RwLock::new(()),
@@ -466,6 +472,16 @@ impl Union {
         Ok(self.table.read().names_of(ino).len().max(1) as u32)
     }
 
+    /// Extra flags for opening an entry of branch `b` to read it: `O_NOATIME` for the
+    /// read-only branches always (as overlayfs, reading never changes a lower branch),
+    /// and for the writable one under `noatime` (or `nodiratime`, for directories). Else
+    /// the branch's own mount decides (`relatime` mostly): with passthrough, the reads
+    /// never reach the daemon, and the kernel asks for the atime again after them.
+    pub fn read_flags(&self, b: u16, dir: bool) -> OFlags {
+        let quiet = !self.perm(b).is_writable() || if dir { self.noatime_dirs } else { self.noatime_files };
+        if quiet { OFlags::NOATIME } else { OFlags::empty() }
+    }
+
     /// The link count of directory `ino` as a single directory has it: 2, plus one for
     /// each subdirectory the union shows in it.
     pub fn dir_nlink(&self, ino: Ino) -> Result<u32, Errno> {
@@ -501,7 +517,7 @@ impl Union {
             let fd = match sys::open_at(
                 self.root(b),
                 part.path_or(dir),
-                OFlags::RDONLY | OFlags::DIRECTORY,
+                OFlags::RDONLY | OFlags::DIRECTORY | self.read_flags(b, true),
                 Mode::empty(),
             ) {
                 Ok(fd) => fd,

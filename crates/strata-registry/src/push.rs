@@ -1,0 +1,288 @@
+//! `push`: each layer as the registry needs it (rebuilt from the store and checked
+//! against its diff ID, compressed into staging), uploaded only when a HEAD says the
+//! registry lacks it (monolithic: POST, then PUT with the digest); then the config, then
+//! the manifest. The config goes byte for byte, so the image ID stays the same.
+//!
+//! The digest each layer got compressed is remembered by diff ID (`ROOT/registry/`), so
+//! that pushing a layer again costs a HEAD, not a compression.
+
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use strata_store::digest::DigestWriter;
+use strata_store::save::write_layer;
+use strata_store::store::{LayerRecord, random_hex};
+use strata_store::{Digest, Store, StoreError};
+
+use crate::Reporter;
+use crate::client::{Body, Client, Options};
+use crate::error::{RegistryError, Result};
+use crate::parallel::for_each;
+use crate::pull::{DOCKER_MANIFEST, OCI_MANIFEST};
+use crate::reference::Reference;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PushFormat {
+    Oci,
+    DockerV2S2,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PushCompression {
+    Gzip,
+    Zstd,
+    None,
+}
+
+impl PushCompression {
+    fn name(self) -> &'static str {
+        match self {
+            PushCompression::Gzip => "gzip",
+            PushCompression::Zstd => "zstd",
+            PushCompression::None => "none",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct PushOptions {
+    pub net: Options,
+    pub format: PushFormat,
+    pub compression: PushCompression,
+    pub jobs: usize,
+}
+
+impl Default for PushOptions {
+    fn default() -> Self {
+        PushOptions { net: Options::default(), format: PushFormat::Oci, compression: PushCompression::Gzip, jobs: 3 }
+    }
+}
+
+/// What a push did.
+#[derive(Debug)]
+pub struct Pushed {
+    pub manifest_digest: Digest,
+    /// Blobs (layers and config) uploaded, and those the registry had.
+    pub uploaded: usize,
+    pub skipped: usize,
+}
+
+/// A layer's blob as pushed: its digest and size, remembered by diff ID.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Compressed {
+    digest: String,
+    size: u64,
+}
+
+fn cache_path(store: &Store, diff_id: &Digest, c: PushCompression) -> PathBuf {
+    store.root().join("registry").join(format!("{}.{}", diff_id.hex(), c.name()))
+}
+
+fn cached(store: &Store, diff_id: &Digest, c: PushCompression) -> Option<(Digest, u64)> {
+    let bytes = std::fs::read(cache_path(store, diff_id, c)).ok()?;
+    let rec: Compressed = serde_json::from_slice(&bytes).ok()?;
+    Some((rec.digest.parse().ok()?, rec.size))
+}
+
+/// Remembers a layer's blob digest (a lost record only costs a compression).
+fn remember(store: &Store, diff_id: &Digest, c: PushCompression, digest: &Digest, size: u64) {
+    use std::os::unix::fs::DirBuilderExt;
+    let path = cache_path(store, diff_id, c);
+    let Some(dir) = path.parent() else { return };
+    let tmp = dir.join(format!(".tmp-{}", random_hex(6)));
+    let rec = Compressed { digest: digest.to_string(), size };
+    let res = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .and_then(|()| std::fs::write(&tmp, serde_json::to_vec(&rec).unwrap_or_default()))
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = res {
+        let _ = std::fs::remove_file(&tmp);
+        tracing::debug!("cannot remember the blob of {diff_id}: {e}");
+    }
+}
+
+struct Counted<'a, W: Write> {
+    inner: W,
+    progress: &'a dyn strata_store::Progress,
+}
+
+impl<W: Write> Write for Counted<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.progress.advance(n as u64);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes layer `id`'s blob, compressed as asked, to `path`; returns its digest and size.
+fn make_blob(
+    store: &Store,
+    id: &str,
+    rec: &LayerRecord,
+    c: PushCompression,
+    path: &Path,
+    progress: &dyn strata_store::Progress,
+) -> Result<(Digest, u64)> {
+    let io = |e: std::io::Error| StoreError::Io { path: path.to_path_buf(), cause: e };
+    let file = BufWriter::with_capacity(1 << 17, std::fs::File::create(path).map_err(io)?);
+    let (mut out, digester) = DigestWriter::new(file);
+    match c {
+        PushCompression::None => write_layer(store, id, rec, &mut Counted { inner: &mut out, progress })?,
+        PushCompression::Gzip => {
+            let mut gz = flate2::write::GzEncoder::new(&mut out, flate2::Compression::fast());
+            write_layer(store, id, rec, &mut Counted { inner: &mut gz, progress })?;
+            gz.finish().map_err(io)?;
+        }
+        PushCompression::Zstd => {
+            let mut z = zstd::stream::write::Encoder::new(&mut out, 3).map_err(io)?;
+            write_layer(store, id, rec, &mut Counted { inner: &mut z, progress })?;
+            z.finish().map_err(io)?;
+        }
+    }
+    out.into_inner().into_inner().map_err(|e| io(e.into_error()))?.sync_all().map_err(io)?;
+    Ok(digester.result())
+}
+
+/// Whether the repository has blob `digest` (a HEAD).
+fn has_blob(client: &Client, digest: &Digest) -> Result<bool> {
+    match client.request(
+        "HEAD",
+        &client.repo_path(&format!("blobs/{digest}")),
+        &[],
+        Body::Empty,
+        &format!("blob {digest}"),
+    ) {
+        Ok(_) => Ok(true),
+        Err(e) if e.status() == Some(404) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// A monolithic upload: POST for a session, PUT of the whole blob with its digest.
+fn upload(client: &Client, digest: &Digest, body: Body<'_>) -> Result<()> {
+    let what = format!("upload of blob {digest}");
+    let resp =
+        client.request("POST", &client.repo_path("blobs/uploads/"), &[("Content-Length", "0")], Body::Empty, &what)?;
+    let location = resp.header("Location").map(str::to_string).ok_or_else(|| RegistryError::Refused {
+        registry: client.registry().to_string(),
+        what: what.clone(),
+        message: "no Location for the upload".into(),
+    })?;
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let url = format!("{location}{sep}digest={digest}");
+    client.request("PUT", &url, &[("Content-Type", "application/octet-stream")], body, &what)?;
+    Ok(())
+}
+
+/// Pushes image `image` of the store to `dest`.
+pub fn push(
+    store: &Store,
+    image: &str,
+    dest: &Reference,
+    opts: &PushOptions,
+    reporter: &dyn Reporter,
+) -> Result<Pushed> {
+    let (manifest_type, config_type, layer_type) = match (opts.format, opts.compression) {
+        (PushFormat::Oci, c) => (
+            OCI_MANIFEST,
+            "application/vnd.oci.image.config.v1+json",
+            match c {
+                PushCompression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
+                PushCompression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+                PushCompression::None => "application/vnd.oci.image.layer.v1.tar",
+            },
+        ),
+        (PushFormat::DockerV2S2, PushCompression::Zstd) => {
+            return Err(RegistryError::Reference("zstd layers need --format oci (Docker schema 2 has no zstd)".into()));
+        }
+        (PushFormat::DockerV2S2, c) => (
+            DOCKER_MANIFEST,
+            "application/vnd.docker.container.image.v1+json",
+            if c == PushCompression::Gzip {
+                "application/vnd.docker.image.rootfs.diff.tar.gzip"
+            } else {
+                "application/vnd.docker.image.rootfs.diff.tar"
+            },
+        ),
+    };
+    let img = store.image(image)?;
+    let mut layers = Vec::new();
+    for (id, diff_id) in img.layer_ids().into_iter().zip(&img.diff_ids) {
+        let rec = store.layer(&id)?.ok_or_else(|| {
+            StoreError::Format(format!("image {}: layer {id} is missing (run `strata check`)", img.id.short()))
+        })?;
+        layers.push((id, diff_id.clone(), rec));
+    }
+    let tag = dest
+        .tag
+        .clone()
+        .ok_or_else(|| RegistryError::Reference(format!("{dest}: push needs a tag to put the manifest under")))?;
+    let client = Client::connect(dest, true, opts.net)?;
+    let staging = store.staging()?;
+    let what = format!("{}/{}:{tag}", dest.registry, dest.repository);
+
+    let results = for_each(&layers, opts.jobs, |(id, diff_id, rec)| -> Result<(Digest, u64, bool)> {
+        if let Some((digest, size)) = cached(store, diff_id, opts.compression)
+            && has_blob(&client, &digest)?
+        {
+            return Ok((digest, size, false));
+        }
+        let progress = reporter.blob();
+        let path = staging.dir.join(format!("push-{}", random_hex(8)));
+        progress.begin(&format!("Compressing {}", diff_id.short()), Some(rec.tar_size));
+        let made = make_blob(store, id, rec, opts.compression, &path, &*progress);
+        progress.end();
+        let (digest, size) = made.map_err(|e| match e {
+            RegistryError::Plain(cause) => RegistryError::Store { what: format!("{what}: layer {diff_id}"), cause },
+            other => other,
+        })?;
+        remember(store, diff_id, opts.compression, &digest, size);
+        let uploaded = if has_blob(&client, &digest)? {
+            false
+        } else {
+            progress.begin(&format!("Pushing {}", digest.short()), Some(size));
+            let sent = upload(&client, &digest, Body::File(&path, size));
+            progress.advance(size);
+            progress.end();
+            sent?;
+            true
+        };
+        let _ = std::fs::remove_file(&path);
+        Ok((digest, size, uploaded))
+    })?;
+    let mut uploaded = results.iter().filter(|r| r.2).count();
+    let mut skipped = results.len() - uploaded;
+
+    let config_digest = img.id.clone();
+    if has_blob(&client, &config_digest)? {
+        skipped += 1;
+    } else {
+        upload(&client, &config_digest, Body::Bytes(&img.config_bytes))?;
+        uploaded += 1;
+    }
+    let descriptor =
+        |mt: &str, d: &Digest, size: u64| serde_json::json!({"mediaType": mt, "digest": d.to_string(), "size": size});
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": manifest_type,
+        "config": descriptor(config_type, &config_digest, img.config_bytes.len() as u64),
+        "layers": results.iter().map(|(d, s, _)| descriptor(layer_type, d, *s)).collect::<Vec<_>>(),
+    });
+    let bytes = serde_json::to_vec(&manifest).map_err(|e| RegistryError::Reference(e.to_string()))?;
+    let manifest_digest = Digest::of(&bytes);
+    client.request(
+        "PUT",
+        &client.repo_path(&format!("manifests/{tag}")),
+        &[("Content-Type", manifest_type)],
+        Body::Bytes(&bytes),
+        &format!("manifest of {what}"),
+    )?;
+    reporter.note(&format!("Pushed {what} ({uploaded} blobs uploaded, {skipped} present)"));
+    Ok(Pushed { manifest_digest, uploaded, skipped })
+}

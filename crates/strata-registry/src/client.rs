@@ -190,7 +190,7 @@ impl Client {
                             | ureq::ErrorKind::BadHeader
                     ) || t.to_string().contains("tls");
                     if lasting || attempt >= ATTEMPTS {
-                        return Err(self.transport(what, format!("{url}: {t}")));
+                        return Err(self.transport(what, t));
                     }
                     tracing::warn!("{}: {what}: {t}, trying again", self.registry);
                     None
@@ -221,7 +221,7 @@ impl Client {
             .unwrap_or_else(|| text.trim().chars().take(200).collect());
         let message = match status {
             401 if self.creds.is_none() => format!("{message} (not logged in: strata login {})", self.registry),
-            401 => format!("{message} (the stored credentials were refused)"),
+            401 => format!("{message} (the credentials were refused)"),
             403 => format!("{message} (access denied)"),
             _ => message,
         };

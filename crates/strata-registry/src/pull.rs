@@ -187,7 +187,7 @@ fn pick_platform(client: &Client, index: &ImageIndex, want: &Platform, what: &st
 /// Pulls `reference` into `store`.
 pub fn pull(store: &Store, reference: &Reference, opts: &PullOptions, reporter: &dyn Reporter) -> Result<Pulled> {
     let client = Client::connect(reference, false, opts.net)?;
-    let what = format!("{}/{}@{}", reference.registry, reference.repository, reference.manifest_ref());
+    let what = reference.to_string();
     let (mut bytes, mut media_type, mut manifest_digest) =
         fetch_manifest(&client, &reference.manifest_ref(), reference.digest.as_ref(), &format!("manifest {what}"))?;
     if media_type == OCI_INDEX || media_type == DOCKER_LIST {
@@ -229,6 +229,8 @@ pub fn pull(store: &Store, reference: &Reference, opts: &PullOptions, reporter: 
         ));
     }
 
+    // The reference without its registry, which every error of the client names first.
+    let short = what.strip_prefix(&format!("{}/", reference.registry)).unwrap_or(&what).to_string();
     let chain: Vec<String> = chain_ids(&diff_ids).iter().map(|c| c.hex().to_string()).collect();
     let tags: Vec<String> = reference.local_tag().into_iter().collect();
     let mut need: Vec<usize> = (0..chain.len()).filter(|i| !store.has_layer(&chain[*i])).collect();
@@ -241,7 +243,8 @@ pub fn pull(store: &Store, reference: &Reference, opts: &PullOptions, reporter: 
             let blob = &layers[i];
             let label = format!("Layer {}/{} {}", i + 1, chain.len(), &blob.path[12..24]);
             let layer_what = format!("{what}: layer {}/{} ({})", i + 1, chain.len(), blob.path);
-            fetch_layer(&client, blob, &diff_ids[i], &staging.dir, &label, reporter)
+            let request_what = format!("{short}: layer {}/{} ({})", i + 1, chain.len(), blob.path);
+            fetch_layer(&client, blob, &diff_ids[i], &staging.dir, &label, &request_what, reporter)
                 .map(|s| (chain[i].clone(), s))
                 .map_err(|e| match e {
                     RegistryError::Plain(cause) => RegistryError::Store { what: layer_what, cause },
@@ -298,6 +301,7 @@ fn fetch_layer(
     diff_id: &Digest,
     staging: &std::path::Path,
     label: &str,
+    what: &str,
     reporter: &dyn Reporter,
 ) -> Result<StagedLayer> {
     let digest = blob.digest.as_ref().map(|d| d.to_string()).unwrap_or_default();
@@ -328,13 +332,37 @@ fn fetch_layer(
                     Some(cause) => {
                         return Err(RegistryError::Transport {
                             registry: client.registry().to_string(),
-                            what: blob.path.clone(),
+                            what: what.to_string(),
                             message: format!("download broke {attempt} times, last: {cause}"),
                         });
                     }
-                    None => return Err(e.into()),
+                    None => return Err(diagnose(client, blob, e)),
                 }
             }
         }
     }
+}
+
+/// A layer that failed to unpack: its blob is fetched again and only digested, so that a
+/// blob that is not what the manifest names is reported as such (a corrupt gzip stream
+/// fails before its digest could be compared), and a blob that is says its content is bad.
+fn diagnose(client: &Client, blob: &LayerBlob, failure: strata_store::StoreError) -> RegistryError {
+    let (Some(expected), Some(size)) = (&blob.digest, blob.size) else { return failure.into() };
+    let Ok(resp) = client.request("GET", &client.repo_path(&format!("blobs/{expected}")), &[], Body::Empty, &blob.path)
+    else {
+        return failure.into();
+    };
+    let (mut r, digester) = strata_store::digest::DigestReader::new(resp.into_reader().take(size + 1));
+    if io::copy(&mut r, &mut io::sink()).is_err() {
+        return failure.into();
+    }
+    let (actual, got) = digester.result();
+    if actual == *expected && got == size {
+        return failure.into();
+    }
+    strata_store::StoreError::Format(format!(
+        "blob: digest mismatch: expected {expected}, content is {actual} ({got} bytes, the manifest says {size}; \
+         unpacking had stopped at: {failure})"
+    ))
+    .into()
 }

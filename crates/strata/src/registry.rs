@@ -51,6 +51,25 @@ pub struct LoginArgs {
     registry: String,
 }
 
+/// `run` and `create`: whether an image missing from the store is pulled.
+#[derive(clap::Args, Debug, Default)]
+pub struct RunPullArgs {
+    /// Pull the image: never (default: say how), missing (when not in the store), always
+    #[arg(long, value_enum, value_name = "POLICY", default_value = "never")]
+    pull: PullPolicy,
+    /// With --pull: false accepts any certificate, and plain HTTP where HTTPS fails
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    tls_verify: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum PullPolicy {
+    #[default]
+    Never,
+    Missing,
+    Always,
+}
+
 #[derive(clap::Args, Debug)]
 pub struct TlsArg {
     /// false: accept any certificate, and plain HTTP where HTTPS fails
@@ -147,6 +166,31 @@ pub fn cmd_pull(store: &Store, args: &PullArgs) -> Result<()> {
     // stdout: the image ID alone, as podman prints it, for scripts.
     println!("{}", pulled.id);
     Ok(())
+}
+
+/// The image `run`/`create` use: from the store, pulled first as `--pull` says; an image
+/// that is not there is never pulled silently.
+pub fn image_for_run(store: &Store, reference: &str, args: &RunPullArgs) -> Result<strata_store::Image> {
+    let found = match args.pull {
+        PullPolicy::Always => Err(strata_store::StoreError::NoSuchImage(reference.into())),
+        _ => store.image(reference),
+    };
+    match found {
+        Err(strata_store::StoreError::NoSuchImage(_)) => {}
+        other => return Ok(other?),
+    }
+    if args.pull == PullPolicy::Never {
+        bail!(
+            "no such image: {reference}: it is not in the store (Strata does not pull silently): \
+             run `strata pull {reference}` first, or give --pull missing"
+        );
+    }
+    let r = Reference::parse(reference)?;
+    let opts = PullOptions { net: Options { tls_verify: args.tls_verify }, ..Default::default() };
+    let bars = MultiBars::new();
+    let pulled = strata_registry::pull(store, &r, &opts, &bars)?;
+    bars.note(&format!("Pulled {r}: {} layer(s) downloaded, {} already present", pulled.downloaded, pulled.present));
+    Ok(store.image(pulled.id.as_str())?)
 }
 
 pub fn cmd_push(store: &Store, args: &PushArgs) -> Result<()> {

@@ -6,6 +6,7 @@
 //! registry lacks; [`auth`] keeps credentials as containers' `auth.json` does.
 
 pub mod auth;
+pub mod blobs;
 pub mod client;
 pub mod error;
 mod parallel;

@@ -16,6 +16,7 @@ use strata_store::load::{LayerBlob, host_arch, unpack_layer};
 use strata_store::store::{StagedLayer, parse_config};
 use strata_store::{Digest, Store};
 
+use crate::blobs::{self, compression_of};
 use crate::client::{Body, Client, Options};
 use crate::error::{RegistryError, Result};
 use crate::parallel::for_each;
@@ -32,8 +33,8 @@ const SCHEMA1: [&str; 2] = [
 ];
 /// Configs are read up to this size.
 const MAX_CONFIG: u64 = 16 << 20;
-/// Attempts at one layer when its connection breaks mid-blob.
-const LAYER_ATTEMPTS: u32 = 3;
+/// Times a layer's download is resumed after its connection broke.
+const RESUMES: u32 = 3;
 
 /// `os/arch[/variant]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -188,13 +189,15 @@ fn pick_platform(client: &Client, index: &ImageIndex, want: &Platform, what: &st
 pub fn pull(store: &Store, reference: &Reference, opts: &PullOptions, reporter: &dyn Reporter) -> Result<Pulled> {
     let client = Client::connect(reference, false, opts.net)?;
     let what = reference.to_string();
+    // The reference without its registry, which every error of the client names first.
+    let short = what.strip_prefix(&format!("{}/", reference.registry)).unwrap_or(&what).to_string();
     let (mut bytes, mut media_type, mut manifest_digest) =
-        fetch_manifest(&client, &reference.manifest_ref(), reference.digest.as_ref(), &format!("manifest {what}"))?;
+        fetch_manifest(&client, &reference.manifest_ref(), reference.digest.as_ref(), &format!("manifest {short}"))?;
     if media_type == OCI_INDEX || media_type == DOCKER_LIST {
         let index: ImageIndex = serde_json::from_slice(&bytes)
-            .map_err(|e| refused(&client, &format!("index {what}"), format!("malformed: {e}")))?;
+            .map_err(|e| refused(&client, &format!("index {short}"), format!("malformed: {e}")))?;
         let want = opts.platform.clone().unwrap_or_else(Platform::host);
-        let (digest, _) = pick_platform(&client, &index, &want, &format!("index {what}"))?;
+        let (digest, _) = pick_platform(&client, &index, &want, &format!("index {short}"))?;
         let w = format!("manifest {} for {want}", digest);
         (bytes, media_type, manifest_digest) = fetch_manifest(&client, digest.as_str(), Some(&digest), &w)?;
     }
@@ -206,7 +209,7 @@ pub fn pull(store: &Store, reference: &Reference, opts: &PullOptions, reporter: 
         serde_json::from_slice(&bytes).map_err(|e| refused(&client, &what_m, format!("malformed: {e}")))?;
 
     let config_digest: Digest = manifest.config().digest().to_string().parse()?;
-    let config_what = format!("config {config_digest} of {what}");
+    let config_what = format!("config {config_digest} of {short}");
     let config = fetch_small_blob(&client, &config_digest, manifest.config().size(), &config_what)?;
     let (_, diff_ids) = parse_config(&config, &config_what)?;
     let layers: Vec<LayerBlob> = manifest
@@ -229,8 +232,8 @@ pub fn pull(store: &Store, reference: &Reference, opts: &PullOptions, reporter: 
         ));
     }
 
-    // The reference without its registry, which every error of the client names first.
-    let short = what.strip_prefix(&format!("{}/", reference.registry)).unwrap_or(&what).to_string();
+    let media_types: Vec<String> = manifest.layers().iter().map(|l| l.media_type().to_string()).collect();
+    let source = format!("{}/{}", reference.registry, reference.repository);
     let chain: Vec<String> = chain_ids(&diff_ids).iter().map(|c| c.hex().to_string()).collect();
     let tags: Vec<String> = reference.local_tag().into_iter().collect();
     let mut need: Vec<usize> = (0..chain.len()).filter(|i| !store.has_layer(&chain[*i])).collect();
@@ -245,6 +248,12 @@ pub fn pull(store: &Store, reference: &Reference, opts: &PullOptions, reporter: 
             let layer_what = format!("{what}: layer {}/{} ({})", i + 1, chain.len(), blob.path);
             let request_what = format!("{short}: layer {}/{} ({})", i + 1, chain.len(), blob.path);
             fetch_layer(&client, blob, &diff_ids[i], &staging.dir, &label, &request_what, reporter)
+                .inspect(|_| {
+                    // Pushing this layer to this registry again can mount this blob.
+                    if let (Some(c), Some(d), Some(size)) = (compression_of(&media_types[i]), &blob.digest, blob.size) {
+                        blobs::remember(store, &diff_ids[i], c, d, size, Some(&source));
+                    }
+                })
                 .map(|s| (chain[i].clone(), s))
                 .map_err(|e| match e {
                     RegistryError::Plain(cause) => RegistryError::Store { what: layer_what, cause },
@@ -279,18 +288,73 @@ fn fetch_small_blob(client: &Client, digest: &Digest, size: u64, what: &str) -> 
     Ok(bytes)
 }
 
-/// A reader that remembers a failure of the connection under it, so that a broken
-/// download is retried and a bad blob is not.
-struct Watched<R> {
-    inner: R,
-    failed: Rc<RefCell<Option<String>>>,
+/// A blob's body that carries on where its connection broke: a new GET with `Range`
+/// from the byte reached (a registry that ignores the range sends it all, and the part
+/// already read is skipped). What it gave up on is kept for the error.
+struct Resuming<'a> {
+    client: &'a Client,
+    path: String,
+    what: &'a str,
+    inner: Box<dyn Read + Send + Sync>,
+    offset: u64,
+    size: u64,
+    breaks: u32,
+    gave_up: Rc<RefCell<Option<String>>>,
 }
 
-impl<R: Read> Read for Watched<R> {
+impl Resuming<'_> {
+    fn resume(&self) -> Result<Box<dyn Read + Send + Sync>> {
+        let range = format!("bytes={}-", self.offset);
+        let resp = self.client.request("GET", &self.path, &[("Range", &range)], Body::Empty, self.what)?;
+        // One byte more than announced is enough to tell a blob that is too long.
+        let rest = self.size + 1 - self.offset;
+        match resp.status() {
+            206 => Ok(Box::new(resp.into_reader().take(rest))),
+            _ => {
+                let mut r = resp.into_reader().take(self.size + 1);
+                let skipped = io::copy(&mut (&mut r).take(self.offset), &mut io::sink()).map_err(|e| {
+                    RegistryError::Transport {
+                        registry: self.client.registry().into(),
+                        what: self.what.into(),
+                        message: e.to_string(),
+                    }
+                })?;
+                if skipped != self.offset {
+                    return Err(refused(self.client, self.what, "the blob is shorter on a second download".into()));
+                }
+                Ok(Box::new(r))
+            }
+        }
+    }
+}
+
+impl Read for Resuming<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read(buf).inspect_err(|e| {
-            *self.failed.borrow_mut() = Some(e.to_string());
-        })
+        loop {
+            match self.inner.read(buf) {
+                Ok(n) => {
+                    self.offset += n as u64;
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.breaks += 1;
+                    if self.breaks > RESUMES || self.offset > self.size {
+                        *self.gave_up.borrow_mut() = Some(format!("download broke {} times, last: {e}", self.breaks));
+                        return Err(e);
+                    }
+                    tracing::warn!("{}: {}: {e}; resuming at byte {}", self.client.registry(), self.what, self.offset);
+                    match self.resume() {
+                        Ok(r) => self.inner = r,
+                        Err(again) => {
+                            *self.gave_up.borrow_mut() =
+                                Some(format!("download broke ({e}) and could not be resumed: {again}"));
+                            return Err(e);
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -306,41 +370,31 @@ fn fetch_layer(
 ) -> Result<StagedLayer> {
     let digest = blob.digest.as_ref().map(|d| d.to_string()).unwrap_or_default();
     let size = blob.size.unwrap_or(0);
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let resp =
-            client.request("GET", &client.repo_path(&format!("blobs/{digest}")), &[], Body::Empty, &blob.path)?;
-        let failed = Rc::new(RefCell::new(None));
-        // One byte more than announced is enough to tell a blob that is too long.
-        let reader = Watched { inner: resp.into_reader().take(size + 1), failed: failed.clone() };
-        let progress = reporter.blob();
-        progress.begin(label, Some(size));
-        match unpack_layer(reader, blob, Some(diff_id), staging, &*progress) {
-            Ok(layer) => return Ok(layer),
-            Err(e) => {
-                progress.end();
-                let broke = failed.borrow_mut().take();
-                match broke {
-                    Some(cause) if attempt < LAYER_ATTEMPTS => {
-                        tracing::warn!(
-                            "{}: {}: download broke ({cause}), starting it again",
-                            client.registry(),
-                            blob.path
-                        );
-                    }
-                    Some(cause) => {
-                        return Err(RegistryError::Transport {
-                            registry: client.registry().to_string(),
-                            what: what.to_string(),
-                            message: format!("download broke {attempt} times, last: {cause}"),
-                        });
-                    }
-                    None => return Err(diagnose(client, blob, e)),
-                }
+    let path = client.repo_path(&format!("blobs/{digest}"));
+    let resp = client.request("GET", &path, &[], Body::Empty, what)?;
+    let gave_up = Rc::new(RefCell::new(None));
+    let reader = Resuming {
+        client,
+        path,
+        what,
+        inner: Box::new(resp.into_reader().take(size + 1)),
+        offset: 0,
+        size,
+        breaks: 0,
+        gave_up: gave_up.clone(),
+    };
+    let progress = reporter.blob();
+    progress.begin(label, Some(size));
+    let unpacked = unpack_layer(reader, blob, Some(diff_id), staging, &*progress);
+    unpacked.map_err(|e| {
+        progress.end();
+        match gave_up.borrow_mut().take() {
+            Some(message) => {
+                RegistryError::Transport { registry: client.registry().to_string(), what: what.to_string(), message }
             }
+            None => diagnose(client, blob, e),
         }
-    }
+    })
 }
 
 /// A layer that failed to unpack: its blob is fetched again and only digested, so that a

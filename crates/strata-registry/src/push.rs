@@ -3,24 +3,24 @@
 //! registry lacks it (monolithic: POST, then PUT with the digest); then the config, then
 //! the manifest. The config goes byte for byte, so the image ID stays the same.
 //!
-//! The digest each layer got compressed is remembered by diff ID (`ROOT/registry/`), so
-//! that pushing a layer again costs a HEAD, not a compression.
+//! The digest each layer got compressed is remembered by diff ID ([`crate::blobs`]), so
+//! that pushing a layer again costs a HEAD, not a compression; a blob another repository
+//! of the same registry has is mounted from it, not uploaded.
 
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use serde::{Deserialize, Serialize};
 use strata_store::digest::DigestWriter;
 use strata_store::save::write_layer;
 use strata_store::store::{LayerRecord, random_hex};
 use strata_store::{Digest, Store, StoreError};
 
-use crate::Reporter;
 use crate::client::{Body, Client, Options};
 use crate::error::{RegistryError, Result};
 use crate::parallel::for_each;
 use crate::pull::{DOCKER_MANIFEST, OCI_MANIFEST};
 use crate::reference::Reference;
+use crate::{Reporter, blobs};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PushFormat {
@@ -36,7 +36,7 @@ pub enum PushCompression {
 }
 
 impl PushCompression {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             PushCompression::Gzip => "gzip",
             PushCompression::Zstd => "zstd",
@@ -63,45 +63,18 @@ impl Default for PushOptions {
 #[derive(Debug)]
 pub struct Pushed {
     pub manifest_digest: Digest,
-    /// Blobs (layers and config) uploaded, and those the registry had.
+    /// Blobs (layers and config) uploaded, mounted from another repository, and present.
     pub uploaded: usize,
-    pub skipped: usize,
+    pub mounted: usize,
+    pub present: usize,
 }
 
-/// A layer's blob as pushed: its digest and size, remembered by diff ID.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct Compressed {
-    digest: String,
-    size: u64,
-}
-
-fn cache_path(store: &Store, diff_id: &Digest, c: PushCompression) -> PathBuf {
-    store.root().join("registry").join(format!("{}.{}", diff_id.hex(), c.name()))
-}
-
-fn cached(store: &Store, diff_id: &Digest, c: PushCompression) -> Option<(Digest, u64)> {
-    let bytes = std::fs::read(cache_path(store, diff_id, c)).ok()?;
-    let rec: Compressed = serde_json::from_slice(&bytes).ok()?;
-    Some((rec.digest.parse().ok()?, rec.size))
-}
-
-/// Remembers a layer's blob digest (a lost record only costs a compression).
-fn remember(store: &Store, diff_id: &Digest, c: PushCompression, digest: &Digest, size: u64) {
-    use std::os::unix::fs::DirBuilderExt;
-    let path = cache_path(store, diff_id, c);
-    let Some(dir) = path.parent() else { return };
-    let tmp = dir.join(format!(".tmp-{}", random_hex(6)));
-    let rec = Compressed { digest: digest.to_string(), size };
-    let res = std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .and_then(|()| std::fs::write(&tmp, serde_json::to_vec(&rec).unwrap_or_default()))
-        .and_then(|()| std::fs::rename(&tmp, &path));
-    if let Err(e) = res {
-        let _ = std::fs::remove_file(&tmp);
-        tracing::debug!("cannot remember the blob of {diff_id}: {e}");
-    }
+/// How a layer got to the registry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sent {
+    Present,
+    Mounted,
+    Uploaded,
 }
 
 struct Counted<'a, W: Write> {
@@ -160,6 +133,18 @@ fn has_blob(client: &Client, digest: &Digest) -> Result<bool> {
     ) {
         Ok(_) => Ok(true),
         Err(e) if e.status() == Some(404) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// A cross-repository mount (`POST ?mount=&from=`): true when the registry mounted the
+/// blob (201); anything else (202 opens an upload instead) and the blob is uploaded.
+fn mount(client: &Client, digest: &Digest, from: &str) -> Result<bool> {
+    let what = format!("mount of blob {digest} from {from}");
+    let path = client.repo_path(&format!("blobs/uploads/?mount={digest}&from={from}"));
+    match client.request("POST", &path, &[("Content-Length", "0")], Body::Empty, &what) {
+        Ok(resp) => Ok(resp.status() == 201),
+        Err(e) if matches!(e.status(), Some(400..=499)) => Ok(false),
         Err(e) => Err(e),
     }
 }
@@ -227,11 +212,20 @@ pub fn push(
     let staging = store.staging()?;
     let what = format!("{}/{}:{tag}", dest.registry, dest.repository);
 
-    let results = for_each(&layers, opts.jobs, |(id, diff_id, rec)| -> Result<(Digest, u64, bool)> {
-        if let Some((digest, size)) = cached(store, diff_id, opts.compression)
-            && has_blob(&client, &digest)?
-        {
-            return Ok((digest, size, false));
+    let here = format!("{}/{}", dest.registry, dest.repository);
+    let results = for_each(&layers, opts.jobs, |(id, diff_id, rec)| -> Result<(Digest, u64, Sent)> {
+        if let Some((digest, size, sources)) = blobs::get(store, diff_id, opts.compression) {
+            if has_blob(&client, &digest)? {
+                blobs::remember(store, diff_id, opts.compression, &digest, size, Some(&here));
+                return Ok((digest, size, Sent::Present));
+            }
+            let prefix = format!("{}/", dest.registry);
+            for from in sources.iter().rev().filter_map(|s| s.strip_prefix(&prefix)).filter(|r| *r != dest.repository) {
+                if mount(&client, &digest, from)? {
+                    blobs::remember(store, diff_id, opts.compression, &digest, size, Some(&here));
+                    return Ok((digest, size, Sent::Mounted));
+                }
+            }
         }
         let progress = reporter.blob();
         let path = staging.dir.join(format!("push-{}", random_hex(8)));
@@ -242,26 +236,27 @@ pub fn push(
             RegistryError::Plain(cause) => RegistryError::Store { what: format!("{what}: layer {diff_id}"), cause },
             other => other,
         })?;
-        remember(store, diff_id, opts.compression, &digest, size);
-        let uploaded = if has_blob(&client, &digest)? {
-            false
+        blobs::remember(store, diff_id, opts.compression, &digest, size, None);
+        let sent = if has_blob(&client, &digest)? {
+            Sent::Present
         } else {
             progress.begin(&format!("Pushing {}", digest.short()), Some(size));
             let sent = upload(&client, &digest, Body::File(&path, size));
             progress.advance(size);
             progress.end();
             sent?;
-            true
+            Sent::Uploaded
         };
         let _ = std::fs::remove_file(&path);
-        Ok((digest, size, uploaded))
+        blobs::remember(store, diff_id, opts.compression, &digest, size, Some(&here));
+        Ok((digest, size, sent))
     })?;
-    let mut uploaded = results.iter().filter(|r| r.2).count();
-    let mut skipped = results.len() - uploaded;
+    let count = |k: Sent| results.iter().filter(|r| r.2 == k).count();
+    let (mut uploaded, mounted, mut present) = (count(Sent::Uploaded), count(Sent::Mounted), count(Sent::Present));
 
     let config_digest = img.id.clone();
     if has_blob(&client, &config_digest)? {
-        skipped += 1;
+        present += 1;
     } else {
         upload(&client, &config_digest, Body::Bytes(&img.config_bytes))?;
         uploaded += 1;
@@ -283,6 +278,6 @@ pub fn push(
         Body::Bytes(&bytes),
         &format!("manifest of {what}"),
     )?;
-    reporter.note(&format!("Pushed {what} ({uploaded} blobs uploaded, {skipped} present)"));
-    Ok(Pushed { manifest_digest, uploaded, skipped })
+    reporter.note(&format!("Pushed {what}: {uploaded} blob(s) uploaded, {mounted} mounted, {present} present"));
+    Ok(Pushed { manifest_digest, uploaded, mounted, present })
 }

@@ -477,7 +477,7 @@ fn push_is_read_by_skopeo_and_podman_and_pulls_back_the_same_image() {
         second.iter().filter(|(m, p, _)| (m == "POST" || m == "PUT") && p.contains("/blobs/")).collect();
     assert!(uploads.is_empty(), "second push uploaded: {uploads:?}");
     assert_eq!(second.iter().filter(|(m, _, st)| m == "HEAD" && *st == 200).count(), 4, "{second:?}");
-    assert!(out.stderr.contains("0 blobs uploaded, 4 present"), "{}", out.stderr);
+    assert!(out.stderr.contains("0 blob(s) uploaded, 0 mounted, 4 present"), "{}", out.stderr);
 
     // rmi, pull: the same image ID and tree.
     let tree = mounted_tree(&root, "app");
@@ -487,6 +487,34 @@ fn push_is_read_by_skopeo_and_podman_and_pulls_back_the_same_image() {
     let out = go(&root, &["pull", "--tls-verify=false", &dest]);
     assert_eq!((out.code, pulled_id(&out)), (0, APP_ID.to_string()), "{}", out.stderr);
     assert_eq!(mounted_tree(&root, &dest), tree);
+
+    // A fresh store pulls it, then pushes it to another repository of the same registry:
+    // the layers are mounted from the repository they came from, not uploaded.
+    let fresh = s.path("fresh");
+    let out = go(&fresh, &["pull", "--tls-verify=false", &dest]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let before = proxy.seen().len();
+    let out = go(&fresh, &["push", "--tls-verify=false", &dest, &format!("{}/other/app:v1", proxy.addr)]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let third: Vec<_> = proxy.seen()[before..].to_vec();
+    let mounts = third
+        .iter()
+        .filter(|(m, p, st)| m == "POST" && p.contains("mount=") && p.contains("from=pushed/app") && *st == 201);
+    assert_eq!(mounts.count(), 3, "{third:?}");
+    assert_eq!(
+        third.iter().filter(|(m, p, _)| m == "PUT" && p.contains("/blobs/")).count(),
+        1,
+        "only the config is uploaded: {third:?}"
+    );
+    assert!(out.stderr.contains("1 blob(s) uploaded, 3 mounted, 0 present"), "{}", out.stderr);
+    let copied = s.path("other-copy");
+    sh(Command::new("skopeo").args([
+        "copy",
+        "-q",
+        "--src-tls-verify=false",
+        &format!("docker://{}/other/app:v1", reg.addr),
+        &format!("oci:{}:x", copied.display()),
+    ]));
 
     // Docker schema 2 and zstd pushes pull back to the same image too; skopeo copies them.
     for (fmt, comp, tag) in [("v2s2", "gzip", "docker"), ("oci", "zstd", "zstd"), ("oci", "none", "plain")] {
@@ -564,23 +592,34 @@ fn faults_give_clear_errors_and_leave_nothing_in_the_store() {
     );
     assert_nothing_pulled(&root, "corrupt config");
 
-    // A body cut short every time: tried three times per layer, then a clear error.
+    // A body cut short every time, resumed requests too: resumed three times, then a clear error.
     let proxy = Proxy::start(&reg.addr, |r, _| if r.is_layer_get() { Act::Cut } else { Act::Forward });
     let root = s.path("cut");
     let out = pull(&root, &proxy);
     assert_ne!(out.code, 0);
-    assert!(out.stderr.contains("download broke 3 times"), "cut: {}", out.stderr);
+    for part in ["download broke 4 times", "f/app:v1: layer", "blob sha256:", &proxy.addr] {
+        assert!(out.stderr.contains(part), "cut: error lacks '{part}': {}", out.stderr);
+    }
     assert_nothing_pulled(&root, "cut");
 
-    // Cut once per blob, then whole: the pull starts each blob again and succeeds.
+    // Cut once per blob: the download goes on from where it broke (a Range request), and
+    // the image is whole.
     let cut_once = Mutex::new(std::collections::HashSet::new());
+    let ranges = Arc::new(Mutex::new(Vec::new()));
+    let ranges2 = ranges.clone();
     let proxy = Proxy::start(&reg.addr, move |r, _| {
+        if let Some(range) = r.header("Range") {
+            ranges2.lock().unwrap().push(range.to_string());
+        }
         if r.is_layer_get() && cut_once.lock().unwrap().insert(r.path.clone()) { Act::Cut } else { Act::Forward }
     });
     let root = s.path("cut-once");
     let out = pull(&root, &proxy);
     assert_eq!((out.code, pulled_id(&out)), (0, APP_ID.to_string()), "cut once: {}", out.stderr);
     assert_eq!(mounted_tree(&root, &format!("{}/f/app:v1", proxy.addr)), read(img.join("expected/app.tree")));
+    let ranges = ranges.lock().unwrap().clone();
+    assert_eq!(ranges.len(), 3, "one resume per layer: {ranges:?}");
+    assert!(ranges.iter().all(|r| r.starts_with("bytes=") && r != "bytes=0-"), "{ranges:?}");
 
     // 500, 503 and 429 before the answer: retried with backoff, the pull succeeds.
     let failures = Mutex::new(0);

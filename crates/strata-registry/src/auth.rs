@@ -156,7 +156,7 @@ fn write_private(path: &Path, doc: &Value) -> Result<()> {
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .custom_flags(libc_nofollow())
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
         .open(&tmp)
         .and_then(|mut f| {
             f.write_all(&bytes)?;
@@ -168,10 +168,6 @@ fn write_private(path: &Path, doc: &Value) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     written.map_err(err)
-}
-
-fn libc_nofollow() -> i32 {
-    rustix::fs::OFlags::NOFOLLOW.bits() as i32
 }
 
 /// A `WWW-Authenticate` challenge: the scheme (lower case) and its parameters.

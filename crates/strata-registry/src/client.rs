@@ -155,8 +155,8 @@ impl Client {
                 Body::Empty => req.call(),
                 Body::Bytes(b) => req.send_bytes(b),
                 Body::File(p, size) => {
-                    let file =
-                        std::fs::File::open(p).map_err(|e| self.transport(what, format!("{}: {e}", p.display())))?;
+                    let file = std::fs::File::open(p)
+                        .map_err(|cause| strata_store::StoreError::Io { path: p.to_path_buf(), cause })?;
                     req.set("Content-Length", &size.to_string()).send(std::io::BufReader::with_capacity(1 << 17, file))
                 }
             };
@@ -260,6 +260,15 @@ impl Client {
             message: "Bearer challenge without a realm".into(),
         })?;
         let what = format!("token for {what} from {realm}");
+        // Credentials that went to the registry over HTTPS do not go to a token service
+        // over plain HTTP.
+        if self.creds.is_some() && self.base.starts_with("https://") && !realm.starts_with("https://") {
+            return Err(RegistryError::Refused {
+                registry: self.registry.clone(),
+                what,
+                message: "the token service is not HTTPS: credentials not sent".into(),
+            });
+        }
         let mut req = self.agent.get(realm).query("scope", &format!("repository:{}:{}", self.repository, self.actions));
         if let Some(service) = params.get("service") {
             req = req.query("service", service);

@@ -49,7 +49,10 @@ impl Reference {
         if repository.is_empty() || !repository.split('/').all(component_ok) || repository.len() > 255 {
             return Err(bad("names use lower-case letters, digits, '.', '_', '-' and '/'"));
         }
-        if registry.is_empty() || !registry.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)) {
+        let host_ok = registry.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '[')
+            && !registry.contains("..")
+            && registry.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
+        if !host_ok {
             return Err(bad("bad registry host"));
         }
         if let Some(t) = tag {

@@ -358,7 +358,7 @@ fn every_fixture_format_pushed_by_skopeo_pulls_as_the_expected_tree() {
 }
 
 /// An index with this machine's platform and two others, all naming the app manifest.
-fn put_index(reg: &str, repo: &str, tag: &str, manifest_digest: &str, size: usize, media_type: &str) {
+fn put_index(reg: &str, repo: &str, tag: &str, manifest_digest: &str, size: usize, media_type: &str, index_type: &str) {
     let arch = match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
@@ -373,7 +373,7 @@ fn put_index(reg: &str, repo: &str, tag: &str, manifest_digest: &str, size: usiz
     };
     let index = serde_json::json!({
         "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "mediaType": index_type,
         "manifests": [entry("linux", "ppc64le", None), entry("linux", "arm", Some("v7")), entry("linux", arch, None)],
     });
     let file = std::env::temp_dir().join(format!("index-{}.json", std::process::id()));
@@ -383,7 +383,7 @@ fn put_index(reg: &str, repo: &str, tag: &str, manifest_digest: &str, size: usiz
         "-X",
         "PUT",
         "-H",
-        "Content-Type: application/vnd.oci.image.index.v1+json",
+        &format!("Content-Type: {index_type}"),
         "--data-binary",
         &format!("@{}", file.display()),
         &format!("http://{reg}/v2/{repo}/manifests/{tag}"),
@@ -404,7 +404,15 @@ fn an_index_gives_this_platform_or_names_the_ones_it_has() {
         &format!("docker://{}/multi/app:single", reg.addr),
     ]));
     let digest = format!("sha256:{}", sha256_hex(raw.as_bytes()));
-    put_index(&reg.addr, "multi/app", "multi", &digest, raw.len(), "application/vnd.oci.image.manifest.v1+json");
+    put_index(
+        &reg.addr,
+        "multi/app",
+        "multi",
+        &digest,
+        raw.len(),
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.oci.image.index.v1+json",
+    );
     let dest = format!("{}/multi/app:multi", reg.addr);
 
     let root = s.path("store");
@@ -420,6 +428,25 @@ fn an_index_gives_this_platform_or_names_the_ones_it_has() {
         assert!(out.stderr.contains(part), "error lacks '{part}': {}", out.stderr);
     }
     assert_nothing_pulled(&s.path("none"), "no platform");
+
+    // A Docker manifest list of Docker schema 2 manifests.
+    skopeo_push(
+        &format!("docker-archive:{}", img.join("app.docker.tar").display()),
+        &format!("{}/multi/app:v2s2", reg.addr),
+    );
+    let raw = sh(Command::new("skopeo").args([
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{}/multi/app:v2s2", reg.addr),
+    ]));
+    let v2s2 = "application/vnd.docker.distribution.manifest.v2+json";
+    assert!(raw.contains(v2s2), "{raw}");
+    let digest = format!("sha256:{}", sha256_hex(raw.as_bytes()));
+    let list = "application/vnd.docker.distribution.manifest.list.v2+json";
+    put_index(&reg.addr, "multi/app", "list", &digest, raw.len(), v2s2, list);
+    let out = go(&s.path("list"), &["pull", "--tls-verify=false", &format!("{}/multi/app:list", reg.addr)]);
+    assert_eq!((out.code, pulled_id(&out)), (0, APP_ID.to_string()), "manifest list: {}", out.stderr);
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -741,9 +768,11 @@ fn a_bearer_token_service_is_asked_with_the_right_scope_and_credentials() {
     let reg = Registry::start(&s, "reg");
     skopeo_push(&format!("oci:{}:app", img.join("oci").display()), &format!("{}/tok/app:v1", reg.addr));
     // The proxy plays a token service: /token hands out a token per scope to user
-    // "alice" (password "s3cret"); every other request needs a token for its repository.
+    // "alice" (password "s3cret"); every other request needs a token for its repository,
+    // and a token expires after 4 requests.
     let scopes = Arc::new(Mutex::new(Vec::<String>::new()));
     let scopes2 = scopes.clone();
+    let uses = Mutex::new(std::collections::HashMap::<String, u32>::new());
     let proxy = Proxy::start(&reg.addr, move |r, me| {
         if let Some(query) = r.path.strip_prefix("/token?") {
             let good = r.header("Authorization") == Some(&format!("Basic {}", b64("alice:s3cret")));
@@ -761,18 +790,23 @@ fn a_bearer_token_service_is_asked_with_the_right_scope_and_credentials() {
                 .replace("%3A", ":")
                 .replace("%2C", ",")
                 .replace("%2F", "/");
-            scopes2.lock().unwrap().push(scope.clone());
-            return Act::Respond(
-                200,
-                vec![],
-                serde_json::to_vec(&serde_json::json!({"token": format!("T[{scope}]")})).unwrap(),
-            );
+            let mut issued = scopes2.lock().unwrap();
+            issued.push(scope.clone());
+            let token = format!("T[{scope}]#{}", issued.len());
+            return Act::Respond(200, vec![], serde_json::to_vec(&serde_json::json!({"token": token})).unwrap());
         }
         let token = r.header("Authorization").and_then(|a| a.strip_prefix("Bearer ")).unwrap_or("");
+        let used = {
+            let mut uses = uses.lock().unwrap();
+            let n = uses.entry(token.to_string()).or_insert(0);
+            *n += 1;
+            *n
+        };
+        let expired = used > 4;
         let allowed =
             r.path == "/v2/" || (r.path.starts_with("/v2/tok/app/") && token.starts_with("T[repository:tok/app:pull"));
         let push_ok = token.contains("push") || (r.method == "GET" || r.method == "HEAD");
-        if token.is_empty() || !allowed || !push_ok {
+        if token.is_empty() || !allowed || !push_ok || expired {
             let challenge =
                 format!(r#"Bearer realm="http://{me}/token",service="test-registry",scope="repository:tok/app:pull""#);
             return Act::Respond(
@@ -806,7 +840,10 @@ fn a_bearer_token_service_is_asked_with_the_right_scope_and_credentials() {
     .unwrap();
     let out = with_auth(&root, &["pull", "--tls-verify=false", &dest]);
     assert_eq!((out.code, pulled_id(&out)), (0, APP_ID.to_string()), "pull with a token: {}", out.stderr);
-    assert!(scopes.lock().unwrap().iter().all(|s| s == "repository:tok/app:pull"), "{:?}", scopes.lock().unwrap());
+    let issued = scopes.lock().unwrap().clone();
+    assert!(issued.iter().all(|s| s == "repository:tok/app:pull"), "{issued:?}");
+    // Six requests (API check, manifest, config, three layers): the token was renewed.
+    assert!(issued.len() >= 2, "the expired token was not renewed: {issued:?}");
     // Push asks for pull,push.
     let out = with_auth(&root, &["push", "--tls-verify=false", &dest, &format!("{}/tok/app:v2", proxy.addr)]);
     assert_eq!(out.code, 0, "push with a token: {}", out.stderr);

@@ -34,7 +34,8 @@ impl Default for Options {
 pub enum Body<'a> {
     Empty,
     Bytes(&'a [u8]),
-    File(&'a Path, u64),
+    /// A file of this size, its bytes reported to the progress as they are sent.
+    File(&'a Path, u64, &'a dyn strata_store::Progress),
 }
 
 pub struct Client {
@@ -154,10 +155,12 @@ impl Client {
             let sent = match body {
                 Body::Empty => req.call(),
                 Body::Bytes(b) => req.send_bytes(b),
-                Body::File(p, size) => {
+                Body::File(p, size, progress) => {
                     let file = std::fs::File::open(p)
                         .map_err(|cause| strata_store::StoreError::Io { path: p.to_path_buf(), cause })?;
-                    req.set("Content-Length", &size.to_string()).send(std::io::BufReader::with_capacity(1 << 17, file))
+                    let inner = std::io::BufReader::with_capacity(1 << 17, file);
+                    let body = strata_store::progress::ProgressReader { inner, progress };
+                    req.set("Content-Length", &size.to_string()).send(body)
                 }
             };
             let retry_after = match sent {

@@ -241,8 +241,7 @@ pub fn push(
             Sent::Present
         } else {
             progress.begin(&format!("Pushing {}", digest.short()), Some(size));
-            let sent = upload(&client, &digest, Body::File(&path, size));
-            progress.advance(size);
+            let sent = upload(&client, &digest, Body::File(&path, size, &*progress));
             progress.end();
             sent?;
             Sent::Uploaded

@@ -946,6 +946,9 @@ fn basic_auth_login_logout_and_tls_with_a_test_ca() {
     // Trusted, not logged in: 401 and how to log in.
     let out = shown("not logged in", run(&["pull", &dest], "", true));
     assert!(out.code != 0 && out.stderr.contains(&format!("strata login {}", reg.addr)), "anonymous: {}", out.stderr);
+    // No password (stdin is not a terminal, no --password-stdin): refused before asking.
+    let out = run(&["login", "-u", "alice", &reg.addr], "", true);
+    assert!(out.code != 0 && out.stderr.contains("--password-stdin"), "no password: {}", out.stderr);
     // A wrong password is refused and not stored.
     let out = shown("wrong password", run(&["login", "-u", "alice", "--password-stdin", &reg.addr], "wrong\n", true));
     assert!(out.code != 0 && out.stderr.contains("401"), "wrong password: {}", out.stderr);

@@ -773,6 +773,15 @@ fn a_bearer_token_service_is_asked_with_the_right_scope_and_credentials() {
     let scopes = Arc::new(Mutex::new(Vec::<String>::new()));
     let scopes2 = scopes.clone();
     let uses = Mutex::new(std::collections::HashMap::<String, u32>::new());
+    // Layer blobs are redirected to "blob storage" (another proxy), which must never see
+    // the registry's token.
+    let storage_auth = Arc::new(Mutex::new(Vec::<String>::new()));
+    let storage_auth2 = storage_auth.clone();
+    let storage = Proxy::start(&reg.addr, move |r, _| {
+        storage_auth2.lock().unwrap().push(r.header("Authorization").unwrap_or("").to_string());
+        Act::Forward
+    });
+    let storage_addr = storage.addr.clone();
     let proxy = Proxy::start(&reg.addr, move |r, me| {
         if let Some(query) = r.path.strip_prefix("/token?") {
             let good = r.header("Authorization") == Some(&format!("Basic {}", b64("alice:s3cret")));
@@ -815,6 +824,9 @@ fn a_bearer_token_service_is_asked_with_the_right_scope_and_credentials() {
                 br#"{"errors":[{"code":"UNAUTHORIZED","message":"token needed"}]}"#.to_vec(),
             );
         }
+        if r.is_layer_get() {
+            return Act::Respond(307, vec![("Location".into(), format!("http://{storage_addr}{}", r.path))], vec![]);
+        }
         Act::Forward
     });
     let dest = format!("{}/tok/app:v1", proxy.addr);
@@ -844,6 +856,9 @@ fn a_bearer_token_service_is_asked_with_the_right_scope_and_credentials() {
     assert!(issued.iter().all(|s| s == "repository:tok/app:pull"), "{issued:?}");
     // Six requests (API check, manifest, config, three layers): the token was renewed.
     assert!(issued.len() >= 2, "the expired token was not renewed: {issued:?}");
+    let at_storage = storage_auth.lock().unwrap().clone();
+    assert_eq!(at_storage.len(), 3, "three layers from blob storage: {at_storage:?}");
+    assert!(at_storage.iter().all(|a| a.is_empty()), "the token went to blob storage: {at_storage:?}");
     // Push asks for pull,push.
     let out = with_auth(&root, &["push", "--tls-verify=false", &dest, &format!("{}/tok/app:v2", proxy.addr)]);
     assert_eq!(out.code, 0, "push with a token: {}", out.stderr);

@@ -34,8 +34,13 @@ impl Default for Options {
 pub enum Body<'a> {
     Empty,
     Bytes(&'a [u8]),
-    /// A file of this size, its bytes reported to the progress as they are sent.
-    File(&'a Path, u64, &'a dyn strata_store::Progress),
+    /// `len` bytes of a file from `offset`, reported to the progress as they are sent.
+    File {
+        path: &'a Path,
+        offset: u64,
+        len: u64,
+        progress: &'a dyn strata_store::Progress,
+    },
 }
 
 pub struct Client {
@@ -155,12 +160,14 @@ impl Client {
             let sent = match body {
                 Body::Empty => req.call(),
                 Body::Bytes(b) => req.send_bytes(b),
-                Body::File(p, size, progress) => {
-                    let file = std::fs::File::open(p)
-                        .map_err(|cause| strata_store::StoreError::Io { path: p.to_path_buf(), cause })?;
-                    let inner = std::io::BufReader::with_capacity(1 << 17, file);
+                Body::File { path, offset, len, progress } => {
+                    use std::io::{Seek, SeekFrom};
+                    let io = |cause| strata_store::StoreError::Io { path: path.to_path_buf(), cause };
+                    let mut file = std::fs::File::open(path).map_err(io)?;
+                    file.seek(SeekFrom::Start(offset)).map_err(io)?;
+                    let inner = std::io::BufReader::with_capacity(1 << 17, file).take(len);
                     let body = strata_store::progress::ProgressReader { inner, progress };
-                    req.set("Content-Length", &size.to_string()).send(body)
+                    req.set("Content-Length", &len.to_string()).send(body)
                 }
             };
             let retry_after = match sent {

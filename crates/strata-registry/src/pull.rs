@@ -211,7 +211,14 @@ pub fn pull(store: &Store, reference: &Reference, opts: &PullOptions, reporter: 
     let config_digest: Digest = manifest.config().digest().to_string().parse()?;
     let config_what = format!("config {config_digest} of {short}");
     let config = fetch_small_blob(&client, &config_digest, manifest.config().size(), &config_what)?;
-    let (_, diff_ids) = parse_config(&config, &config_what)?;
+    let (config_json, diff_ids) = parse_config(&config, &config_what)?;
+    // A single-platform image of another platform is pulled, as Docker does, with a word.
+    let want = opts.platform.clone().unwrap_or_else(Platform::host);
+    let field = |k: &str| config_json.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
+    let (os, arch) = (field("os"), field("architecture"));
+    if !os.is_empty() && !arch.is_empty() && (os != want.os || arch != want.arch) {
+        tracing::warn!("{what}: the image is for {os}/{arch}, not {want}");
+    }
     let layers: Vec<LayerBlob> = manifest
         .layers()
         .iter()

@@ -51,11 +51,19 @@ pub struct PushOptions {
     pub format: PushFormat,
     pub compression: PushCompression,
     pub jobs: usize,
+    /// Upload layers in PATCHes of this many bytes (default: one PUT each).
+    pub chunk_size: Option<u64>,
 }
 
 impl Default for PushOptions {
     fn default() -> Self {
-        PushOptions { net: Options::default(), format: PushFormat::Oci, compression: PushCompression::Gzip, jobs: 3 }
+        PushOptions {
+            net: Options::default(),
+            format: PushFormat::Oci,
+            compression: PushCompression::Gzip,
+            jobs: 3,
+            chunk_size: None,
+        }
     }
 }
 
@@ -149,20 +157,45 @@ fn mount(client: &Client, digest: &Digest, from: &str) -> Result<bool> {
     }
 }
 
-/// A monolithic upload: POST for a session, PUT of the whole blob with its digest.
-fn upload(client: &Client, digest: &Digest, body: Body<'_>) -> Result<()> {
+/// An upload: POST for a session, then the whole blob in the PUT that names its digest
+/// (monolithic), or PATCHes of `chunk` bytes each and an empty PUT (chunked, for
+/// registries or proxies that limit the size of a request).
+fn upload(client: &Client, digest: &Digest, body: Body<'_>, chunk: Option<u64>) -> Result<()> {
     let what = format!("upload of blob {digest}");
     let resp =
         client.request("POST", &client.repo_path("blobs/uploads/"), &[("Content-Length", "0")], Body::Empty, &what)?;
-    let location = resp.header("Location").map(str::to_string).ok_or_else(|| RegistryError::Refused {
-        registry: client.registry().to_string(),
-        what: what.clone(),
-        message: "no Location for the upload".into(),
-    })?;
+    let mut location = location_of(client, &resp, &what)?;
+    let body = match (body, chunk) {
+        (Body::File { path, offset: 0, len, progress }, Some(chunk)) if chunk > 0 && len > chunk => {
+            let mut offset = 0;
+            while offset < len {
+                let n = chunk.min(len - offset);
+                let range = format!("{offset}-{}", offset + n - 1);
+                let part = Body::File { path, offset, len: n, progress };
+                let headers = [("Content-Type", "application/octet-stream"), ("Content-Range", range.as_str())];
+                let resp = client.request("PATCH", &location, &headers, part, &what)?;
+                location = location_of(client, &resp, &what)?;
+                offset += n;
+            }
+            Body::Empty
+        }
+        (body, _) => body,
+    };
     let sep = if location.contains('?') { '&' } else { '?' };
     let url = format!("{location}{sep}digest={digest}");
-    client.request("PUT", &url, &[("Content-Type", "application/octet-stream")], body, &what)?;
+    let headers = [("Content-Type", "application/octet-stream")];
+    let headers = if matches!(body, Body::Empty) { &[("Content-Length", "0")][..] } else { &headers[..] };
+    client.request("PUT", &url, headers, body, &what)?;
     Ok(())
+}
+
+/// The upload session's `Location`, which every step of an upload answers with.
+fn location_of(client: &Client, resp: &ureq::Response, what: &str) -> Result<String> {
+    resp.header("Location").map(str::to_string).ok_or_else(|| RegistryError::Refused {
+        registry: client.registry().to_string(),
+        what: what.to_string(),
+        message: "no Location for the upload".into(),
+    })
 }
 
 /// Pushes image `image` of the store to `dest`.
@@ -241,7 +274,8 @@ pub fn push(
             Sent::Present
         } else {
             progress.begin(&format!("Pushing {}", digest.short()), Some(size));
-            let sent = upload(&client, &digest, Body::File(&path, size, &*progress));
+            let body = Body::File { path: &path, offset: 0, len: size, progress: &*progress };
+            let sent = upload(&client, &digest, body, opts.chunk_size);
             progress.end();
             sent?;
             Sent::Uploaded
@@ -257,7 +291,7 @@ pub fn push(
     if has_blob(&client, &config_digest)? {
         present += 1;
     } else {
-        upload(&client, &config_digest, Body::Bytes(&img.config_bytes))?;
+        upload(&client, &config_digest, Body::Bytes(&img.config_bytes), None)?;
         uploaded += 1;
     }
     let descriptor =

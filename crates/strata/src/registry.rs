@@ -31,6 +31,10 @@ pub struct PushArgs {
     /// Layer compression
     #[arg(long, value_enum, default_value = "gzip")]
     compress: CompressArg,
+    /// Upload each layer in requests of at most this size (bytes, or with k, m, g), for
+    /// registries and proxies that limit a request's size; default: one request per layer
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    chunk_size: Option<u64>,
     #[command(flatten)]
     tls: TlsArg,
     /// The image in the store
@@ -207,11 +211,26 @@ pub fn cmd_push(store: &Store, args: &PushArgs) -> Result<()> {
             CompressArg::Zstd => PushCompression::Zstd,
             CompressArg::None => PushCompression::None,
         },
+        chunk_size: args.chunk_size,
         ..Default::default()
     };
     let pushed = strata_registry::push(store, &args.image, &dest, &opts, &MultiBars::new())?;
     println!("{}", pushed.manifest_digest);
     Ok(())
+}
+
+/// `4096`, `512k`, `64m`, `1g`.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let (num, mult) = match text.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&text[..i], 1 << 10),
+        Some((i, 'm' | 'M')) => (&text[..i], 1 << 20),
+        Some((i, 'g' | 'G')) => (&text[..i], 1 << 30),
+        _ => (text, 1),
+    };
+    match num.parse::<u64>().ok().and_then(|n| n.checked_mul(mult)) {
+        Some(n) if n > 0 => Ok(n),
+        _ => Err(format!("'{text}': not a size (bytes, or with k, m, g)")),
+    }
 }
 
 /// The registry as users name it in `auth.json`: a host, `docker.io` for Docker Hub.

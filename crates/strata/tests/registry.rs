@@ -543,6 +543,21 @@ fn push_is_read_by_skopeo_and_podman_and_pulls_back_the_same_image() {
         &format!("oci:{}:x", copied.display()),
     ]));
 
+    // Chunked (zstd, so that no blob can be mounted): PATCHes of at most 16 KiB in order,
+    // then an empty PUT; the same image back.
+    let before = proxy.seen().len();
+    let d = format!("{}/chunked/app:v1", proxy.addr);
+    let out = go(&root, &["push", "--tls-verify=false", "--compress", "zstd", "--chunk-size", "16k", &dest, &d]);
+    assert_eq!(out.code, 0, "chunked: {}", out.stderr);
+    let chunked: Vec<_> = proxy.seen()[before..].to_vec();
+    let patches =
+        chunked.iter().filter(|(m, p, st)| m == "PATCH" && p.contains("/chunked/app/blobs/uploads/") && *st == 202);
+    assert!(patches.count() >= 16, "the busybox layer alone takes more than 16 PATCHes: {chunked:?}");
+    assert!(!chunked.iter().any(|(m, p, _)| m == "POST" && p.contains("mount=")), "{chunked:?}");
+    let fresh_chunked = s.path("fresh-chunked");
+    let out = go(&fresh_chunked, &["pull", "--tls-verify=false", &d]);
+    assert_eq!((out.code, pulled_id(&out)), (0, APP_ID.to_string()), "chunked: {}", out.stderr);
+
     // Docker schema 2 and zstd pushes pull back to the same image too; skopeo copies them.
     for (fmt, comp, tag) in [("v2s2", "gzip", "docker"), ("oci", "zstd", "zstd"), ("oci", "none", "plain")] {
         let d = format!("{}/pushed/app:{tag}", reg.addr);

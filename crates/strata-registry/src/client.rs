@@ -84,6 +84,8 @@ impl Client {
         creds: Option<Credentials>,
     ) -> Result<Client> {
         let host = reference.api_host();
+        // A registry that registries.conf calls insecure is reached as with --tls-verify=false.
+        let opts = Options { tls_verify: opts.tls_verify && !crate::config::insecure(&reference.registry) };
         let mut client = Client {
             agent: agent(opts.tls_verify)?,
             base: format!("https://{host}"),

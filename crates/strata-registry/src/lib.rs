@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod blobs;
 pub mod client;
+pub mod config;
 pub mod error;
 mod parallel;
 pub mod pull;

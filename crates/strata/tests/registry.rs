@@ -340,6 +340,17 @@ fn every_fixture_format_pushed_by_skopeo_pulls_as_the_expected_tree() {
         // Not a terminal: no progress bars.
         assert!(!out.stderr.contains("Layer 1/3"), "{what}: bars drawn off a terminal: {}", out.stderr);
     }
+    // A registry that registries.conf calls insecure needs no --tls-verify=false; one it
+    // does not is refused over plain HTTP.
+    let conf = s.path("registries.conf");
+    std::fs::write(&conf, format!("[[registry]]\nlocation = \"{}\"\ninsecure = true\n", reg.addr)).unwrap();
+    let dest = format!("{}/fixtures/app:oci-gzip", reg.addr);
+    let out = st(&s.path("conf")).args(["pull", &dest]).env("CONTAINERS_REGISTRIES_CONF", &conf).output().unwrap();
+    assert!(out.status.success(), "insecure by registries.conf: {}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(&conf, "[[registry]]\nlocation = \"elsewhere:5000\"\ninsecure = true\n").unwrap();
+    let out = st(&s.path("conf2")).args(["pull", &dest]).env("CONTAINERS_REGISTRIES_CONF", &conf).output().unwrap();
+    assert!(!out.status.success(), "a registry not marked insecure was reached over HTTP");
+
     // Pulled by digest: the same image, no tag.
     let digest = sh(Command::new("skopeo").args([
         "inspect",

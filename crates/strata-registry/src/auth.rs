@@ -75,8 +75,13 @@ fn read_file(path: &Path) -> Result<Option<Value>> {
 /// The credentials for `registry`, from the first file that has them. A key with a
 /// repository path (`host/ns`) matches that repository and those below it, the longest first.
 pub fn lookup(registry: &str, repository: &str) -> Result<Option<Credentials>> {
-    for path in [Some(auth_file()), docker_config()].into_iter().flatten() {
-        let Some(doc) = read_file(&path)? else { continue };
+    let files: Vec<PathBuf> = [Some(auth_file()), docker_config()].into_iter().flatten().collect();
+    lookup_in(&files, registry, repository)
+}
+
+fn lookup_in(files: &[PathBuf], registry: &str, repository: &str) -> Result<Option<Credentials>> {
+    for path in files {
+        let Some(doc) = read_file(path)? else { continue };
         let Some(auths) = doc.get("auths").and_then(Value::as_object) else { continue };
         let full = format!("{registry}/{repository}");
         let mut best: Option<(usize, &Value)> = None;
@@ -232,6 +237,30 @@ mod tests {
         assert_eq!(c.params["scope"], "repository:a/b:pull,push");
         let c = parse_challenge(r#"Basic realm="Registry Realm""#).unwrap();
         assert_eq!((c.scheme.as_str(), c.params["realm"].as_str()), ("basic", "Registry Realm"));
+    }
+
+    #[test]
+    fn the_longest_matching_key_of_the_first_file_wins() {
+        let dir = std::env::temp_dir().join(format!("strata-auth-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (podman, docker) = (dir.join("auth.json"), dir.join("config.json"));
+        let entry = |u: &str| serde_json::json!({ "auth": B64.encode(format!("{u}:pw-{u}")) });
+        let doc = serde_json::json!({"auths": {"quay.io": entry("host"), "quay.io/org": entry("org"), "quay.io/org/deep": entry("deep")}});
+        std::fs::write(&podman, serde_json::to_vec(&doc).unwrap()).unwrap();
+        let doc =
+            serde_json::json!({"auths": {"https://index.docker.io/v1/": entry("hub"), "quay.io": entry("ignored")}});
+        std::fs::write(&docker, serde_json::to_vec(&doc).unwrap()).unwrap();
+        let files = [podman.clone(), docker.clone()];
+        let user = |reg: &str, repo: &str| lookup_in(&files, reg, repo).unwrap().map(|c| c.user);
+        assert_eq!(user("quay.io", "other/x").as_deref(), Some("host"));
+        assert_eq!(user("quay.io", "org/x").as_deref(), Some("org"));
+        assert_eq!(user("quay.io", "org/deep/x").as_deref(), Some("deep"));
+        assert_eq!(user("quay.io", "organic/x").as_deref(), Some("host"));
+        assert_eq!(user("docker.io", "library/busybox").as_deref(), Some("hub"));
+        assert_eq!(user("ghcr.io", "a/b"), None);
+        let c = lookup_in(&files, "docker.io", "x/y").unwrap().unwrap();
+        assert_eq!(c.password, "pw-hub");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -201,7 +201,7 @@ pub fn pull(store: &Store, reference: &Reference, opts: &PullOptions, reporter: 
         let w = format!("manifest {} for {want}", digest);
         (bytes, media_type, manifest_digest) = fetch_manifest(&client, digest.as_str(), Some(&digest), &w)?;
     }
-    let what_m = format!("manifest {}@{manifest_digest}", reference.repository);
+    let what_m = format!("manifest {short} ({manifest_digest})");
     if media_type != OCI_MANIFEST && media_type != DOCKER_MANIFEST {
         return Err(refused(&client, &what_m, format!("unsupported media type '{media_type}'")));
     }

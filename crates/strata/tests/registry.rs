@@ -734,6 +734,31 @@ fn faults_give_clear_errors_and_leave_nothing_in_the_store() {
     });
     let out = pull(&s.path("schema1"), &schema1);
     assert!(out.code != 0 && out.stderr.contains("schema 1"), "schema 1: {}", out.stderr);
+    for (what, body) in [
+        ("not JSON", &b"{\"schemaVersion\": 2, "[..]),
+        (
+            "malformed",
+            &br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":42,"layers":[]}"#
+                [..],
+        ),
+    ] {
+        let bad = Proxy::start(&reg.addr, move |r, _| {
+            if r.path.contains("/manifests/") {
+                let ct = ("Content-Type".into(), "application/vnd.oci.image.manifest.v1+json".into());
+                Act::Respond(200, vec![ct], body.to_vec())
+            } else {
+                Act::Forward
+            }
+        });
+        let root = s.path(&format!("bad-{}", what.replace(' ', "-")));
+        let out = pull(&root, &bad);
+        assert!(
+            out.code != 0 && out.stderr.contains(what) && out.stderr.contains("manifest f/app:v1"),
+            "{what}: {}",
+            out.stderr
+        );
+        assert_nothing_pulled(&root, what);
+    }
     let looping = Proxy::start(&reg.addr, |r, me| {
         if r.is_layer_get() {
             Act::Respond(307, vec![("Location".into(), format!("http://{me}{}", r.path))], vec![])

@@ -362,6 +362,25 @@ fn every_fixture_format_pushed_by_skopeo_pulls_as_the_expected_tree() {
     let root = s.path("by-digest");
     let out = go(&root, &["pull", "--tls-verify=false", &format!("{}/fixtures/app@{}", reg.addr, digest.trim())]);
     assert_eq!((out.code, pulled_id(&out)), (0, APP_ID.to_string()), "{}", out.stderr);
+    // Two pulls of one image into one store at once: both give the image, its layers once.
+    let both = s.path("both");
+    let src = format!("{}/fixtures/app:oci-zstd", reg.addr);
+    let spawn = || {
+        st(&both)
+            .args(["pull", "--tls-verify=false", &src])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    for o in [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()] {
+        assert!(o.status.success(), "concurrent pull: {}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), APP_ID);
+    }
+    assert_eq!(entries(&both.join("layerdb")).iter().filter(|n| n.ends_with(".json")).count(), 3);
+    assert_eq!(entries(&both.join("tmp")), Vec::<String>::new(), "staging left behind");
+
     // A second pull into a store that has every layer downloads none.
     let out = go(&root, &["pull", "--tls-verify=false", &format!("{}/fixtures/app:docker-archive", reg.addr)]);
     assert_eq!(out.code, 0, "{}", out.stderr);

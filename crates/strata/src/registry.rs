@@ -2,7 +2,6 @@
 //! stdout is a terminal, quiet otherwise.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -97,17 +96,12 @@ pub enum CompressArg {
 /// Bars for several blobs at once on stderr, drawn only when stdout is a terminal.
 struct MultiBars {
     multi: Option<MultiProgress>,
-    /// Finished lines are printed through the bars, so they do not tear them.
-    lines: Mutex<()>,
 }
 
 impl MultiBars {
     fn new() -> MultiBars {
         let shown = std::io::stdout().is_terminal();
-        MultiBars {
-            multi: shown.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr())),
-            lines: Mutex::new(()),
-        }
+        MultiBars { multi: shown.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr())) }
     }
 }
 
@@ -152,8 +146,11 @@ impl Reporter for MultiBars {
         Box::new(BlobBar { multi: self.multi.clone(), bar: std::cell::RefCell::new(None) })
     }
     fn note(&self, line: &str) {
-        let _guard = self.lines.lock();
-        eprintln!("{line}");
+        // Through the bars while they are drawn, so that neither tears the other.
+        match &self.multi {
+            Some(m) if !m.is_hidden() && m.println(line).is_ok() => {}
+            _ => eprintln!("{line}"),
+        }
     }
 }
 

@@ -51,8 +51,9 @@ fn docker_config() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker/config.json"))
 }
 
-/// The host a key of `auths` stands for: `https://index.docker.io/v1/` is `docker.io`.
-fn key_host(key: &str) -> &str {
+/// The registry a key of `auths` (or a registry as a user names it) stands for:
+/// `https://index.docker.io/v1/` is `docker.io`.
+pub fn key_host(key: &str) -> &str {
     let k = key.strip_prefix("https://").or_else(|| key.strip_prefix("http://")).unwrap_or(key);
     let k = k.split('/').next().unwrap_or(k);
     match k {

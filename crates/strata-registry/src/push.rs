@@ -7,11 +7,11 @@
 //! that pushing a layer again costs a HEAD, not a compression; a blob another repository
 //! of the same registry has is mounted from it, not uploaded.
 
-use std::io::{BufWriter, Write};
+use std::io::BufWriter;
 use std::path::Path;
 
 use strata_store::digest::DigestWriter;
-use strata_store::save::write_layer;
+use strata_store::save::{Counted, write_layer};
 use strata_store::store::{LayerRecord, random_hex};
 use strata_store::{Digest, Store, StoreError};
 
@@ -83,22 +83,6 @@ enum Sent {
     Present,
     Mounted,
     Uploaded,
-}
-
-struct Counted<'a, W: Write> {
-    inner: W,
-    progress: &'a dyn strata_store::Progress,
-}
-
-impl<W: Write> Write for Counted<'_, W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.progress.advance(n as u64);
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 /// Writes layer `id`'s blob, compressed as asked, to `path`; returns its digest and size.

@@ -118,9 +118,10 @@ fn docker_archive<W: Write>(store: &Store, images: &[Selected], out: W, progress
     b.into_inner().at("<output>")
 }
 
-struct Counted<'a, W: Write + ?Sized> {
-    inner: &'a mut W,
-    progress: &'a dyn Progress,
+/// Writes through, reporting the bytes written.
+pub struct Counted<'a, W: Write + ?Sized> {
+    pub inner: &'a mut W,
+    pub progress: &'a dyn Progress,
 }
 
 impl<W: Write + ?Sized> Write for Counted<'_, W> {

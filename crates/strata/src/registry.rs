@@ -230,16 +230,6 @@ fn parse_size(text: &str) -> Result<u64, String> {
     }
 }
 
-/// The registry as users name it in `auth.json`: a host, `docker.io` for Docker Hub.
-fn registry_key(text: &str) -> String {
-    let t = text.strip_prefix("https://").or_else(|| text.strip_prefix("http://")).unwrap_or(text);
-    let host = t.split('/').next().unwrap_or(t);
-    match host {
-        "index.docker.io" | "registry-1.docker.io" => "docker.io".into(),
-        h => h.to_string(),
-    }
-}
-
 fn prompt(question: &str) -> Result<String> {
     eprint!("{question}");
     std::io::stderr().flush().ok();
@@ -263,7 +253,7 @@ fn prompt_hidden(question: &str) -> Result<String> {
 }
 
 pub fn cmd_login(args: &LoginArgs) -> Result<()> {
-    let registry = registry_key(&args.registry);
+    let registry = auth::key_host(&args.registry).to_string();
     let interactive = std::io::stdin().is_terminal() && !args.password_stdin;
     let user = match &args.user {
         Some(u) => u.clone(),
@@ -294,7 +284,7 @@ pub fn cmd_login(args: &LoginArgs) -> Result<()> {
 }
 
 pub fn cmd_logout(registry: &str) -> Result<()> {
-    let registry = registry_key(registry);
+    let registry = auth::key_host(registry).to_string();
     if !auth::remove(&registry)? {
         bail!("not logged in to {registry} (in {})", auth::auth_file().display());
     }

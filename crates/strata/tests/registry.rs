@@ -778,6 +778,23 @@ fn faults_give_clear_errors_and_leave_nothing_in_the_store() {
         );
         assert_nothing_pulled(&root, what);
     }
+    let denied = Proxy::start(&reg.addr, |r, _| {
+        if r.path.contains("/manifests/") {
+            Act::Respond(
+                403,
+                vec![],
+                br#"{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}"#.to_vec(),
+            )
+        } else {
+            Act::Forward
+        }
+    });
+    let out = pull(&s.path("403"), &denied);
+    assert!(
+        out.code != 0 && out.stderr.contains("403 DENIED") && out.stderr.contains("access denied"),
+        "403: {}",
+        out.stderr
+    );
     let looping = Proxy::start(&reg.addr, |r, me| {
         if r.is_layer_get() {
             Act::Respond(307, vec![("Location".into(), format!("http://{me}{}", r.path))], vec![])

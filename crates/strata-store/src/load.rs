@@ -202,7 +202,8 @@ struct Plan {
     tags: Vec<String>,
 }
 
-pub(crate) struct LayerBlob {
+/// Where a layer's blob is and what it must be (`path` names it in errors).
+pub struct LayerBlob {
     pub path: String,
     pub digest: Option<Digest>,
     pub size: Option<u64>,
@@ -555,7 +556,7 @@ fn verify_blob(src: &dyn Source, blob: &LayerBlob, diff_id: &Digest) -> Result<(
 
 /// Unpacks one layer blob into a staging directory, verifying what can be verified; the
 /// caller has begun a progress stage, which this ends.
-pub(crate) fn unpack_layer(
+pub fn unpack_layer(
     r: impl Read,
     blob: &LayerBlob,
     diff_id: Option<&Digest>,

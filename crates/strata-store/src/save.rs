@@ -61,7 +61,7 @@ fn select(store: &Store, references: &[String]) -> Result<Vec<Selected>> {
 }
 
 /// Writes the layer's tar to `out`, checking it is the tar that was loaded.
-fn write_layer(store: &Store, id: &str, rec: &LayerRecord, out: &mut dyn Write) -> Result<()> {
+pub fn write_layer(store: &Store, id: &str, rec: &LayerRecord, out: &mut dyn Write) -> Result<()> {
     let (mut w, digester) = DigestWriter::new(out);
     reassemble(&store.split_path(id), &store.diff_dir(id), &mut w)?;
     let (digest, size) = digester.result();
@@ -118,9 +118,10 @@ fn docker_archive<W: Write>(store: &Store, images: &[Selected], out: W, progress
     b.into_inner().at("<output>")
 }
 
-struct Counted<'a, W: Write + ?Sized> {
-    inner: &'a mut W,
-    progress: &'a dyn Progress,
+/// Writes through, reporting the bytes written.
+pub struct Counted<'a, W: Write + ?Sized> {
+    pub inner: &'a mut W,
+    pub progress: &'a dyn Progress,
 }
 
 impl<W: Write + ?Sized> Write for Counted<'_, W> {

@@ -43,6 +43,8 @@ pub struct CreateArgs {
     pub network: String,
     #[command(flatten)]
     pub security: SecurityArgs,
+    #[command(flatten)]
+    pub pull: crate::registry::RunPullArgs,
     /// The image, then the command and its arguments (default: the image's)
     #[arg(required = true, trailing_var_arg = true, value_name = "IMAGE [COMMAND [ARG...]]")]
     pub image_and_cmd: Vec<String>,
@@ -232,7 +234,7 @@ fn image_list(v: Option<&serde_json::Value>) -> Vec<String> {
 /// Creates the container the options describe.
 pub fn create(store: &Store, args: &CreateArgs) -> Result<Container> {
     let (image_ref, cmd) = args.image_and_cmd.split_first().ok_or_else(|| anyhow!("no image given"))?;
-    let image = store.image(image_ref)?;
+    let image = crate::registry::image_for_run(store, image_ref, &args.pull)?;
     let cfg = image.config.get("config");
     let get = |k: &str| cfg.and_then(|c| c.get(k));
     let entrypoint = image_list(get("Entrypoint"));

@@ -3,6 +3,7 @@
 mod containers;
 mod daemon;
 mod images;
+mod registry;
 mod terminal;
 mod ui;
 
@@ -165,6 +166,23 @@ enum Command {
         container: String,
         reference: Option<String>,
     },
+    /// Pull an image from a registry
+    Pull {
+        #[command(flatten)]
+        args: registry::PullArgs,
+    },
+    /// Push an image to a registry
+    Push {
+        #[command(flatten)]
+        args: registry::PushArgs,
+    },
+    /// Log in to a registry (credentials kept in auth.json, mode 0600)
+    Login {
+        #[command(flatten)]
+        args: registry::LoginArgs,
+    },
+    /// Remove a registry's credentials
+    Logout { registry: String },
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -276,6 +294,14 @@ fn main() -> ExitCode {
                 Err(e) => fail(1, &e),
             }
         }
+        Command::Login { args } => {
+            init_cli_logging();
+            registry::cmd_login(&args).map_or_else(|e| fail(1, &format!("{e:#}")), |()| ExitCode::SUCCESS)
+        }
+        Command::Logout { registry } => {
+            init_cli_logging();
+            registry::cmd_logout(&registry).map_or_else(|e| fail(1, &format!("{e:#}")), |()| ExitCode::SUCCESS)
+        }
         store_command => {
             init_cli_logging();
             match store_cmd(&root, store_command) {
@@ -341,8 +367,14 @@ fn store_cmd(root: &Path, command: Command) -> anyhow::Result<ExitCode> {
                 &change,
             );
         }
-        Command::Mount { .. } | Command::Umount { .. } | Command::Branches { .. } => {
-            unreachable!("union commands are handled in main")
+        Command::Pull { args } => registry::cmd_pull(&store, &args)?,
+        Command::Push { args } => registry::cmd_push(&store, &args)?,
+        Command::Mount { .. }
+        | Command::Umount { .. }
+        | Command::Branches { .. }
+        | Command::Login { .. }
+        | Command::Logout { .. } => {
+            unreachable!("union and login commands are handled in main")
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -244,6 +244,15 @@ impl<'a> Builder<'a> {
             self.say(&format!("---> Using cache {}", short(&bytes)));
             return Ok(bytes);
         }
+        // A base's ONBUILD triggers are cleared from the config the first step runs on.
+        let with_config;
+        let parent = match &step.action {
+            Action::Meta => parent,
+            _ => {
+                with_config = config_set(parent, &step.config)?;
+                &with_config[..]
+            }
+        };
         let bytes = match &step.action {
             Action::Meta => self.meta(parent, step)?,
             Action::Run { argv, env } => self.run(parent, step, argv, env)?,
@@ -323,6 +332,10 @@ impl<'a> Builder<'a> {
         let quiet = self.quiet;
         let t = self.container(parent, argv.to_vec(), env.to_vec())?;
         let store = t.store;
+        // The working directory is made as Docker makes it (root's, 0755), not by the
+        // runtime under the command's umask.
+        let mnt = crate::containers::ensure_mounted(store, &t.c)?;
+        Dest::new(&mnt)?.mkdirs(&t.c.config.cwd, None)?;
         let (res, stderr) = captured(quiet, || crate::containers::start(store, &t.c, false, false))?;
         let code = res?;
         if code != 0 {
@@ -433,6 +446,16 @@ impl<'a> Builder<'a> {
         res?;
         self.commit(&t)
     }
+}
+
+/// The config `bytes` with its `config` object replaced (no history entry), or as is.
+fn config_set(bytes: &[u8], config: &Value) -> Result<Vec<u8>> {
+    let mut cfg: Value = serde_json::from_slice(bytes)?;
+    if cfg.get("config") == Some(config) {
+        return Ok(bytes.to_vec());
+    }
+    cfg["config"] = config.clone();
+    Ok(serde_json::to_vec(&cfg)?)
 }
 
 fn set_mode(p: &Path, mode: u32) -> Result<()> {

@@ -346,7 +346,7 @@ pub fn plan(
                     })?),
                     None => None,
                 };
-                let chown = ins.flag("chown").map(|c| word(c)).transpose()?;
+                let chown = ins.flag("chown").map(&word).transpose()?;
                 created_by = String::new(); // completed when executed, with the content hash
                 action = Action::Copy { from, sources, heredocs, dest, chown, chmod, add };
             }

@@ -214,6 +214,29 @@ fn seed_004_dockerfile_builds_and_reads_like_the_seed() {
 }
 
 #[test]
+fn built_image_saved_loads_and_runs_in_podman() {
+    let s = Scratch::new();
+    let Some((root, ctx)) = setup(&s) else { return };
+    let pm = Podman::new(&s, &fixture_images().unwrap());
+    write(&ctx, "msg", "from the context\n");
+    write(
+        &ctx,
+        "Dockerfile",
+        "FROM app\nCOPY msg /msg\nRUN cat /msg > /tmp/newfile\nCMD [\"cat\", \"/tmp/newfile\"]\n",
+    );
+    ok(build(&root, &ctx, &["-t", "saved"]));
+    let tar = s.path("saved.tar");
+    ok(go(&root, &["save", "-o", tar.to_str().unwrap(), "saved"]));
+    sh(pm.cmd().arg("load").arg("-i").arg(&tar));
+    let out = sh(pm.cmd().args(["run", "--rm", "--network", "none", "--ulimit", "nofile=1024:1024"]).args([
+        "--ulimit",
+        "nproc=1024:1024",
+        "saved:latest",
+    ]));
+    assert_eq!(out, "from the context\n");
+}
+
+#[test]
 fn files_match_podman_build() {
     let s = Scratch::new();
     let Some((root, ctx)) = setup(&s) else { return };
@@ -523,6 +546,9 @@ fn bad_input_names_the_line_and_changes_nothing() {
         ("FROM app\nRUN true\nFROM no-such-image:1\n", 3, "no such image"),
         ("FROM app\nADD http://example.com/x /x\n", 2, "remote sources are not supported"),
         ("FROM app\nENV A=${B:?must be set}\n", 2, "must be set"),
+        ("FROM app\nRUN --mount=type=cache,target=/c true\n", 2, "--mount is not supported"),
+        ("FROM app AS a\nFROM app AS a\n", 2, "duplicate stage name"),
+        ("FROM app\nCOPY a b c\n", 2, "ending in /"),
     ];
     for (df, line, what) in cases {
         write(&ctx, "Dockerfile", df);

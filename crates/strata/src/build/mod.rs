@@ -225,7 +225,10 @@ impl<'a> Builder<'a> {
         h.update(b"\0");
         h.update(step.key.as_bytes());
         let mut content = Sha256::new();
-        if let Action::Copy { from, sources, .. } = &step.action {
+        if let Action::Copy { from, sources, heredocs, .. } = &step.action {
+            for h in heredocs {
+                content.update(h.body.as_bytes());
+            }
             match from {
                 From::Context => {
                     let ctx = self.context.as_ref().ok_or_else(|| anyhow!("no build context"))?;
@@ -408,9 +411,9 @@ impl<'a> Builder<'a> {
             let dst = Dest::new(&mnt)?;
             let dest_rel = dest.trim_start_matches('/').trim_end_matches('/').to_string();
             let items = plan::items(src, sources)?;
-            let many = items.len() + heredocs.len() > 1 || sources.iter().any(|s| s.contains(['*', '?', '[']));
-            if many && !dest.ends_with('/') {
-                bail!("{}: with more than one source, the destination must be a directory ending in /", step.shown);
+            // A glob in another stage is only expanded now.
+            if items.len() + heredocs.len() > 1 && !dest.ends_with('/') {
+                bail!("{}: {}", step.shown, plan::MANY);
             }
             let into_dir = dest.ends_with('/') || dst.is_dir(&dest_rel);
             if into_dir {

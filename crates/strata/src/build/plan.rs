@@ -98,6 +98,8 @@ pub struct Plan {
 
 const META: &str = "/bin/sh -c #(nop) ";
 
+pub const MANY: &str = "with more than one source, the destination must be a directory ending in /";
+
 fn strs(v: &[String]) -> Value {
     json!(v)
 }
@@ -132,6 +134,12 @@ pub fn plan(
     let mut cmd_set = false;
     let mut queue: std::collections::VecDeque<Instruction> = df.instructions.iter().cloned().collect();
     while let Some(ins) = queue.pop_front() {
+        // Flags with effects Strata does not have are refused, not silently ignored.
+        if matches!(ins.cmd.as_str(), "FROM" | "RUN")
+            && let Some((f, _)) = ins.flags.first()
+        {
+            return bad(&ins, format!("the flag --{f} is not supported"));
+        }
         let vars = |stage: &Stage, args: &Vars| -> Vars {
             // ENV wins over ARG of the same name.
             let mut v = args.clone();
@@ -318,12 +326,19 @@ pub fn plan(
                     }
                     sources.push(s);
                 }
+                if sources.len() + heredocs.len() > 1 && !dest_raw.ends_with('/') {
+                    return bad(&ins, MANY);
+                }
                 // Sources in the context must exist now, and stay inside it.
                 if matches!(from, From::Context) {
                     match context {
                         Some(ctx) => {
+                            let mut n = heredocs.len();
                             for s in &sources {
-                                ctx.items(s).or_else(|e: ContextError| bad(&ins, e))?;
+                                n += ctx.items(s).or_else(|e: ContextError| bad(&ins, e))?.len();
+                            }
+                            if n > 1 && !dest_raw.ends_with('/') {
+                                return bad(&ins, MANY);
                             }
                         }
                         None if !sources.is_empty() => {

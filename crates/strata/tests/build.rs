@@ -592,3 +592,35 @@ fn heredocs_run_and_copy() {
     let files = image_files(&root, "heredoc", &["h1", "greeting", "raw", "h2"]);
     assert_eq!(files, ["one\ntwo\n", "hello world\n", "hello $WHO\n", "in a file\n"]);
 }
+
+#[test]
+fn a_signal_during_run_reaches_the_command_and_the_build_stops_cleanly() {
+    let s = Scratch::new();
+    let Some((root, ctx)) = setup(&s) else { return };
+    // The command is pid 1 of its namespace: it dies of SIGTERM only with a handler.
+    write(&ctx, "Dockerfile", "FROM app\nRUN trap 'exit 9' TERM; echo started; sleep 30 & wait\nRUN echo never\n");
+    let t0 = std::time::Instant::now();
+    let mut child = st(&root)
+        .args(["build", "-t", "stopped", ctx.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0 && !line.contains("started") {}
+    assert!(line.contains("started"), "the RUN never started");
+    // The runtime starts the command just before it begins forwarding signals (a signal
+    // in between stops the build only after the RUN, at the build's own check).
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // SAFETY: kill(2) of the child this test spawned.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("status 9"), "{err}");
+    assert!(t0.elapsed() < std::time::Duration::from_secs(20), "the build waited for the sleep");
+    assert_eq!(ps_json(&root).as_array().unwrap().len(), 0, "no container left");
+    assert_eq!(fs::read_dir(root.join("mnt")).unwrap().count(), 0, "no mount left");
+    assert!(go(&root, &["inspect", "stopped"]).code != 0);
+}

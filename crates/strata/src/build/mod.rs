@@ -16,6 +16,7 @@ use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use serde_json::{Value, json};
@@ -104,6 +105,7 @@ pub fn cmd_build(store: &Store, args: &BuildArgs) -> Result<ExitCode> {
     if !plan.unused_args.is_empty() && !args.quiet {
         eprintln!("[Warning] one or more build args were not consumed: {}", plan.unused_args.join(", "));
     }
+    catch_signals();
     let before: BTreeSet<String> = store.image_ids()?.iter().map(|d| d.to_string()).collect();
     let mut b = Builder {
         store,
@@ -217,6 +219,7 @@ impl<'a> Builder<'a> {
     }
 
     fn step(&mut self, step: &Step, parent: &[u8], results: &BTreeMap<usize, Vec<u8>>) -> Result<Vec<u8>> {
+        interrupted()?;
         // The key: the parent image, the instruction after substitution (with the build
         // args in scope and the config it leads to), and for COPY what it reads.
         let mut h = Sha256::new();
@@ -340,6 +343,8 @@ impl<'a> Builder<'a> {
         let mnt = crate::containers::ensure_mounted(store, &t.c)?;
         Dest::new(&mnt)?.mkdirs(&t.c.config.cwd, None)?;
         let (res, stderr) = captured(quiet, || crate::containers::start(store, &t.c, false, false))?;
+        // The runtime forwarded signals to the command meanwhile, and reset them after.
+        catch_signals();
         let code = res?;
         if code != 0 {
             let tail = if stderr.trim().is_empty() { String::new() } else { format!(":\n{}", stderr.trim_end()) };
@@ -447,8 +452,32 @@ impl<'a> Builder<'a> {
         // The union is unmounted before its layer is read: nothing stays in flight.
         crate::containers::unmount(store, &t.c);
         res?;
+        interrupted()?;
         self.commit(&t)
     }
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::Relaxed);
+}
+
+/// Ctrl-C, SIGTERM and SIGHUP stop the build at the next step boundary, so that its
+/// containers, mounts and intermediate images are removed. (During a RUN the runtime
+/// forwards them to the command instead, as `strata run` does.)
+fn catch_signals() {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+    }
+}
+
+fn interrupted() -> Result<()> {
+    if INTERRUPTED.load(Ordering::Relaxed) {
+        bail!("interrupted");
+    }
+    Ok(())
 }
 
 /// The config `bytes` with its `config` object replaced (no history entry), or as is.

@@ -211,6 +211,16 @@ fn seed_004_dockerfile_builds_and_reads_like_the_seed() {
     let images = sh(st(&root).args(["images", "--format", "json"]));
     assert!(!images.contains("<none>"), "{images}");
     assert_eq!(fs::read_dir(root.join("mnt")).unwrap().count(), 0);
+    // A RUN that changes nothing still gives a layer (an empty one), as Docker's does.
+    write(&ctx, "Dockerfile", "FROM app\nRUN true\n");
+    ok(build(&root, &ctx, &["-t", "nothing"]));
+    let img = inspect(&root, "nothing");
+    assert_eq!(layers(&img).len(), layers(&base).len() + 1);
+    let h: Value = serde_json::from_str(&sh(st(&root).args(["history", "--format", "json", "nothing"]))).unwrap();
+    assert_eq!(
+        (h[0]["CreatedBy"].as_str(), h[0]["EmptyLayer"].as_bool(), h[0]["Size"].as_u64()),
+        (Some("/bin/sh -c true"), Some(false), Some(0))
+    );
 }
 
 #[test]
@@ -335,7 +345,7 @@ fn run_and_metadata_match_podman_build() {
     let by: Vec<&str> = h.as_array().unwrap().iter().map(|e| e["CreatedBy"].as_str().unwrap()).collect();
     assert!(by.contains(&"/bin/sh -c #(nop)  ENV OLD=form with spaces"), "{by:?}");
     assert!(by.contains(&"/bin/sh -c #(nop) WORKDIR /app/rel/sub"), "{by:?}");
-    assert!(by.contains(&"/bin/sh -ec echo shell > /shell.txt"), "{by:?}");
+    assert!(by.contains(&"|1 V=given /bin/sh -ec echo shell > /shell.txt"), "{by:?}");
     assert!(by.contains(&"/bin/sh -c #(nop)  CMD [\"/bin/sh\" \"-ec\" \"hello\"]"), "{by:?}");
     let empty = h.as_array().unwrap().iter().filter(|e| e["EmptyLayer"] == true).count();
     let base = inspect(&root, "app")["History"].as_array().unwrap().iter().filter(|e| e["empty_layer"] == true).count();
@@ -436,6 +446,8 @@ fn cache_reuses_steps_and_rebuilds_from_the_first_changed_input() {
     let o = ok(build(&root, &ctx, &["-t", "cached", "--build-arg", "MODE=release"]));
     assert_eq!(rebuilt(&o), ["RUN echo $MODE > /mode", "RUN cat /b.txt /mode > /all"]);
     assert_eq!(image_files(&root, "cached", &["all"]), ["b\nrelease\n"]);
+    let h: Value = serde_json::from_str(&sh(st(&root).args(["history", "--format", "json", "cached"]))).unwrap();
+    assert_eq!(h[0]["CreatedBy"], "|1 MODE=release /bin/sh -c cat /b.txt /mode > /all", "as Docker writes it");
     // Changing a file's content earlier rebuilds from there on.
     write(&ctx, "a.txt", "A\n");
     let o = ok(build(&root, &ctx, &["-t", "cached", "--build-arg", "MODE=release"]));

@@ -350,7 +350,19 @@ impl<'a> Builder<'a> {
             let tail = if stderr.trim().is_empty() { String::new() } else { format!(":\n{}", stderr.trim_end()) };
             bail!("{}: the command exited with status {code}{tail}", step.shown);
         }
-        self.commit(&t)
+        let bytes = self.commit(&t)?;
+        // commit writes the command as it ran; the build args it saw go in front.
+        let mut cfg: Value = serde_json::from_slice(&bytes)?;
+        let last = cfg["history"].as_array_mut().and_then(|h| h.last_mut());
+        match last {
+            Some(entry) if entry["created_by"] != step.created_by.as_str() => {
+                entry["created_by"] = json!(step.created_by);
+                let bytes = serde_json::to_vec(&cfg)?;
+                self.image_of(&bytes)?;
+                Ok(bytes)
+            }
+            _ => Ok(bytes),
+        }
     }
 
     fn copy(

@@ -245,12 +245,19 @@ pub fn plan(
                     return bad(&ins, "no command given");
                 }
                 let mut env = list(config.get("Env"));
+                let mut build_env = Vec::new();
                 for (k, v) in &args {
                     if !env.iter().any(|e| e.split('=').next() == Some(k.as_str())) {
-                        env.push(format!("{k}={v}"));
+                        build_env.push(format!("{k}={v}"));
                     }
                 }
-                created_by = argv.join(" ");
+                // Docker's history shows the build args a RUN saw: `|2 A=1 B=2 /bin/sh -c ...`.
+                created_by = if build_env.is_empty() {
+                    argv.join(" ")
+                } else {
+                    format!("|{} {} {}", build_env.len(), build_env.join(" "), argv.join(" "))
+                };
+                env.extend(build_env);
                 action = Action::Run { argv, env };
             }
             "COPY" | "ADD" => {

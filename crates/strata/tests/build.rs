@@ -636,3 +636,15 @@ fn a_signal_during_run_reaches_the_command_and_the_build_stops_cleanly() {
     assert_eq!(fs::read_dir(root.join("mnt")).unwrap().count(), 0, "no mount left");
     assert!(go(&root, &["inspect", "stopped"]).code != 0);
 }
+
+#[test]
+fn network_of_run_steps_follows_the_command_line() {
+    let s = Scratch::new();
+    let Some((root, ctx)) = setup(&s) else { return };
+    write(&ctx, "Dockerfile", "FROM app\nRUN cut -d: -f1 /proc/net/dev | tail -n +3 | tr -d ' ' | sort > /ifaces\n");
+    ok(build(&root, &ctx, &["-t", "isolated"]));
+    assert_eq!(image_files(&root, "isolated", &["ifaces"]), ["lo\n"], "default: --network none");
+    ok(build(&root, &ctx, &["-t", "shared", "--network", "host"]));
+    let host = sh(Command::new("sh").arg("-c").arg("cut -d: -f1 /proc/net/dev | tail -n +3 | tr -d ' ' | sort"));
+    assert_eq!(image_files(&root, "shared", &["ifaces"]), [host]);
+}

@@ -158,7 +158,7 @@ fn has_glob(s: &str) -> bool {
 pub enum ContextError {
     #[error("{0}: outside the build context")]
     Outside(String),
-    #[error("{0}: no such file or directory in the build context")]
+    #[error("{0}: no such file or directory in the build context (or excluded by .dockerignore)")]
     Missing(String),
     #[error("{path}: {cause}")]
     Io { path: String, cause: io::Error },

@@ -227,6 +227,10 @@ impl<'a> Builder<'a> {
         h.update(Digest::of(parent).as_str());
         h.update(b"\0");
         h.update(step.key.as_bytes());
+        if let Action::Run { .. } = step.action {
+            // A RUN may behave differently with the host's network.
+            h.update(format!("\0network={}", self.network));
+        }
         let mut content = Sha256::new();
         if let Action::Copy { from, sources, heredocs, .. } = &step.action {
             for h in heredocs {

@@ -279,7 +279,11 @@ fn files_match_podman_build() {
          ADD data.tgz /extracted/\n\
          ADD plain.txt /added.txt\n\
          COPY [\"keep.log\", \"/json form/\"]\n\
-         COPY . /ctx/\n",
+         COPY . /ctx/\n\
+         RUN ln -s /etc /escape && ln -s ../../etc /app/up\n\
+         COPY src/a.txt /escape/through-abs-link\n\
+         COPY src/a.txt /app/up/through-rel-link\n\
+         COPY src/a.txt /var/run/under-var-run\n",
     );
     compare(&root, &pm, &ctx, "files", &[], &[]);
     // What the comparison covered, in Strata's image.
@@ -293,6 +297,13 @@ fn files_match_podman_build() {
         assert!(!t.contains(never), "{never} copied despite .dockerignore");
     }
     assert!(t.contains("work/dst/link\tl\t0777\t0\t0\t-\t-\ta.txt"), "a symlink is copied as a symlink");
+    // Links in the image are followed inside its root, never to the host's.
+    for inside in ["etc/through-abs-link\tf", "etc/through-rel-link\tf", "run/under-var-run\tf"] {
+        assert!(t.lines().any(|l| l.starts_with(inside)), "{inside} missing:\n{t}");
+    }
+    for host in ["/etc/through-abs-link", "/etc/through-rel-link", "/run/under-var-run"] {
+        assert!(!Path::new(host).exists(), "{host} written on the host");
+    }
 }
 
 #[test]
@@ -378,7 +389,8 @@ fn multi_stage_matches_podman_build_and_skips_unneeded_stages() {
          FROM fixtures/app\n\
          COPY --from=build /out /copied/\n\
          COPY --from=0 /out/result /result0\n\
-         COPY --from=second /out/result /result2\n",
+         COPY --from=second /out/result /result2\n\
+         COPY --from=fixtures/app /app/hello.sh /from-image\n",
     );
     compare(&root, &pm, &ctx, "multi", &[], &[]);
     let files = image_files(&root, "multi", &["copied/result", "result2"]);

@@ -261,6 +261,8 @@ fn files_match_podman_build() {
     write(&ctx, "keep.log", "kept by an exception\n");
     write(&ctx, "secret/key", "never copied\n");
     write(&ctx, "plain.txt", "not an archive\n");
+    write(&ctx, "gz/notes.txt", "compressed, but no tar\n");
+    sh(Command::new("gzip").arg(ctx.join("gz/notes.txt")));
     write(&ctx, "arch/inner/f", "from the archive\n");
     sh(Command::new("tar").arg("czf").arg(ctx.join("data.tgz")).arg("-C").arg(ctx.join("arch")).arg("."));
     fs::remove_dir_all(ctx.join("arch")).unwrap();
@@ -278,6 +280,7 @@ fn files_match_podman_build() {
          COPY link-to-a /followed\n\
          ADD data.tgz /extracted/\n\
          ADD plain.txt /added.txt\n\
+         ADD gz/notes.txt.gz /gz/\n\
          COPY [\"keep.log\", \"/json form/\"]\n\
          COPY . /ctx/\n\
          RUN ln -s /etc /escape && ln -s ../../etc /app/up\n\
@@ -288,9 +291,13 @@ fn files_match_podman_build() {
     compare(&root, &pm, &ctx, "files", &[], &[]);
     // What the comparison covered, in Strata's image.
     let t = strata_tree(&root, "files");
-    for want in
-        ["work/dst/sub/b.txt\tf\t0600", "owned/a.txt\tf\t0640\t1000\t1000", "extracted/inner/f\tf", "ctx/keep.log"]
-    {
+    for want in [
+        "gz/notes.txt.gz\tf",
+        "work/dst/sub/b.txt\tf\t0600",
+        "owned/a.txt\tf\t0640\t1000\t1000",
+        "extracted/inner/f\tf",
+        "ctx/keep.log",
+    ] {
         assert!(t.lines().any(|l| l.starts_with(want)), "{want} missing:\n{t}");
     }
     for never in ["ctx/top.log", "ctx/secret"] {

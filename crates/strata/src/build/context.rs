@@ -513,21 +513,17 @@ fn gid(g: u32) -> rustix::fs::Gid {
     rustix::fs::Gid::from_raw(g)
 }
 
-/// Is the file at `rel` in the source a tar archive (plain, gzip, bzip2, xz or zstd)?
+/// Is the file at `rel` in the source a tar archive, plain or compressed (gzip, zstd:
+/// what the store's decoders read)? Told by the tar magic of the decoded start, so a
+/// compressed file that holds no tar is copied as it is, as Docker does.
 pub fn is_archive(src: &Source, rel: &str) -> bool {
     let Ok(fd) = src.open(rel, OFlags::RDONLY, true) else { return false };
+    let Ok(mut r) = strata_store::compress::decompress(io::BufReader::new(File::from(fd))) else { return false };
     let mut head = [0u8; 512];
-    let mut f = File::from(fd);
-    let Ok(n) = read_up_to(&mut f, &mut head) else { return false };
-    let h = &head[..n];
-    h.starts_with(&[0x1f, 0x8b])
-        || h.starts_with(b"BZh")
-        || h.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0])
-        || h.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
-        || (n >= 262 && &h[257..262] == b"ustar")
+    matches!(read_up_to(&mut r, &mut head), Ok(512)) && &head[257..262] == b"ustar"
 }
 
-fn read_up_to(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+fn read_up_to(f: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match f.read(&mut buf[n..])? {

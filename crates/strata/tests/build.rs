@@ -338,6 +338,8 @@ fn run_and_metadata_match_podman_build() {
          EXPOSE 8080 53/udp\n\
          VOLUME [\"/data\", \"/logs\"]\n\
          STOPSIGNAL SIGTERM\n\
+         HEALTHCHECK --interval=30s --timeout=5s --retries=3 CMD wget -q localhost || exit 1\n\
+         ONBUILD RUN echo child\n\
          SHELL [\"/bin/sh\", \"-ec\"]\n\
          RUN echo shell > /shell.txt\n\
          RUN [\"/bin/sh\", \"-c\", \"echo exec form > /exec.txt\"]\n\
@@ -359,6 +361,13 @@ fn run_and_metadata_match_podman_build() {
     let c = &inspect(&root, "meta")["Config"];
     assert!(c["Env"].as_array().unwrap().iter().any(|e| e == "OLD=form with spaces"), "{c}");
     assert_eq!(c["Cmd"], serde_json::json!(["/bin/sh", "-ec", "hello"]));
+    // podman's inspect does not show these two: Docker's form (durations in ns).
+    assert_eq!(
+        c["Healthcheck"],
+        serde_json::json!({"Test": ["CMD-SHELL", "wget -q localhost || exit 1"], "Interval": 30_000_000_000u64,
+                           "Timeout": 5_000_000_000u64, "Retries": 3})
+    );
+    assert_eq!(c["OnBuild"], serde_json::json!(["RUN echo child"]));
     let h: Value = serde_json::from_str(&sh(st(&root).args(["history", "--format", "json", "meta"]))).unwrap();
     let by: Vec<&str> = h.as_array().unwrap().iter().map(|e| e["CreatedBy"].as_str().unwrap()).collect();
     assert!(by.contains(&"/bin/sh -c #(nop)  ENV OLD=form with spaces"), "{by:?}");
@@ -367,7 +376,7 @@ fn run_and_metadata_match_podman_build() {
     assert!(by.contains(&"/bin/sh -c #(nop)  CMD [\"/bin/sh\" \"-ec\" \"hello\"]"), "{by:?}");
     let empty = h.as_array().unwrap().iter().filter(|e| e["EmptyLayer"] == true).count();
     let base = inspect(&root, "app")["History"].as_array().unwrap().iter().filter(|e| e["empty_layer"] == true).count();
-    assert_eq!(empty - base, 14, "one empty_layer entry per metadata instruction: {by:?}");
+    assert_eq!(empty - base, 16, "one empty_layer entry per metadata instruction: {by:?}");
 }
 
 /// Files of an image, read through a read-only mount of it.

@@ -261,116 +261,13 @@ pub fn plan(
                 action = Action::Run { argv, env };
             }
             "COPY" | "ADD" => {
-                let add = ins.cmd == "ADD";
-                let mut w = match json_form(&ins.rest) {
-                    Some(v) => v.iter().map(|s| word(s)).collect::<Result<Vec<_>, _>>()?,
-                    None => words(&ins.rest)?,
-                };
-                if w.len() < 2 {
-                    return bad(&ins, "needs at least a source and a destination");
+                let inputs = Inputs { store, context, global: &global, esc };
+                let a = copy_action(&ins, &vars, &parent, &stages, &inputs)?;
+                if let (Action::Copy { from: From::Stage(i), .. }, Some(stage)) = (&a, stages.last_mut()) {
+                    stage.needs.insert(*i);
                 }
-                let dest_raw = w.pop().unwrap_or_default();
-                for (f, _) in &ins.flags {
-                    if !matches!(f.as_str(), "from" | "chown" | "chmod" | "link") {
-                        return bad(&ins, format!("the flag --{f} is not supported"));
-                    }
-                }
-                let from = match ins.flag("from") {
-                    None => From::Context,
-                    Some(f) => {
-                        let f = dockerfile::word(f, &global, esc).or_else(|e| bad(&ins, e))?.to_ascii_lowercase();
-                        let here = stages.len() - 1;
-                        if let Some(i) = stages[..here].iter().position(|s| s.name.as_deref() == Some(f.as_str())) {
-                            From::Stage(i)
-                        } else if let Ok(i) = f.parse::<usize>() {
-                            if i >= here {
-                                return bad(&ins, format!("--from={i}: no such stage before this one"));
-                            }
-                            From::Stage(i)
-                        } else {
-                            match store.image(&f) {
-                                Ok(img) => From::Image(img.id.to_string()),
-                                Err(_) => {
-                                    return bad(&ins, format!("--from={f}: no such stage, and no such image"));
-                                }
-                            }
-                        }
-                    }
-                };
-                let stage = stages.last_mut().ok_or_else(|| PlanError { line: ins.line, msg: "no stage".into() })?;
-                if let From::Stage(i) = from {
-                    stage.needs.insert(i);
-                }
-                // Heredoc sources are files made from the Dockerfile's text.
-                let mut heredocs = Vec::new();
-                let mut sources = Vec::new();
-                for s in w {
-                    if let Some(name) = s.strip_prefix("<<") {
-                        let name = name.trim_start_matches('-').trim_matches(['"', '\'']);
-                        let h = ins
-                            .heredocs
-                            .iter()
-                            .find(|h| h.name == name)
-                            .ok_or_else(|| PlanError { line: ins.line, msg: format!("heredoc {name} not found") })?;
-                        let body = if h.expand {
-                            dockerfile::expand_only(&h.body, &vars, esc).or_else(|e| bad(&ins, e))?
-                        } else {
-                            h.body.clone()
-                        };
-                        heredocs.push(Heredoc { name: h.name.clone(), body, expand: h.expand });
-                        continue;
-                    }
-                    if s.contains("://") || s.starts_with("git@") {
-                        if add {
-                            return bad(
-                                &ins,
-                                format!(
-                                    "{s}: remote sources are not supported (builds have no network); put the file in the context"
-                                ),
-                            );
-                        }
-                        return bad(&ins, format!("{s}: COPY takes no URLs"));
-                    }
-                    sources.push(s);
-                }
-                if sources.len() + heredocs.len() > 1 && !dest_raw.ends_with('/') {
-                    return bad(&ins, MANY);
-                }
-                // Sources in the context must exist now, and stay inside it.
-                if matches!(from, From::Context) {
-                    match context {
-                        Some(ctx) => {
-                            let mut n = heredocs.len();
-                            for s in &sources {
-                                n += ctx.items(s).or_else(|e: ContextError| bad(&ins, e))?.len();
-                            }
-                            if n > 1 && !dest_raw.ends_with('/') {
-                                return bad(&ins, MANY);
-                            }
-                        }
-                        None if !sources.is_empty() => {
-                            return bad(&ins, "no build context (the Dockerfile came from stdin)");
-                        }
-                        None => {}
-                    }
-                }
-                let workdir = parent.get("WorkingDir").and_then(|w| w.as_str()).unwrap_or("/").to_string();
-                let mut dest =
-                    if dest_raw.starts_with('/') { dest_raw.clone() } else { format!("{workdir}/{dest_raw}") };
-                let dir_form = dest_raw.ends_with('/') || dest_raw == "." || dest_raw.ends_with("/.");
-                dest = format!("/{}", clean(&dest));
-                if dir_form && dest != "/" {
-                    dest.push('/');
-                }
-                let chmod = match ins.flag("chmod") {
-                    Some(m) => Some(u32::from_str_radix(m, 8).ok().filter(|m| *m <= 0o7777).ok_or_else(|| {
-                        PlanError { line: ins.line, msg: format!("{}: --chmod={m}: not an octal mode", ins.cmd) }
-                    })?),
-                    None => None,
-                };
-                let chown = ins.flag("chown").map(&word).transpose()?;
                 created_by = String::new(); // completed when executed, with the content hash
-                action = Action::Copy { from, sources, heredocs, dest, chown, chmod, add };
+                action = a;
             }
             "ENV" => {
                 let kv = key_values(&ins.rest, &vars, esc, true).or_else(|e| bad(&ins, e))?;
@@ -542,6 +439,133 @@ pub fn plan(
     }
     let unused_args = build_args.keys().filter(|k| !used_args.contains(*k)).cloned().collect();
     Ok(Plan { stages, order: want.into_iter().collect(), unused_args })
+}
+
+/// What the plan reads besides the Dockerfile.
+struct Inputs<'a> {
+    store: &'a Store,
+    context: Option<&'a Source>,
+    /// ARGs before the first FROM (for `--from`).
+    global: &'a Vars,
+    esc: char,
+}
+
+/// A COPY or ADD: sources checked (the context's now), destination resolved against
+/// the WORKDIR of `parent`.
+fn copy_action(
+    ins: &Instruction,
+    vars: &Vars,
+    parent: &Value,
+    stages: &[Stage],
+    inputs: &Inputs<'_>,
+) -> Result<Action, PlanError> {
+    let word = |text: &str| dockerfile::word(text, vars, inputs.esc).or_else(|e| bad(ins, e));
+    let words = |text: &str| dockerfile::words(text, vars, inputs.esc).or_else(|e| bad(ins, e));
+    let add = ins.cmd == "ADD";
+    let mut w = match json_form(&ins.rest) {
+        Some(v) => v.iter().map(|s| word(s)).collect::<Result<Vec<_>, _>>()?,
+        None => words(&ins.rest)?,
+    };
+    if w.len() < 2 {
+        return bad(ins, "needs at least a source and a destination");
+    }
+    let dest_raw = w.pop().unwrap_or_default();
+    for (f, _) in &ins.flags {
+        if !matches!(f.as_str(), "from" | "chown" | "chmod" | "link") {
+            return bad(ins, format!("the flag --{f} is not supported"));
+        }
+    }
+    let from = match ins.flag("from") {
+        None => From::Context,
+        Some(f) => {
+            let f = dockerfile::word(f, inputs.global, inputs.esc).or_else(|e| bad(ins, e))?.to_ascii_lowercase();
+            let here = stages.len() - 1;
+            if let Some(i) = stages[..here].iter().position(|s| s.name.as_deref() == Some(f.as_str())) {
+                From::Stage(i)
+            } else if let Ok(i) = f.parse::<usize>() {
+                if i >= here {
+                    return bad(ins, format!("--from={i}: no such stage before this one"));
+                }
+                From::Stage(i)
+            } else {
+                match inputs.store.image(&f) {
+                    Ok(img) => From::Image(img.id.to_string()),
+                    Err(_) => {
+                        return bad(ins, format!("--from={f}: no such stage, and no such image"));
+                    }
+                }
+            }
+        }
+    };
+    // Heredoc sources are files made from the Dockerfile's text.
+    let mut heredocs = Vec::new();
+    let mut sources = Vec::new();
+    for s in w {
+        if let Some(name) = s.strip_prefix("<<") {
+            let name = name.trim_start_matches('-').trim_matches(['"', '\'']);
+            let h = ins
+                .heredocs
+                .iter()
+                .find(|h| h.name == name)
+                .ok_or_else(|| PlanError { line: ins.line, msg: format!("heredoc {name} not found") })?;
+            let body = if h.expand {
+                dockerfile::expand_only(&h.body, vars, inputs.esc).or_else(|e| bad(ins, e))?
+            } else {
+                h.body.clone()
+            };
+            heredocs.push(Heredoc { name: h.name.clone(), body, expand: h.expand });
+            continue;
+        }
+        if s.contains("://") || s.starts_with("git@") {
+            if add {
+                return bad(
+                    ins,
+                    format!(
+                        "{s}: remote sources are not supported (builds have no network); put the file in the context"
+                    ),
+                );
+            }
+            return bad(ins, format!("{s}: COPY takes no URLs"));
+        }
+        sources.push(s);
+    }
+    if sources.len() + heredocs.len() > 1 && !dest_raw.ends_with('/') {
+        return bad(ins, MANY);
+    }
+    // Sources in the context must exist now, and stay inside it.
+    if matches!(from, From::Context) {
+        match inputs.context {
+            Some(ctx) => {
+                let mut n = heredocs.len();
+                for s in &sources {
+                    n += ctx.items(s).or_else(|e: ContextError| bad(ins, e))?.len();
+                }
+                if n > 1 && !dest_raw.ends_with('/') {
+                    return bad(ins, MANY);
+                }
+            }
+            None if !sources.is_empty() => {
+                return bad(ins, "no build context (the Dockerfile came from stdin)");
+            }
+            None => {}
+        }
+    }
+    let workdir = parent.get("WorkingDir").and_then(|w| w.as_str()).unwrap_or("/").to_string();
+    let mut dest = if dest_raw.starts_with('/') { dest_raw.clone() } else { format!("{workdir}/{dest_raw}") };
+    let dir_form = dest_raw.ends_with('/') || dest_raw == "." || dest_raw.ends_with("/.");
+    dest = format!("/{}", clean(&dest));
+    if dir_form && dest != "/" {
+        dest.push('/');
+    }
+    let chmod = match ins.flag("chmod") {
+        Some(m) => Some(u32::from_str_radix(m, 8).ok().filter(|m| *m <= 0o7777).ok_or_else(|| PlanError {
+            line: ins.line,
+            msg: format!("{}: --chmod={m}: not an octal mode", ins.cmd),
+        })?),
+        None => None,
+    };
+    let chown = ins.flag("chown").map(&word).transpose()?;
+    Ok(Action::Copy { from, sources, heredocs, dest, chown, chmod, add })
 }
 
 /// `ARG name[=default] ...`

@@ -676,3 +676,20 @@ fn network_of_run_steps_follows_the_command_line() {
     let host = sh(Command::new("sh").arg("-c").arg("cut -d: -f1 /proc/net/dev | tail -n +3 | tr -d ' ' | sort"));
     assert_eq!(image_files(&root, "shared", &["ifaces"]), [host]);
 }
+
+#[test]
+fn copy_from_may_name_its_stage_through_an_arg() {
+    let s = Scratch::new();
+    let Some((root, ctx)) = setup(&s) else { return };
+    write(
+        &ctx,
+        "Dockerfile",
+        "ARG FROM_STAGE=one\nFROM app AS one\nRUN echo one > /x\nFROM app AS two\nRUN echo two > /x\n\
+         FROM app\nCOPY --from=${FROM_STAGE} /x /x\n",
+    );
+    ok(build(&root, &ctx, &["-t", "byarg"]));
+    assert_eq!(image_files(&root, "byarg", &["x"]), ["one\n"]);
+    let o = ok(build(&root, &ctx, &["-t", "byarg", "--build-arg", "FROM_STAGE=two"]));
+    assert!(!o.stdout.contains("echo one"), "stage one is not needed now:\n{}", o.stdout);
+    assert_eq!(image_files(&root, "byarg", &["x"]), ["two\n"]);
+}

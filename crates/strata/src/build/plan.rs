@@ -445,7 +445,7 @@ pub fn plan(
 struct Inputs<'a> {
     store: &'a Store,
     context: Option<&'a Source>,
-    /// ARGs before the first FROM (for `--from`).
+    /// ARGs before the first FROM (`--from` may name them).
     global: &'a Vars,
     esc: char,
 }
@@ -478,7 +478,10 @@ fn copy_action(
     let from = match ins.flag("from") {
         None => From::Context,
         Some(f) => {
-            let f = dockerfile::word(f, inputs.global, inputs.esc).or_else(|e| bad(ins, e))?.to_ascii_lowercase();
+            // The stage's args and env, then the global args.
+            let mut scope = inputs.global.clone();
+            scope.extend(vars.clone());
+            let f = dockerfile::word(f, &scope, inputs.esc).or_else(|e| bad(ins, e))?.to_ascii_lowercase();
             let here = stages.len() - 1;
             if let Some(i) = stages[..here].iter().position(|s| s.name.as_deref() == Some(f.as_str())) {
                 From::Stage(i)

@@ -100,8 +100,3 @@ pub(crate) fn check(store: &Store) -> Result<Vec<String>> {
     }
     Ok(done)
 }
-
-/// How many records there are.
-pub fn count(store: &Store) -> Result<usize> {
-    Ok(records(store)?.len())
-}

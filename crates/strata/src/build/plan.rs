@@ -626,3 +626,75 @@ pub fn items(src: &Source, sources: &[String]) -> Result<Vec<Item>, ContextError
     }
     Ok(all)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn planned(text: &str, build_args: &[(&str, &str)]) -> Result<Plan, PlanError> {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        let ctx_dir = dir.path().join("ctx");
+        std::fs::create_dir(&ctx_dir).unwrap();
+        std::fs::write(ctx_dir.join("$FOO"), "").unwrap();
+        let ctx = Source::context(&ctx_dir).unwrap();
+        let args = build_args.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        plan(&store, &dockerfile::parse(text).unwrap(), Some(&ctx), &args, None)
+    }
+
+    fn env(step: &Step) -> Vec<String> {
+        list(step.config.get("Env"))
+    }
+
+    #[test]
+    fn environment_replacement_as_the_reference_shows() {
+        // The reference's example: WORKDIR ${FOO} is /bar, COPY \$FOO copies "$FOO".
+        let p = planned("FROM scratch\nENV FOO=/bar\nWORKDIR ${FOO}\nCOPY \\$FOO /quux\n", &[]).unwrap();
+        let steps = &p.stages[0].steps;
+        assert_eq!(steps[1].config["WorkingDir"], "/bar");
+        match &steps[2].action {
+            Action::Copy { sources, dest, .. } => {
+                assert_eq!((sources.as_slice(), dest.as_str()), (&["$FOO".to_string()][..], "/quux"))
+            }
+            other => panic!("{other:?}"),
+        }
+        // "ENV abc=bye def=$abc": def gets the value from before the instruction.
+        let p = planned("FROM scratch\nENV abc=hello\nENV abc=bye def=$abc\nENV ghi=$abc\n", &[]).unwrap();
+        assert_eq!(env(&p.stages[0].steps[2]), ["abc=bye", "def=hello", "ghi=bye"]);
+    }
+
+    #[test]
+    fn arg_scope_as_the_reference_shows() {
+        // An ARG before FROM is usable in FROM only, until a stage declares it again.
+        let text =
+            "ARG CODE_VERSION=latest\nFROM scratch\nENV A=${CODE_VERSION}\nARG CODE_VERSION\nENV B=${CODE_VERSION}\n";
+        let p = planned(text, &[]).unwrap();
+        assert_eq!(env(&p.stages[0].steps[2]), ["A=", "B=latest"]);
+        // ENV wins over ARG; a build arg overrides a default; an unused build arg is reported.
+        let text = "FROM scratch\nARG CONT_IMG_VER\nENV CONT_IMG_VER=${CONT_IMG_VER:-v1.0.0}\nARG X=1\nENV Y=$X\n";
+        let p = planned(text, &[("X", "2"), ("UNUSED", "u")]).unwrap();
+        assert_eq!(env(&p.stages[0].steps[3]), ["CONT_IMG_VER=v1.0.0", "Y=2"]);
+        assert_eq!(p.unused_args, ["UNUSED"]);
+    }
+
+    #[test]
+    fn entrypoint_resets_an_inherited_cmd_and_shell_changes_the_shell_form() {
+        let p = planned(
+            "FROM scratch AS base\nCMD [\"a\"]\nFROM base\nENTRYPOINT [\"e\"]\nSHELL [\"/bin/bash\", \"-c\"]\nCMD run me\n",
+            &[],
+        )
+        .unwrap();
+        let s = &p.stages[1].steps;
+        assert_eq!(s[0].config["Cmd"], Value::Null);
+        assert_eq!(s[2].config["Cmd"], json!(["/bin/bash", "-c", "run me"]));
+        assert_eq!(s[2].created_by, "/bin/sh -c #(nop)  CMD [\"/bin/bash\" \"-c\" \"run me\"]");
+    }
+
+    #[test]
+    fn only_needed_stages_are_planned_to_run() {
+        let text = "FROM scratch AS a\nFROM scratch AS b\nFROM a AS c\nFROM scratch\nCOPY --from=c / /\n";
+        assert_eq!(planned(text, &[]).unwrap().order, [0, 2, 3]);
+        let e = planned("FROM scratch\nCOPY --from=later / /\nFROM scratch AS later\n", &[]).err().unwrap();
+        assert_eq!(e.line, 2);
+    }
+}

@@ -53,7 +53,13 @@ pub fn put(store: &Store, key: &str, config: &[u8]) -> Result<()> {
     }
     layers_of(config, key)?;
     let dir = store.root().join(DIR);
-    fs::create_dir_all(&dir).at(&dir)?;
+    // Root's only, as every directory of the store.
+    use std::os::unix::fs::DirBuilderExt;
+    match fs::DirBuilder::new().mode(0o700).create(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e).at(&dir),
+    }
     let _lock = store.lock(true)?;
     store.write_atomic(&path(store, key), config)
 }

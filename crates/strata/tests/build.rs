@@ -501,6 +501,9 @@ fn check_drops_cache_records_that_lost_a_layer() {
     ok(build(&root, &ctx, &["-t", "x"]));
     let records = || fs::read_dir(root.join("build-cache")).unwrap().count();
     assert_eq!(records(), 1);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(root.join("build-cache")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "the store stays root's only");
     // A record whose layer is gone cannot be used, and check removes it.
     let cfg = inspect(&root, "x");
     let top = cfg["GraphDriver"]["Data"]["Layers"][0].as_str().unwrap().to_string();

@@ -260,6 +260,8 @@ fn files_match_podman_build() {
     write(&ctx, "top.log", "ignored\n");
     write(&ctx, "keep.log", "kept by an exception\n");
     write(&ctx, "secret/key", "never copied\n");
+    write(&ctx, "private/p.txt", "p\n");
+    sh(Command::new("chmod").arg("750").arg(ctx.join("private")));
     write(&ctx, "plain.txt", "not an archive\n");
     write(&ctx, "gz/notes.txt", "compressed, but no tar\n");
     sh(Command::new("gzip").arg(ctx.join("gz/notes.txt")));
@@ -280,6 +282,9 @@ fn files_match_podman_build() {
          COPY link-to-a /followed\n\
          ADD data.tgz /extracted/\n\
          ADD plain.txt /added.txt\n\
+         COPY private/ /newdir-slash/\n\
+         COPY private /newdir\n\
+         COPY private /app/\n\
          ADD gz/notes.txt.gz /gz/\n\
          COPY [\"keep.log\", \"/json form/\"]\n\
          COPY . /ctx/\n\

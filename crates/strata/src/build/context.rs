@@ -441,11 +441,10 @@ pub fn copy_item(src: &Source, item: &Item, dest: &Dest, dest_rel: &str, attrs: 
             last_modification: Timespec { tv_sec: st.st_mtime, tv_nsec: st.st_mtime_nsec as _ },
         };
         if kind == rustix::fs::FileType::Directory {
-            // A directory's contents go into the destination; the directory itself takes
-            // the source's attributes when it is new.
-            let existed = dest.is_dir(&to);
+            // A directory's contents go into the destination, which keeps its attributes
+            // or, new, is 0755 (as buildah makes it); directories below take the source's.
             let d = dest.mkdirs(&to, attrs.owner).map_err(err(&to))?;
-            if !existed || !sub.is_empty() {
+            if !sub.is_empty() {
                 rustix::fs::fchown(&d, Some(uid(owner.0)), Some(gid(owner.1))).map_err(io_at(&to))?;
                 rustix::fs::fchmod(&d, Mode::from_raw_mode(mode)).map_err(io_at(&to))?;
                 dir_times.push((to.clone(), times));

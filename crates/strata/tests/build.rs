@@ -268,7 +268,10 @@ fn files_match_podman_build() {
     write(&ctx, "arch/inner/f", "from the archive\n");
     sh(Command::new("tar").arg("czf").arg(ctx.join("data.tgz")).arg("-C").arg(ctx.join("arch")).arg("."));
     fs::remove_dir_all(ctx.join("arch")).unwrap();
-    write(&ctx, ".dockerignore", "# comment\n*.log\n!keep.log\nsecret\n");
+    write(&ctx, "docs/keep.md", "kept\n");
+    write(&ctx, "docs/drop.md", "dropped\n");
+    write(&ctx, "src/sub/scratch.tmp", "temporary\n");
+    write(&ctx, ".dockerignore", "# comment\n*.log\n!keep.log\nsecret\ndocs\n!docs/keep.md\n**/*.tmp\n");
     write(
         &ctx,
         "Dockerfile",
@@ -305,7 +308,8 @@ fn files_match_podman_build() {
     ] {
         assert!(t.lines().any(|l| l.starts_with(want)), "{want} missing:\n{t}");
     }
-    for never in ["ctx/top.log", "ctx/secret"] {
+    assert!(t.contains("ctx/docs/keep.md\tf"), "an exception inside an excluded directory");
+    for never in ["ctx/top.log", "ctx/secret", "ctx/docs/drop.md", "scratch.tmp"] {
         assert!(!t.contains(never), "{never} copied despite .dockerignore");
     }
     assert!(t.contains("work/dst/link\tl\t0777\t0\t0\t-\t-\ta.txt"), "a symlink is copied as a symlink");

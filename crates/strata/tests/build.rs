@@ -266,6 +266,7 @@ fn files_match_podman_build() {
     write(&ctx, "gz/notes.txt", "compressed, but no tar\n");
     sh(Command::new("gzip").arg(ctx.join("gz/notes.txt")));
     write(&ctx, "arch/inner/f", "from the archive\n");
+    std::os::unix::fs::symlink("/etc/shadow", ctx.join("arch/top-link")).unwrap();
     sh(Command::new("tar").arg("czf").arg(ctx.join("data.tgz")).arg("-C").arg(ctx.join("arch")).arg("."));
     fs::remove_dir_all(ctx.join("arch")).unwrap();
     write(&ctx, "docs/keep.md", "kept\n");
@@ -304,6 +305,7 @@ fn files_match_podman_build() {
         "work/dst/sub/b.txt\tf\t0600",
         "owned/a.txt\tf\t0640\t1000\t1000",
         "extracted/inner/f\tf",
+        "extracted/top-link\tl\t0777\t0\t0\t-\t-\t/etc/shadow",
         "ctx/keep.log",
     ] {
         assert!(t.lines().any(|l| l.starts_with(want)), "{want} missing:\n{t}");

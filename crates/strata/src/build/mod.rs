@@ -530,15 +530,9 @@ fn extract(store: &Store, src: &Source, rel: &str, dst: &Dest, dest_rel: &str, a
         .with_context(|| format!("{rel}: cannot read the archive"))?;
     strata_store::apply::apply_layer(reader, &dir, None).with_context(|| format!("{rel}: cannot unpack"))?;
     let s = Source::root_of(&dir)?;
-    dst.mkdirs(dest_rel, attrs.owner)?;
     let keep = Attrs { keep_owner: attrs.owner.is_none(), ..attrs };
-    // The unpacked root's own attributes are not the destination's.
-    let mut n = 0;
-    for e in std::fs::read_dir(&dir).with_context(|| dir.display().to_string())? {
-        let name = e?.file_name().to_string_lossy().into_owned();
-        let is_dir = std::fs::symlink_metadata(dir.join(&name)).map(|m| m.is_dir()).unwrap_or(false);
-        n += context::copy_item(&s, &Item { rel: name.clone(), is_dir }, dst, &join(dest_rel, &name), keep)?;
-    }
+    // The unpacked tree's contents, links in it copied as links.
+    let n = context::copy_item(&s, &Item { rel: String::new(), is_dir: true }, dst, dest_rel, keep)?;
     tracing::debug!("{rel}: {n} entries unpacked");
     Ok(())
 }

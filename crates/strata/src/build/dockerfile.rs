@@ -53,7 +53,7 @@ impl Instruction {
     pub fn text(&self) -> String {
         let mut s = self.cmd.clone();
         for (n, v) in &self.flags {
-            s.push_str(&format!(" --{n}={v}"));
+            s.push_str(&if v.is_empty() { format!(" --{n}") } else { format!(" --{n}={v}") });
         }
         if !self.rest.is_empty() {
             s.push(' ');

@@ -2,7 +2,7 @@
 //! build step produced; `<key>` is the hex SHA-256 the builder computed from the step's
 //! parent and inputs. The layers of a record are kept by `rmi` (they are referenced, like
 //! an image's), so the cache outlives the images built with it; `check` drops records
-//! that are corrupt or lost a layer.
+//! that are corrupt or lost a layer; `prune` drops them all (`strata builder prune`).
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -105,4 +105,15 @@ pub(crate) fn check(store: &Store) -> Result<Vec<String>> {
         }
     }
     Ok(done)
+}
+
+/// `builder prune`: removes every record, then the layers nothing else references.
+/// Returns the number of records and the layers deleted.
+pub fn prune(store: &Store) -> Result<(usize, Vec<String>)> {
+    let _lock = store.lock(true)?;
+    let all = records(store)?;
+    for (p, _) in &all {
+        remove_if_exists(p)?;
+    }
+    Ok((all.len(), store.collect_layers()?))
 }

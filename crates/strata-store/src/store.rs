@@ -493,7 +493,7 @@ impl Store {
     }
 
     /// Deletes layers nothing references. Lock held.
-    fn collect_layers(&self) -> Result<Vec<String>> {
+    pub(crate) fn collect_layers(&self) -> Result<Vec<String>> {
         let keep = self.referenced_layers()?;
         let mut removed = Vec::new();
         for id in self.layer_ids()? {

@@ -158,6 +158,11 @@ enum Command {
         #[command(flatten)]
         args: build::BuildArgs,
     },
+    /// The build cache: `builder prune` removes its records and the layers only they kept
+    Builder {
+        #[command(subcommand)]
+        command: build::BuilderCommand,
+    },
     /// Make an image from a container's changes
     Commit {
         /// Commit message (the history entry's comment)
@@ -338,6 +343,7 @@ fn store_cmd(root: &Path, command: Command) -> anyhow::Result<ExitCode> {
         Command::Rm { force, containers: list } => return containers::cmd_rm(&store, &list, force),
         Command::Diff { container } => return containers::cmd_diff(&store, &container),
         Command::Build { args } => return build::cmd_build(&store, &args),
+        Command::Builder { command } => return build::cmd_builder(&store, command),
         Command::Commit { message, author, change, container, reference } => {
             return containers::cmd_commit(
                 &store,

@@ -707,3 +707,27 @@ fn copy_from_may_name_its_stage_through_an_arg() {
     assert!(!o.stdout.contains("echo one"), "stage one is not needed now:\n{}", o.stdout);
     assert_eq!(image_files(&root, "byarg", &["x"]), ["two\n"]);
 }
+
+#[test]
+fn builder_prune_drops_the_cache_and_the_layers_only_it_kept() {
+    let s = Scratch::new();
+    let Some((root, ctx)) = setup(&s) else { return };
+    let layers = || {
+        fs::read_dir(root.join("layerdb"))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".json"))
+            .count()
+    };
+    let base = layers();
+    write(&ctx, "Dockerfile", "FROM app\nRUN echo 1 > /1\nRUN echo 2 > /2\n");
+    ok(build(&root, &ctx, &["-t", "pruned"]));
+    ok(go(&root, &["rmi", "pruned"]));
+    assert_eq!(layers(), base + 2, "the cache keeps the layers after rmi");
+    let o = ok(go(&root, &["builder", "prune"]));
+    assert!(o.stdout.contains("Deleted 2 build cache record(s)"), "{}", o.stdout);
+    assert_eq!(o.stdout.matches("Deleted layer:").count(), 2, "{}", o.stdout);
+    assert_eq!(layers(), base);
+    assert_eq!(ok(go(&root, &["run", "--rm", "app", "true"])).code, 0, "the base is intact");
+    let o = ok(build(&root, &ctx, &["-t", "pruned"]));
+    assert_eq!(cached(&o), 0, "{}", o.stdout);
+}

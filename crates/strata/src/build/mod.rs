@@ -58,6 +58,26 @@ pub struct BuildArgs {
     pub context: String,
 }
 
+/// `strata builder ...`
+#[derive(clap::Subcommand, Debug)]
+pub enum BuilderCommand {
+    /// Remove the build cache's records, and the layers no image or container uses
+    Prune,
+}
+
+pub fn cmd_builder(store: &Store, command: BuilderCommand) -> Result<ExitCode> {
+    match command {
+        BuilderCommand::Prune => {
+            let (records, layers) = buildcache::prune(store)?;
+            for l in &layers {
+                println!("Deleted layer: {l}");
+            }
+            println!("Deleted {records} build cache record(s)");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Empty image config of `FROM scratch`.
 fn scratch() -> Vec<u8> {
     serde_json::to_vec(&json!({

@@ -11,9 +11,10 @@ use strata_store::Store;
 use super::context::{ContextError, Item, Source, clean};
 use super::dockerfile::{self, Dockerfile, Heredoc, Instruction, Vars, json_form, key_values};
 
-/// A build input that cannot be built, with the Dockerfile line it comes from.
+/// A build input that cannot be built, with the Dockerfile line it comes from (0: the
+/// command line, e.g. `--target`).
 #[derive(Debug, thiserror::Error)]
-#[error("Dockerfile line {line}: {msg}")]
+#[error("{}{msg}", if *line > 0 { format!("Dockerfile line {line}: ") } else { String::new() })]
 pub struct PlanError {
     pub line: usize,
     pub msg: String,
@@ -692,6 +693,16 @@ mod tests {
 
     #[test]
     fn only_needed_stages_are_planned_to_run() {
+        let e = plan(
+            &Store::open(&tempfile::tempdir().unwrap().path().join("s")).unwrap(),
+            &dockerfile::parse("FROM scratch AS a\n").unwrap(),
+            None,
+            &BTreeMap::new(),
+            Some("b"),
+        )
+        .err()
+        .unwrap();
+        assert_eq!(e.to_string(), "--target b: no stage of that name");
         let text = "FROM scratch AS a\nFROM scratch AS b\nFROM a AS c\nFROM scratch\nCOPY --from=c / /\n";
         assert_eq!(planned(text, &[]).unwrap().order, [0, 2, 3]);
         let e = planned("FROM scratch\nCOPY --from=later / /\nFROM scratch AS later\n", &[]).err().unwrap();

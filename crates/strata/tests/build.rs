@@ -686,9 +686,13 @@ fn network_of_run_steps_follows_the_command_line() {
     write(&ctx, "Dockerfile", "FROM app\nRUN cut -d: -f1 /proc/net/dev | tail -n +3 | tr -d ' ' | sort > /ifaces\n");
     ok(build(&root, &ctx, &["-t", "isolated"]));
     assert_eq!(image_files(&root, "isolated", &["ifaces"]), ["lo\n"], "default: --network none");
+    let host = || sh(Command::new("sh").arg("-c").arg("cut -d: -f1 /proc/net/dev | tail -n +3 | tr -d ' ' | sort"));
+    let before = host();
     ok(build(&root, &ctx, &["-t", "shared", "--network", "host"]));
-    let host = sh(Command::new("sh").arg("-c").arg("cut -d: -f1 /proc/net/dev | tail -n +3 | tr -d ' ' | sort"));
-    assert_eq!(image_files(&root, "shared", &["ifaces"]), [host]);
+    let after = host();
+    // Other work on the machine may add or remove an interface meanwhile.
+    let seen = image_files(&root, "shared", &["ifaces"]).remove(0);
+    assert!(seen == before || seen == after, "{seen} is not the host's {before}");
 }
 
 #[test]

@@ -282,7 +282,7 @@ pub fn plan(
                 created_by = format!("{META} ENV {}", shown.join(" "));
             }
             "LABEL" => {
-                let kv = key_values(&ins.rest, &vars, esc, false).or_else(|e| bad(&ins, e))?;
+                let kv = key_values(&ins.rest, &vars, esc, true).or_else(|e| bad(&ins, e))?;
                 if !config["Labels"].is_object() {
                     config["Labels"] = json!({});
                 }
@@ -662,6 +662,9 @@ mod tests {
         // "ENV abc=bye def=$abc": def gets the value from before the instruction.
         let p = planned("FROM scratch\nENV abc=hello\nENV abc=bye def=$abc\nENV ghi=$abc\n", &[]).unwrap();
         assert_eq!(env(&p.stages[0].steps[2]), ["abc=bye", "def=hello", "ghi=bye"]);
+        // LABEL, like ENV, also takes the old `KEY VALUE` form.
+        let p = planned("FROM scratch\nLABEL description This text illustrates\n", &[]).unwrap();
+        assert_eq!(p.stages[0].steps[0].config["Labels"]["description"], "This text illustrates");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! move images in and out in the OCI and docker-archive formats.
 
 pub mod apply;
+pub mod buildcache;
 pub mod changes;
 pub mod commit;
 pub mod compress;

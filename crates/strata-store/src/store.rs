@@ -9,6 +9,7 @@
 //! ROOT/images/<id>.json       image config, byte for byte; id = sha256 of those bytes
 //! ROOT/repositories.json      {"name:tag": "sha256:<id>"}
 //! ROOT/containers/<id>/       containers
+//! ROOT/build-cache/<key>.json the build cache's records (see buildcache.rs)
 //! ROOT/mnt/<id>/              mount points
 //! ROOT/tmp/                   staging; everything here is disposable
 //! ```
@@ -487,11 +488,12 @@ impl Store {
         for c in crate::container::list(self)? {
             keep.extend(c.image_layers.iter().cloned());
         }
+        keep.extend(crate::buildcache::layers(self)?);
         Ok(keep)
     }
 
     /// Deletes layers nothing references. Lock held.
-    fn collect_layers(&self) -> Result<Vec<String>> {
+    pub(crate) fn collect_layers(&self) -> Result<Vec<String>> {
         let keep = self.referenced_layers()?;
         let mut removed = Vec::new();
         for id in self.layer_ids()? {
@@ -586,6 +588,7 @@ impl Store {
                     .push(format!("image {id} lost a layer or its config is corrupt: removed (load it again)"));
             }
         }
+        report.repaired.extend(crate::buildcache::check(self)?);
         let before = tags.len();
         tags.retain(|_, id| id.parse::<Digest>().is_ok_and(|d| self.image_path(&d).exists()));
         if tags.len() != before {

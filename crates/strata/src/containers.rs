@@ -310,7 +310,7 @@ pub fn ensure_mounted(store: &Store, c: &Container) -> Result<PathBuf> {
     Ok(mnt)
 }
 
-fn unmount(store: &Store, c: &Container) {
+pub(crate) fn unmount(store: &Store, c: &Container) {
     let mnt = store.mnt_dir(&c.id);
     if strata_union::is_strata_mount(&mnt)
         && let Err(e) = strata_union::unmount(&mnt, false)
@@ -341,7 +341,7 @@ fn read_in_root(root: &Path, rel: &str) -> String {
 }
 
 /// uid, gid, supplementary groups and home for a user spec, from the rootfs's files.
-fn resolve_user(rootfs: &Path, spec: &str) -> Result<(u32, u32, Vec<u32>, String)> {
+pub(crate) fn resolve_user(rootfs: &Path, spec: &str) -> Result<(u32, u32, Vec<u32>, String)> {
     let read = |f: &str| read_in_root(rootfs, f);
     let passwd = read("etc/passwd");
     let group = read("etc/group");

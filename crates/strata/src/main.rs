@@ -1,5 +1,6 @@
 //! `strata`: the command line. Thin: parses, calls the libraries, prints.
 
+mod build;
 mod containers;
 mod daemon;
 mod images;
@@ -153,6 +154,16 @@ enum Command {
     },
     /// Show what a container changed: A added, C changed, D deleted
     Diff { container: String },
+    /// Build an image from a Dockerfile, one layer per RUN, COPY and ADD, with a cache
+    Build {
+        #[command(flatten)]
+        args: build::BuildArgs,
+    },
+    /// The build cache: `builder prune` removes its records and the layers only they kept
+    Builder {
+        #[command(subcommand)]
+        command: build::BuilderCommand,
+    },
     /// Make an image from a container's changes
     Commit {
         /// Commit message (the history entry's comment)
@@ -357,6 +368,8 @@ fn store_cmd(root: &Path, command: Command) -> anyhow::Result<ExitCode> {
         Command::Ps { all, format } => return containers::cmd_ps(&store, all, format),
         Command::Rm { force, containers: list } => return containers::cmd_rm(&store, &list, force),
         Command::Diff { container } => return containers::cmd_diff(&store, &container),
+        Command::Build { args } => return build::cmd_build(&store, &args),
+        Command::Builder { command } => return build::cmd_builder(&store, command),
         Command::Commit { message, author, change, container, reference } => {
             return containers::cmd_commit(
                 &store,

@@ -71,6 +71,15 @@ pub struct State {
     pub exit_code: Option<i32>,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
+    /// Host pid and start time of the container's monitor (`run -d`, `start -d`), which
+    /// owns its mount, process and exit status; 0 for a run in the foreground.
+    #[serde(default)]
+    pub monitor_pid: i32,
+    #[serde(default)]
+    pub monitor_start: u64,
+    /// Why the last start failed before the command ran (Docker's `State.Error`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -128,9 +137,23 @@ impl Container {
             && pid_start_time(self.state.pid) == Some(self.state.pid_start)
     }
 
+    /// Is the container's monitor alive (the recorded pid, with the recorded start time)?
+    pub fn monitor_alive(&self) -> bool {
+        self.state.monitor_pid > 0 && alive_since(self.state.monitor_pid, self.state.monitor_start)
+    }
+
     pub fn dir(&self, store: &Store) -> PathBuf {
         store.containers_dir().join(&self.id)
     }
+}
+
+/// Is process `pid`, started at `start`, alive? A zombie is not (its parent, once the
+/// `strata` that spawned a monitor has exited, may be slow to reap it).
+fn alive_since(pid: i32, start: u64) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    let Some((_, after)) = stat.rsplit_once(") ") else { return false };
+    let fields: Vec<&str> = after.split(' ').collect();
+    !matches!(fields.first(), Some(&"Z" | &"X")) && fields.get(19).and_then(|f| f.parse().ok()) == Some(start)
 }
 
 /// Field 22 of /proc/PID/stat: when the process started.

@@ -308,7 +308,7 @@ pub fn ensure_mounted(store: &Store, c: &Container) -> Result<PathBuf> {
     Ok(mnt)
 }
 
-fn unmount(store: &Store, c: &Container) {
+pub(crate) fn unmount(store: &Store, c: &Container) {
     let mnt = store.mnt_dir(&c.id);
     if strata_union::is_strata_mount(&mnt)
         && let Err(e) = strata_union::unmount(&mnt, false)
@@ -417,6 +417,8 @@ pub fn start(store: &Store, c: &Container, stdin: bool, tty: bool) -> Result<i32
         b.0 = cdir.join(&b.0);
     }
     spec.tty = tty;
+    // Without a terminal, the output is kept in the container's log too.
+    let capture = if tty { None } else { Some(crate::logs::capture(&crate::logs::log_path(store, c))?) };
     let raw = tty.then(crate::terminal::RawMode::enter);
     let id = c.id.clone();
     let res = strata_runtime::run(&spec, |pid| {
@@ -433,6 +435,7 @@ pub fn start(store: &Store, c: &Container, stdin: bool, tty: bool) -> Result<i32
         }
     });
     drop(raw);
+    drop(capture);
     let code = res.as_ref().ok().copied();
     let recorded = container::update(store, &c.id, |c| {
         c.state.status =
@@ -458,8 +461,23 @@ pub fn cmd_create(store: &Store, args: &CreateArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn cmd_run(store: &Store, args: &CreateArgs, rm: bool, interactive: bool, tty: bool) -> Result<ExitCode> {
+pub fn cmd_run(
+    store: &Store,
+    args: &CreateArgs,
+    rm: bool,
+    interactive: bool,
+    tty: bool,
+    detach: bool,
+) -> Result<ExitCode> {
+    if detach && (rm || interactive || tty) {
+        bail!("-d cannot be combined with --rm, -i or -t yet (there is no `attach`)");
+    }
     let c = create(store, args)?;
+    if detach {
+        crate::monitor::start_detached(store, &c)?;
+        println!("{}", c.id);
+        return Ok(ExitCode::SUCCESS);
+    }
     let res = start(store, &c, interactive, tty);
     if rm {
         remove(store, &container::find(store, &c.id)?, true)?;
@@ -467,8 +485,13 @@ pub fn cmd_run(store: &Store, args: &CreateArgs, rm: bool, interactive: bool, tt
     Ok(exit_status(res?))
 }
 
-pub fn cmd_start(store: &Store, reference: &str, interactive: bool, tty: bool) -> Result<ExitCode> {
+pub fn cmd_start(store: &Store, reference: &str, interactive: bool, tty: bool, detach: bool) -> Result<ExitCode> {
     let c = container::find(store, reference)?;
+    if detach {
+        crate::monitor::start_detached(store, &c)?;
+        println!("{reference}");
+        return Ok(ExitCode::SUCCESS);
+    }
     let code = start(store, &c, interactive, tty)?;
     Ok(exit_status(code))
 }
@@ -518,16 +541,26 @@ pub fn cmd_exec(store: &Store, args: &ExecArgs) -> Result<ExitCode> {
 }
 
 fn status(c: &Container) -> String {
-    let since = |t: &Option<String>| ago(t.as_deref()).trim_end_matches(" ago").to_string();
     if c.is_running() {
-        format!("Up {}", since(&c.state.started_at))
+        format!("Up {}", crate::ui::human_duration(c.state.started_at.as_deref()))
     } else if c.state.status == "created" {
         "Created".into()
     } else {
         match c.state.exit_code {
-            Some(code) => format!("Exited ({code}) {}", ago(c.state.finished_at.as_deref())),
+            Some(code) => format!("Exited ({code}) {} ago", crate::ui::human_duration(c.state.finished_at.as_deref())),
+            // Its monitor was killed, then the container ended: nobody saw how.
+            None if c.state.finished_at.is_none() => "Exited (unknown)".into(),
             None => format!("Exited (killed) {}", ago(c.state.finished_at.as_deref())),
         }
+    }
+}
+
+/// Docker's state word; a container recorded as running whose process is gone (its
+/// monitor was killed) has exited.
+fn state(c: &Container) -> &str {
+    match c.state.status.as_str() {
+        "running" if !c.is_running() => "exited",
+        s => s,
     }
 }
 
@@ -539,7 +572,7 @@ pub fn cmd_ps(store: &Store, all: bool, format: crate::images::ListFormat) -> Re
                 .iter()
                 .map(|c| {
                     serde_json::json!({"Id": c.id, "Names": c.name, "Image": c.image_name, "ImageId": c.image,
-                        "Command": c.config.args, "Created": c.created, "State": if c.is_running() { "running" } else { c.state.status.as_str() },
+                        "Command": c.config.args, "Created": c.created, "State": state(c),
                         "Status": status(c), "ExitCode": c.state.exit_code, "Pid": if c.is_running() { c.state.pid } else { 0 }})
                 })
                 .collect();
@@ -584,6 +617,8 @@ pub fn remove(store: &Store, c: &Container, force: bool) -> Result<()> {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
+    // A detached container's monitor records its end and unmounts first.
+    crate::monitor::wait_monitor(store, &c.id, std::time::Duration::from_secs(10));
     unmount(store, c);
     // A run whose `strata` process was killed left them behind.
     if !strata_runtime::cgroup::remove_leftover(&c.id) {

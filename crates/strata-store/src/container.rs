@@ -32,6 +32,9 @@ pub struct RunConfig {
     /// How the container is confined, as the user asked (Docker's options).
     #[serde(default)]
     pub security: Security,
+    /// `-v` bind mounts, as `HOST:CTR[:ro]` with HOST absolute and canonical.
+    #[serde(default)]
+    pub volumes: Vec<String>,
 }
 
 /// Docker's options that change a container's confinement, as given. The default (all
@@ -295,6 +298,24 @@ pub fn create(
         let p = init.join(f);
         write_0644(&p, b"")?;
     }
+    // Mount points of directory volumes (`HOST:CTR[:ro]`) where the image has
+    // directories or nothing on the way (a link or a file is left to the runtime, which
+    // resolves it inside the root): not in the read-write layer, so not in `diff`.
+    for v in &config.volumes {
+        let mut parts = v.split(':');
+        let (Some(host), Some(target)) = (parts.next(), parts.next()) else { continue };
+        let rel = Path::new(target.trim_start_matches('/'));
+        if rel.as_os_str().is_empty() || !Path::new(host).is_dir() || !dirs_or_missing(&view, rel).at(&init)? {
+            continue;
+        }
+        fs::create_dir_all(init.join(rel)).at(init.join(rel))?;
+        // A merged directory shows the topmost's attributes: the image's, else 0755 root.
+        let mut prefix = PathBuf::new();
+        for comp in rel.components() {
+            prefix.push(comp);
+            mirror(&prefix.to_string_lossy(), &init.join(&prefix))?;
+        }
+    }
     let cdir = staging.dir.join("container");
     fs::create_dir(&cdir).at(&cdir)?;
     let hostname = if config.hostname.is_empty() { id[..12].to_string() } else { config.hostname.clone() };
@@ -347,6 +368,21 @@ pub fn create(
     fs::rename(&cdir, c.dir(store)).at(c.dir(store))?;
     write_record(store, &c)?;
     Ok(c)
+}
+
+/// Whether every name on `rel`'s way in the image's view is a directory or absent.
+fn dirs_or_missing(view: &View, rel: &Path) -> std::io::Result<bool> {
+    let mut dir = view.root();
+    for comp in rel.components() {
+        match view.lookup(&dir, comp.as_os_str())? {
+            Some(e) => match e.dir {
+                Some(d) => dir = d,
+                None => return Ok(false),
+            },
+            None => return Ok(true),
+        }
+    }
+    Ok(true)
 }
 
 /// A new file readable by all and writable by root only, whatever the umask: the files

@@ -41,6 +41,9 @@ pub struct CreateArgs {
     /// none: an own network namespace with only lo; host: the host's network
     #[arg(long, default_value = "none", value_parser = ["none", "host"])]
     pub network: String,
+    /// Bind-mount a host path: HOST:CONTAINER[:ro|rw]
+    #[arg(short = 'v', long = "volume", value_name = "HOST:CONTAINER[:ro]")]
+    pub volumes: Vec<String>,
     #[command(flatten)]
     pub security: SecurityArgs,
     /// The image, then the command and its arguments (default: the image's)
@@ -193,6 +196,8 @@ pub fn inspect_value(store: &Store, c: &Container) -> Result<serde_json::Value> 
                         "MaskedPaths": abs(masked), "ReadonlyPaths": abs(read_only),
                         "Namespaces": namespaces,
                         "Pid1": if sec.init { "strata-init (sealed in-memory copy)" } else { "the command" }},
+        "Mounts": c.config.volumes.iter().filter_map(|v| crate::volumes::parse(v).ok()).map(|v| serde_json::json!({
+            "Type": "bind", "Source": v.source, "Destination": v.target, "RW": !v.read_only})).collect::<Vec<_>>(),
         "GraphDriver": {"Name": "strata", "Data": {"MergedDir": store.mnt_dir(&c.id), "UpperDir": store.diff_dir(&c.id),
                         "InitDir": store.diff_dir(&c.init_layer())}},
     }))
@@ -267,6 +272,8 @@ pub fn create(store: &Store, args: &CreateArgs) -> Result<Container> {
     // exit status for a bad option (125). A profile named on the command line is read
     // now and kept with the container.
     let resolved = confinement(&security, None).map_err(|e| strata_runtime::RuntimeError::Other(format!("{e:#}")))?;
+    let volumes =
+        crate::volumes::check_all(&args.volumes).map_err(|e| strata_runtime::RuntimeError::Other(format!("{e:#}")))?;
     let profile = match resolved.seccomp {
         Seccomp::Profile(text) => Some(text),
         _ => None,
@@ -284,6 +291,7 @@ pub fn create(store: &Store, args: &CreateArgs) -> Result<Container> {
         cmd,
         entrypoint,
         security,
+        volumes,
     };
     Ok(container::create(store, &image, image_ref, args.name.as_deref(), config, profile.as_deref())?)
 }
@@ -402,6 +410,7 @@ fn spec_for(store: &Store, c: &Container, rootfs: &Path, user_root: &Path, stdin
         stdin,
         tty: false,
         confinement: confinement(&c.config.security, seccomp_profile(store, c))?,
+        volumes: c.config.volumes.iter().map(|v| crate::volumes::parse(v)).collect::<Result<_>>()?,
     })
 }
 

@@ -8,6 +8,7 @@ mod logs;
 mod monitor;
 mod terminal;
 mod ui;
+mod volumes;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -263,3 +263,70 @@ fn a_killed_monitor_leaves_the_state_right_and_rm_cleans_up() {
     let out = sh(st(&root).arg("check"));
     assert!(!out.contains("problem"), "{out}");
 }
+
+#[test]
+fn volumes_are_shared_read_only_on_demand_and_never_in_the_layer() {
+    let s = Scratch::new();
+    let Some(root) = store_with_app(&s) else { return };
+    let _c = Cleanup(&root, &["w1", "r1", "e1"]);
+    let shared = s.mkdir("shared");
+    let vol = format!("{}:/data", shared.display());
+    let vol_ro = format!("{}:/deep/shared:ro", shared.display());
+    // One container writes, detached; another sees it, read-only.
+    run_d(&root, &["--name", "w1", "-v", &vol, "app", "sh", "-c", "echo from-w1 > /data/f; exec sleep 300"]);
+    let t0 = Instant::now();
+    while !shared.join("f").exists() {
+        assert!(t0.elapsed() < Duration::from_secs(30), "{}", go(&root, &["logs", "w1"]).stderr);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let o = go(
+        &root,
+        &["run", "--name", "r1", "-v", &vol_ro, "app", "sh", "-c", "cat /deep/shared/f; touch /deep/shared/g"],
+    );
+    assert_eq!((o.code, o.stdout.as_str()), (1, "from-w1\n"), "{}", o.stderr);
+    assert!(o.stderr.contains("Read-only file system"), "{}", o.stderr);
+    assert!(!shared.join("g").exists());
+    // Written through the volume: on the host, not in the layer, diff or commit.
+    assert_eq!(read(shared.join("f")), "from-w1\n");
+    for name in ["w1", "r1"] {
+        assert_eq!(sh(st(&root).args(["diff", name])), "", "diff of {name}");
+    }
+    sh(st(&root).args(["commit", "w1", "w1img"]));
+    let o = go(&root, &["run", "--rm", "w1img", "ls", "/data"]);
+    assert_ne!(o.code, 0, "the volume's mount point is not in the commit: {}", o.stdout);
+    let inspect: serde_json::Value = serde_json::from_str(&sh(st(&root).args(["inspect", "r1"]))).unwrap();
+    let mounts = &inspect[0]["Mounts"];
+    assert_eq!(mounts[0]["Destination"], "/deep/shared", "{inspect}");
+    assert_eq!((mounts[0]["RW"].as_bool(), mounts[0]["Type"].as_str()), (Some(false), Some("bind")), "{inspect}");
+    // A missing source is refused before anything exists, with Docker's wording and status.
+    let before = ps_json(&root).as_array().unwrap().len();
+    let missing = format!("{}:/x", s.path("missing").display());
+    let o = go(&root, &["run", "-v", &missing, "app", "true"]);
+    assert_eq!(o.code, 125);
+    assert!(o.stderr.contains("bind source path does not exist"), "{}", o.stderr);
+    assert_eq!(ps_json(&root).as_array().unwrap().len(), before);
+    // An image's link to a host path leads to the container's path, never the host's;
+    // one to a path the container lacks is refused.
+    let (outside, absent) = (s.path("outside"), s.path("absent"));
+    let links = format!(
+        "mkdir -p {o} && ln -s /../../..{o} /esc && ln -s {a} /dangle",
+        o = outside.display(),
+        a = absent.display()
+    );
+    sh(st(&root).args(["run", "--name", "e1", "app", "sh", "-c", &links]));
+    sh(st(&root).args(["commit", "e1", "linkimg"]));
+    let vol_esc = format!("{}:/esc/sub:ro", shared.display());
+    let inside = format!("cat {}/sub/f", outside.display());
+    let o = go(&root, &["run", "--rm", "-v", &vol_esc, "linkimg", "sh", "-c", &inside]);
+    assert_eq!((o.code, o.stdout.as_str()), (0, "from-w1\n"), "{}", o.stderr);
+    let vol_dangle = format!("{}:/dangle/sub", shared.display());
+    let o = go(&root, &["run", "--rm", "-v", &vol_dangle, "linkimg", "true"]);
+    assert_eq!(o.code, 125);
+    assert!(
+        o.stderr.contains("making directory /dangle") && o.stderr.contains("dangling symbolic link"),
+        "{}",
+        o.stderr
+    );
+    assert!(!absent.exists() && !outside.exists(), "nothing made on the host");
+    assert!(!outside.exists(), "nothing made on the host");
+}

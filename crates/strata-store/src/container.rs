@@ -445,7 +445,8 @@ pub fn check(store: &Store) -> Result<Vec<String>> {
         }
     }
     for mut c in list(store)? {
-        if c.state.status == "running" && !c.is_running() {
+        // A live monitor is recording its container's end itself.
+        if c.state.status == "running" && !c.is_running() && !c.monitor_alive() {
             c.state.status = "exited".into();
             c.state.finished_at = Some(now_rfc3339());
             write_record(store, &c)?;

@@ -329,3 +329,32 @@ fn volumes_are_shared_read_only_on_demand_and_never_in_the_layer() {
     );
     assert!(!absent.exists() && !outside.exists(), "nothing made on the host");
 }
+
+#[test]
+fn the_log_is_rotated_at_its_cap_and_logs_reads_both_files() {
+    let s = Scratch::new();
+    let Some(root) = store_with_app(&s) else { return };
+    let _c = Cleanup(&root, &["big"]);
+    // 3000 numbered lines with a 64 KiB cap (the monitor inherits the setting).
+    let o = st(&root)
+        .args(["run", "-d", "--name", "big", "app", "sh", "-c", "seq 1 3000"])
+        .env("STRATA_LOG_MAX_SIZE", "65536")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert_eq!(sh(st(&root).args(["wait", "big"])), "0\n");
+    let dir = root.join("containers").join(&id);
+    let (cur, old) = (dir.join("json.log"), dir.join("json.log.1"));
+    assert!(old.exists(), "rotated");
+    for f in [&cur, &old] {
+        assert!(std::fs::metadata(f).unwrap().len() <= 65536, "{} within the cap", f.display());
+    }
+    // The oldest lines went with the rotation before last; the rest are there, in order.
+    let out = sh(st(&root).args(["logs", "big"]));
+    let nums: Vec<u32> = out.lines().map(|l| l.parse().unwrap()).collect();
+    let first = nums[0];
+    assert!(first > 1, "older lines were dropped with the oldest file");
+    assert_eq!(nums, (first..=3000).collect::<Vec<_>>());
+    assert_eq!(sh(st(&root).args(["logs", "--tail", "3", "big"])), "2998\n2999\n3000\n");
+}

@@ -557,9 +557,9 @@ fn status(c: &Container) -> String {
     } else {
         match c.state.exit_code {
             Some(code) => format!("Exited ({code}) {} ago", crate::ui::human_duration(c.state.finished_at.as_deref())),
-            // Its monitor was killed, then the container ended: nobody saw how.
+            // Nobody saw how it ended (its monitor or `strata run` was killed first).
             None if c.state.finished_at.is_none() => "Exited (unknown)".into(),
-            None => format!("Exited (killed) {}", ago(c.state.finished_at.as_deref())),
+            None => format!("Exited (unknown) {}", ago(c.state.finished_at.as_deref())),
         }
     }
 }

@@ -14,7 +14,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
 use strata_store::Store;
@@ -254,6 +254,9 @@ pub struct LogsArgs {
     /// Show each line's time (RFC 3339, nanoseconds)
     #[arg(short = 't', long)]
     pub timestamps: bool,
+    /// Only lines since a time (RFC 3339, e.g. 2026-12-07T03:00:00Z) or for a while (10m, 1h30m)
+    #[arg(long, value_name = "TIME", value_parser = parse_since)]
+    pub since: Option<SystemTime>,
     pub container: String,
 }
 
@@ -294,6 +297,22 @@ impl Reader {
     }
 }
 
+/// `--since`: a time, or a duration back from now.
+fn parse_since(s: &str) -> Result<SystemTime, String> {
+    if let Ok(t) = humantime::parse_rfc3339_weak(s) {
+        return Ok(t);
+    }
+    let ago = humantime::parse_duration(s).map_err(|_| format!("'{s}': a time (RFC 3339) or a duration (10m)"))?;
+    Ok(SystemTime::now().checked_sub(ago).unwrap_or(SystemTime::UNIX_EPOCH))
+}
+
+/// Whether a log entry is from `since` on.
+fn after(entry: &str, since: Option<SystemTime>) -> bool {
+    let Some(since) = since else { return true };
+    let v: serde_json::Value = serde_json::from_str(entry).unwrap_or_default();
+    v["time"].as_str().and_then(|t| humantime::parse_rfc3339(t).ok()).is_some_and(|t| t >= since)
+}
+
 /// Prints log entries to our stdout and stderr; false once our stdout is gone.
 fn print(entries: &[String], timestamps: bool) -> bool {
     let (mut out, mut err) = (io::stdout().lock(), io::stderr().lock());
@@ -323,6 +342,7 @@ pub fn cmd_logs(store: &Store, args: &LogsArgs) -> Result<ExitCode> {
     let mut reader = Reader::new(&path);
     let mut entries: Vec<String> = old.lines().map(str::to_string).collect();
     entries.extend(reader.lines());
+    entries.retain(|e| after(e, args.since));
     if let Some(n) = tail {
         entries.drain(..entries.len().saturating_sub(n));
     }

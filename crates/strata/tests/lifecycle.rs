@@ -172,6 +172,12 @@ fn logs_follow_a_container_until_it_ends() {
     assert_eq!((o.stdout.as_str(), o.stderr.as_str()), ("line 5\n", "bye\n"));
     let o = go(&root, &["logs", "--tail", "0", "f1"]);
     assert_eq!((o.stdout.as_str(), o.stderr.as_str()), ("", ""));
+    // --since: from a line's own time, or for a while back.
+    let stamped = sh(st(&root).args(["logs", "-t", "f1"]));
+    let third = stamped.lines().nth(2).unwrap().split(' ').next().unwrap().to_string();
+    let o = go(&root, &["logs", "--since", &third, "f1"]);
+    assert_eq!((o.stdout.as_str(), o.stderr.as_str()), ("line 3\nline 4\nline 5\n", "bye\n"));
+    assert_eq!(go(&root, &["logs", "--since", "1h", "f1"]).stdout.lines().count(), 5);
 }
 
 #[test]

@@ -89,6 +89,19 @@ pub struct RunSpec {
     /// stdout, stderr and controlling terminal; it is relayed to our stdio.
     pub tty: bool,
     pub confinement: Confinement,
+    /// Host directories and files bind-mounted into the root (`-v`), beside the union.
+    #[serde(default)]
+    pub volumes: Vec<Volume>,
+}
+
+/// A bind mount of a host path at a path in the container (`-v HOST:CTR[:ro]`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Volume {
+    /// Absolute host path.
+    pub source: PathBuf,
+    /// Path in the container, resolved inside its root.
+    pub target: String,
+    pub read_only: bool,
 }
 
 /// Exit status for failures of the runtime itself, before the command runs (as Docker).

@@ -39,6 +39,9 @@ pub fn prepare(spec: &RunSpec) -> Result<(), RuntimeError> {
         let target = root.file(path)?;
         root.bind(&host.to_string_lossy(), &target, path, false)?;
     }
+    for v in &spec.volumes {
+        volume(&root, v)?;
+    }
     if !c.privileged {
         mask(&root)?;
     }
@@ -52,6 +55,22 @@ pub fn prepare(spec: &RunSpec) -> Result<(), RuntimeError> {
     }
 
     rustix::process::fchdir(root.fd()).map_err(sys(format!("chdir {}", rootfs.display())))?;
+    Ok(())
+}
+
+/// A `-v` volume: the host path bound (with what is mounted below it, as Docker's
+/// `rbind`) on its destination, resolved inside the root (an image's link to a host
+/// path means the container's path), made if missing: a directory for a directory, an
+/// empty file for anything else.
+fn volume(root: &Root, v: &crate::Volume) -> Result<(), RuntimeError> {
+    let source = v.source.to_string_lossy();
+    let meta = std::fs::metadata(&v.source)
+        .map_err(|e| RuntimeError::Other(format!("bind source path does not exist: {source} ({e})")))?;
+    let target = if meta.is_dir() { root.mkdir_all(&v.target)? } else { root.file(&v.target)? };
+    root.bind(&source, &target, &v.target, true)?;
+    if v.read_only {
+        root.remount_read_only(&v.target, MountFlags::empty())?;
+    }
     Ok(())
 }
 

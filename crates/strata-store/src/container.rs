@@ -32,6 +32,9 @@ pub struct RunConfig {
     /// How the container is confined, as the user asked (Docker's options).
     #[serde(default)]
     pub security: Security,
+    /// `-v` bind mounts, as `HOST:CTR[:ro]` with HOST absolute and canonical.
+    #[serde(default)]
+    pub volumes: Vec<String>,
 }
 
 /// Docker's options that change a container's confinement, as given. The default (all
@@ -71,6 +74,15 @@ pub struct State {
     pub exit_code: Option<i32>,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
+    /// Host pid and start time of the container's monitor (`run -d`, `start -d`), which
+    /// owns its mount, process and exit status; 0 for a run in the foreground.
+    #[serde(default)]
+    pub monitor_pid: i32,
+    #[serde(default)]
+    pub monitor_start: u64,
+    /// Why the last start failed before the command ran (Docker's `State.Error`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -128,9 +140,23 @@ impl Container {
             && pid_start_time(self.state.pid) == Some(self.state.pid_start)
     }
 
+    /// Is the container's monitor alive (the recorded pid, with the recorded start time)?
+    pub fn monitor_alive(&self) -> bool {
+        self.state.monitor_pid > 0 && alive_since(self.state.monitor_pid, self.state.monitor_start)
+    }
+
     pub fn dir(&self, store: &Store) -> PathBuf {
         store.containers_dir().join(&self.id)
     }
+}
+
+/// Is process `pid`, started at `start`, alive? A zombie is not (its parent, once the
+/// `strata` that spawned a monitor has exited, may be slow to reap it).
+fn alive_since(pid: i32, start: u64) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    let Some((_, after)) = stat.rsplit_once(") ") else { return false };
+    let fields: Vec<&str> = after.split(' ').collect();
+    !matches!(fields.first(), Some(&"Z" | &"X")) && fields.get(19).and_then(|f| f.parse().ok()) == Some(start)
 }
 
 /// Field 22 of /proc/PID/stat: when the process started.
@@ -272,6 +298,24 @@ pub fn create(
         let p = init.join(f);
         write_0644(&p, b"")?;
     }
+    // Mount points of directory volumes (`HOST:CTR[:ro]`) where the image has
+    // directories or nothing on the way (a link or a file is left to the runtime, which
+    // resolves it inside the root): not in the read-write layer, so not in `diff`.
+    for v in &config.volumes {
+        let mut parts = v.split(':');
+        let (Some(host), Some(target)) = (parts.next(), parts.next()) else { continue };
+        let rel = Path::new(target.trim_start_matches('/'));
+        if rel.as_os_str().is_empty() || !Path::new(host).is_dir() || !dirs_or_missing(&view, rel).at(&init)? {
+            continue;
+        }
+        fs::create_dir_all(init.join(rel)).at(init.join(rel))?;
+        // A merged directory shows the topmost's attributes: the image's, else 0755 root.
+        let mut prefix = PathBuf::new();
+        for comp in rel.components() {
+            prefix.push(comp);
+            mirror(&prefix.to_string_lossy(), &init.join(&prefix))?;
+        }
+    }
     let cdir = staging.dir.join("container");
     fs::create_dir(&cdir).at(&cdir)?;
     let hostname = if config.hostname.is_empty() { id[..12].to_string() } else { config.hostname.clone() };
@@ -324,6 +368,21 @@ pub fn create(
     fs::rename(&cdir, c.dir(store)).at(c.dir(store))?;
     write_record(store, &c)?;
     Ok(c)
+}
+
+/// Whether every name on `rel`'s way in the image's view is a directory or absent.
+fn dirs_or_missing(view: &View, rel: &Path) -> std::io::Result<bool> {
+    let mut dir = view.root();
+    for comp in rel.components() {
+        match view.lookup(&dir, comp.as_os_str())? {
+            Some(e) => match e.dir {
+                Some(d) => dir = d,
+                None => return Ok(false),
+            },
+            None => return Ok(true),
+        }
+    }
+    Ok(true)
 }
 
 /// A new file readable by all and writable by root only, whatever the umask: the files
@@ -386,7 +445,8 @@ pub fn check(store: &Store) -> Result<Vec<String>> {
         }
     }
     for mut c in list(store)? {
-        if c.state.status == "running" && !c.is_running() {
+        // A live monitor is recording its container's end itself.
+        if c.state.status == "running" && !c.is_running() && !c.monitor_alive() {
             c.state.status = "exited".into();
             c.state.finished_at = Some(now_rfc3339());
             write_record(store, &c)?;

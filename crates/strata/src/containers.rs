@@ -41,6 +41,9 @@ pub struct CreateArgs {
     /// none: an own network namespace with only lo; host: the host's network
     #[arg(long, default_value = "none", value_parser = ["none", "host"])]
     pub network: String,
+    /// Bind-mount a host path: HOST:CONTAINER[:ro|rw]
+    #[arg(short = 'v', long = "volume", value_name = "HOST:CONTAINER[:ro]")]
+    pub volumes: Vec<String>,
     #[command(flatten)]
     pub security: SecurityArgs,
     #[command(flatten)]
@@ -195,6 +198,8 @@ pub fn inspect_value(store: &Store, c: &Container) -> Result<serde_json::Value> 
                         "MaskedPaths": abs(masked), "ReadonlyPaths": abs(read_only),
                         "Namespaces": namespaces,
                         "Pid1": if sec.init { "strata-init (sealed in-memory copy)" } else { "the command" }},
+        "Mounts": c.config.volumes.iter().filter_map(|v| crate::volumes::parse(v).ok()).map(|v| serde_json::json!({
+            "Type": "bind", "Source": v.source, "Destination": v.target, "RW": !v.read_only})).collect::<Vec<_>>(),
         "GraphDriver": {"Name": "strata", "Data": {"MergedDir": store.mnt_dir(&c.id), "UpperDir": store.diff_dir(&c.id),
                         "InitDir": store.diff_dir(&c.init_layer())}},
     }))
@@ -269,6 +274,8 @@ pub fn create(store: &Store, args: &CreateArgs) -> Result<Container> {
     // exit status for a bad option (125). A profile named on the command line is read
     // now and kept with the container.
     let resolved = confinement(&security, None).map_err(|e| strata_runtime::RuntimeError::Other(format!("{e:#}")))?;
+    let volumes =
+        crate::volumes::check_all(&args.volumes).map_err(|e| strata_runtime::RuntimeError::Other(format!("{e:#}")))?;
     let profile = match resolved.seccomp {
         Seccomp::Profile(text) => Some(text),
         _ => None,
@@ -286,6 +293,7 @@ pub fn create(store: &Store, args: &CreateArgs) -> Result<Container> {
         cmd,
         entrypoint,
         security,
+        volumes,
     };
     Ok(container::create(store, &image, image_ref, args.name.as_deref(), config, profile.as_deref())?)
 }
@@ -404,6 +412,7 @@ fn spec_for(store: &Store, c: &Container, rootfs: &Path, user_root: &Path, stdin
         stdin,
         tty: false,
         confinement: confinement(&c.config.security, seccomp_profile(store, c))?,
+        volumes: c.config.volumes.iter().map(|v| crate::volumes::parse(v)).collect::<Result<_>>()?,
     })
 }
 
@@ -419,6 +428,8 @@ pub fn start(store: &Store, c: &Container, stdin: bool, tty: bool) -> Result<i32
         b.0 = cdir.join(&b.0);
     }
     spec.tty = tty;
+    // Without a terminal, the output is kept in the container's log too.
+    let capture = if tty { None } else { Some(crate::logs::capture(&crate::logs::log_path(store, c))?) };
     let raw = tty.then(crate::terminal::RawMode::enter);
     let id = c.id.clone();
     let res = strata_runtime::run(&spec, |pid| {
@@ -435,6 +446,7 @@ pub fn start(store: &Store, c: &Container, stdin: bool, tty: bool) -> Result<i32
         }
     });
     drop(raw);
+    drop(capture);
     let code = res.as_ref().ok().copied();
     let recorded = container::update(store, &c.id, |c| {
         c.state.status =
@@ -460,8 +472,23 @@ pub fn cmd_create(store: &Store, args: &CreateArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn cmd_run(store: &Store, args: &CreateArgs, rm: bool, interactive: bool, tty: bool) -> Result<ExitCode> {
+pub fn cmd_run(
+    store: &Store,
+    args: &CreateArgs,
+    rm: bool,
+    interactive: bool,
+    tty: bool,
+    detach: bool,
+) -> Result<ExitCode> {
+    if detach && (rm || interactive || tty) {
+        bail!("-d cannot be combined with --rm, -i or -t yet (there is no `attach`)");
+    }
     let c = create(store, args)?;
+    if detach {
+        crate::monitor::start_detached(store, &c)?;
+        println!("{}", c.id);
+        return Ok(ExitCode::SUCCESS);
+    }
     let res = start(store, &c, interactive, tty);
     if rm {
         remove(store, &container::find(store, &c.id)?, true)?;
@@ -469,8 +496,13 @@ pub fn cmd_run(store: &Store, args: &CreateArgs, rm: bool, interactive: bool, tt
     Ok(exit_status(res?))
 }
 
-pub fn cmd_start(store: &Store, reference: &str, interactive: bool, tty: bool) -> Result<ExitCode> {
+pub fn cmd_start(store: &Store, reference: &str, interactive: bool, tty: bool, detach: bool) -> Result<ExitCode> {
     let c = container::find(store, reference)?;
+    if detach {
+        crate::monitor::start_detached(store, &c)?;
+        println!("{reference}");
+        return Ok(ExitCode::SUCCESS);
+    }
     let code = start(store, &c, interactive, tty)?;
     Ok(exit_status(code))
 }
@@ -520,16 +552,26 @@ pub fn cmd_exec(store: &Store, args: &ExecArgs) -> Result<ExitCode> {
 }
 
 fn status(c: &Container) -> String {
-    let since = |t: &Option<String>| ago(t.as_deref()).trim_end_matches(" ago").to_string();
     if c.is_running() {
-        format!("Up {}", since(&c.state.started_at))
+        format!("Up {}", crate::ui::human_duration(c.state.started_at.as_deref()))
     } else if c.state.status == "created" {
         "Created".into()
     } else {
         match c.state.exit_code {
-            Some(code) => format!("Exited ({code}) {}", ago(c.state.finished_at.as_deref())),
-            None => format!("Exited (killed) {}", ago(c.state.finished_at.as_deref())),
+            Some(code) => format!("Exited ({code}) {} ago", crate::ui::human_duration(c.state.finished_at.as_deref())),
+            // Nobody saw how it ended (its monitor or `strata run` was killed first).
+            None if c.state.finished_at.is_none() => "Exited (unknown)".into(),
+            None => format!("Exited (unknown) {}", ago(c.state.finished_at.as_deref())),
         }
+    }
+}
+
+/// Docker's state word; a container recorded as running whose process is gone (its
+/// monitor was killed) has exited.
+fn state(c: &Container) -> &str {
+    match c.state.status.as_str() {
+        "running" if !c.is_running() => "exited",
+        s => s,
     }
 }
 
@@ -541,7 +583,7 @@ pub fn cmd_ps(store: &Store, all: bool, format: crate::images::ListFormat) -> Re
                 .iter()
                 .map(|c| {
                     serde_json::json!({"Id": c.id, "Names": c.name, "Image": c.image_name, "ImageId": c.image,
-                        "Command": c.config.args, "Created": c.created, "State": if c.is_running() { "running" } else { c.state.status.as_str() },
+                        "Command": c.config.args, "Created": c.created, "State": state(c),
                         "Status": status(c), "ExitCode": c.state.exit_code, "Pid": if c.is_running() { c.state.pid } else { 0 }})
                 })
                 .collect();
@@ -586,6 +628,8 @@ pub fn remove(store: &Store, c: &Container, force: bool) -> Result<()> {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
+    // A detached container's monitor records its end and unmounts first.
+    crate::monitor::wait_monitor(store, &c.id, std::time::Duration::from_secs(10));
     unmount(store, c);
     // A run whose `strata` process was killed left them behind.
     if !strata_runtime::cgroup::remove_leftover(&c.id) {

@@ -4,9 +4,13 @@ mod build;
 mod containers;
 mod daemon;
 mod images;
+mod lifecycle;
+mod logs;
+mod monitor;
 mod registry;
 mod terminal;
 mod ui;
+mod volumes;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -111,8 +115,12 @@ enum Command {
         #[command(flatten)]
         args: containers::CreateArgs,
     },
-    /// Create and start a container, in the foreground; exits with the command's status
+    /// Create and start a container, in the foreground (exits with the command's status)
+    /// or with -d in the background (prints its ID)
     Run {
+        /// Run in the background under a monitor process; print the container's ID
+        #[arg(short = 'd', long)]
+        detach: bool,
         /// Remove the container when it exits
         #[arg(long)]
         rm: bool,
@@ -127,12 +135,52 @@ enum Command {
     },
     /// Run a created or exited container again, keeping its read-write layer
     Start {
+        /// In the background under a monitor process (Docker's default); prints the name
+        #[arg(short = 'd', long)]
+        detach: bool,
         #[arg(short = 'i', long)]
         interactive: bool,
         #[arg(short = 't', long)]
         tty: bool,
         container: String,
     },
+    /// Stop running containers: their stop signal (the image's StopSignal or SIGTERM),
+    /// then SIGKILL after the timeout
+    Stop {
+        /// Seconds to wait before SIGKILL
+        #[arg(short = 't', long = "time", default_value_t = 10)]
+        time: u64,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Send a signal to running containers (default SIGKILL)
+    Kill {
+        #[arg(short = 's', long = "signal", default_value = "KILL")]
+        signal: String,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Stop containers and start them again in the background, keeping their read-write layer
+    Restart {
+        /// Seconds to wait before SIGKILL
+        #[arg(short = 't', long = "time", default_value_t = 10)]
+        time: u64,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Wait until containers stop; print their exit statuses
+    Wait {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Print a container's output (stdout and stderr), kept in its log
+    Logs {
+        #[command(flatten)]
+        args: logs::LogsArgs,
+    },
+    /// A detached container's monitor (started by run -d, start -d, restart)
+    #[command(hide = true)]
+    Monitor { container: String },
     /// Run a command in a running container's namespaces and cgroups
     Exec {
         #[command(flatten)]
@@ -360,10 +408,18 @@ fn store_cmd(root: &Path, command: Command) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Create { args } => return containers::cmd_create(&store, &args),
-        Command::Run { rm, interactive, tty, args } => return containers::cmd_run(&store, &args, rm, interactive, tty),
-        Command::Start { interactive, tty, container } => {
-            return containers::cmd_start(&store, &container, interactive, tty);
+        Command::Run { detach, rm, interactive, tty, args } => {
+            return containers::cmd_run(&store, &args, rm, interactive, tty, detach);
         }
+        Command::Start { detach, interactive, tty, container } => {
+            return containers::cmd_start(&store, &container, interactive, tty, detach);
+        }
+        Command::Stop { time, containers: list } => return lifecycle::cmd_stop(&store, &list, time),
+        Command::Kill { signal, containers: list } => return lifecycle::cmd_kill(&store, &list, &signal),
+        Command::Restart { time, containers: list } => return lifecycle::cmd_restart(&store, &list, time),
+        Command::Wait { containers: list } => return lifecycle::cmd_wait(&store, &list),
+        Command::Logs { args } => return logs::cmd_logs(&store, &args),
+        Command::Monitor { container } => return monitor::cmd_monitor(&store, &container),
         Command::Exec { args } => return containers::cmd_exec(&store, &args),
         Command::Ps { all, format } => return containers::cmd_ps(&store, all, format),
         Command::Rm { force, containers: list } => return containers::cmd_rm(&store, &list, force),

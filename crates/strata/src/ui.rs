@@ -98,6 +98,27 @@ pub fn ago(rfc3339: Option<&str>) -> String {
     format!("{n} {unit}{plural} ago")
 }
 
+/// The time since an RFC 3339 time as Docker words it in `ps` ("5 seconds", "About a
+/// minute", "3 hours"): go-units' HumanDuration.
+pub fn human_duration(rfc3339: Option<&str>) -> String {
+    let Some(then) = rfc3339.and_then(|t| humantime::parse_rfc3339_weak(t).ok()) else { return "N/A".into() };
+    let secs = SystemTime::now().duration_since(then).map(|d| d.as_secs()).unwrap_or(0);
+    let (minutes, hours) = (secs / 60, (secs + 1800) / 3600);
+    match secs {
+        0 => "Less than a second".into(),
+        1 => "1 second".into(),
+        2..60 => format!("{secs} seconds"),
+        _ if minutes == 1 => "About a minute".into(),
+        _ if minutes < 60 => format!("{minutes} minutes"),
+        _ if hours == 1 => "About an hour".into(),
+        _ if hours < 48 => format!("{hours} hours"),
+        _ if hours < 24 * 7 * 2 => format!("{} days", hours / 24),
+        _ if hours < 24 * 30 * 2 => format!("{} weeks", hours / 24 / 7),
+        _ if hours < 24 * 365 * 2 => format!("{} months", hours / 24 / 30),
+        _ => format!("{} years", hours / 24 / 365),
+    }
+}
+
 /// Prints rows as columns separated by three spaces, like `docker`'s tables.
 pub fn table(header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();

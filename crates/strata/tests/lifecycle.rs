@@ -1,0 +1,366 @@
+//! Detached containers and their lifecycle with real containers of the fixture `app`
+//! image: run -d, ps, logs, exec, stop, kill, wait, restart, a killed monitor.
+
+mod common;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Removes the test's containers (`rm -f`) whatever happens, so no mount outlives it.
+struct Cleanup<'a>(&'a Path, &'a [&'a str]);
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        for name in self.1 {
+            let _ = go(self.0, &["rm", "-f", name]);
+        }
+    }
+}
+
+fn record(root: &Path, id: &str) -> serde_json::Value {
+    serde_json::from_str(&read(root.join("containers").join(id).join("config.json"))).unwrap()
+}
+
+fn container<'a>(all: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    all.as_array().unwrap().iter().find(|c| c["Names"] == name).unwrap_or_else(|| panic!("no {name} in {all}"))
+}
+
+/// `run -d ARGS`: asserts it printed an ID and returned; the ID.
+fn run_d(root: &Path, args: &[&str]) -> String {
+    let mut all = vec!["run", "-d"];
+    all.extend_from_slice(args);
+    let o = go(root, &all);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let id = o.stdout.trim().to_string();
+    assert!(id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()), "{:?}", o.stdout);
+    id
+}
+
+/// Waits (generously) until `f` holds for the log's text.
+fn wait_log(root: &Path, name: &str, f: impl Fn(&str) -> bool) -> String {
+    let t0 = Instant::now();
+    loop {
+        let o = go(root, &["logs", name]);
+        if f(&o.stdout) {
+            return o.stdout;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "log of {name}: {:?} {:?}", o.stdout, o.stderr);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    for h in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let p = h.path().join("strata").join(id);
+        if p.exists() {
+            v.push(p);
+        }
+    }
+    v
+}
+
+#[test]
+fn a_detached_container_runs_logs_execs_and_stops() {
+    let s = Scratch::new();
+    let Some(root) = store_with_app(&s) else { return };
+    let _c = Cleanup(&root, &["d1"]);
+    let id = run_d(&root, &["--name", "d1", "app", "sh", "-c", "echo hello; echo oops >&2; exec sleep 300"]);
+    // `run -d` returned with the container running under its monitor, not under us.
+    let c = wait_running(&root, "d1");
+    assert_eq!(c["Id"], id.as_str());
+    assert!(c["Status"].as_str().unwrap().starts_with("Up "), "{c}");
+    let rec = record(&root, &id);
+    let monitor = rec["state"]["monitor_pid"].as_i64().unwrap();
+    assert!(monitor > 0 && Path::new(&format!("/proc/{monitor}")).exists(), "{rec}");
+    let table = sh(st(&root).arg("ps"));
+    assert!(table.lines().any(|l| l.contains("d1") && l.contains("Up ")), "{table}");
+    // Both streams in the log, each as itself.
+    wait_log(&root, "d1", |out| out == "hello\n");
+    let o = go(&root, &["logs", "d1"]);
+    assert_eq!((o.stdout.as_str(), o.stderr.as_str()), ("hello\n", "oops\n"));
+    // Docker's json-file lines.
+    let raw = read(root.join("containers").join(&id).join("json.log"));
+    let first: serde_json::Value = serde_json::from_str(raw.lines().next().unwrap()).unwrap();
+    assert_eq!((first["log"].as_str(), first["stream"].as_str()), (Some("hello\n"), Some("stdout")), "{raw}");
+    assert!(first["time"].as_str().unwrap().ends_with('Z'), "{raw}");
+    let o = go(&root, &["logs", "-t", "d1"]);
+    assert!(o.stdout.starts_with(first["time"].as_str().unwrap()) && o.stdout.ends_with(" hello\n"), "{}", o.stdout);
+    // exec reaches the detached container.
+    assert_eq!(sh(st(&root).args(["exec", "d1", "cat", "/proc/1/cmdline"])), "sleep\x00300\x00");
+    // sleep is pid 1 with no handler: SIGTERM does nothing, SIGKILL after the timeout.
+    let t0 = Instant::now();
+    let o = go(&root, &["stop", "-t", "2", "d1"]);
+    let took = t0.elapsed();
+    assert_eq!((o.code, o.stdout.as_str()), (0, "d1\n"), "{}", o.stderr);
+    assert!(took >= Duration::from_millis(1900) && took < Duration::from_secs(30), "stop took {took:?}");
+    let o = go(&root, &["wait", "d1"]);
+    assert_eq!((o.code, o.stdout.as_str()), (0, "137\n"), "{}", o.stderr);
+    let c = container(&ps_json(&root), "d1").clone();
+    assert_eq!((c["State"].as_str(), c["ExitCode"].as_i64()), (Some("exited"), Some(137)), "{c}");
+    assert!(c["Status"].as_str().unwrap().starts_with("Exited (137) "), "{c}");
+    // The log outlives the container; the monitor, mount and cgroups do not.
+    assert_eq!(go(&root, &["logs", "d1"]).stdout, "hello\n");
+    assert!(!Path::new(&format!("/proc/{monitor}/exe")).exists(), "the monitor ended");
+    assert!(!is_mounted(&root.join("mnt").join(&id)));
+    assert_eq!(cgroup_dirs(&id), Vec::<PathBuf>::new());
+    // Stopping a stopped container: Docker's exit status (0), with a note.
+    let o = go(&root, &["stop", "d1"]);
+    assert_eq!((o.code, o.stdout.as_str()), (0, "d1\n"));
+    assert!(o.stderr.contains("container d1 is not running"), "{}", o.stderr);
+    let o = go(&root, &["kill", "d1"]);
+    assert_eq!(o.code, 1);
+    assert!(o.stderr.contains(&format!("cannot kill container: d1: container {id} is not running")), "{}", o.stderr);
+    let o = go(&root, &["stop", "ghost"]);
+    assert_eq!(o.code, 1);
+    assert!(o.stderr.contains("no such container: ghost"), "{}", o.stderr);
+}
+
+#[test]
+fn stop_sends_the_stop_signal_first_and_kill_sends_any() {
+    let s = Scratch::new();
+    let Some(root) = store_with_app(&s) else { return };
+    let _c = Cleanup(&root, &["t1", "k1"]);
+    // A shell that handles SIGTERM ends well before the timeout, with its own status.
+    let script = "trap 'echo got TERM; exit 3' TERM; echo ready; while true; do sleep 0.1; done";
+    run_d(&root, &["--name", "t1", "app", "sh", "-c", script]);
+    wait_log(&root, "t1", |out| out == "ready\n");
+    let t0 = Instant::now();
+    sh(st(&root).args(["stop", "-t", "20", "t1"]));
+    assert!(t0.elapsed() < Duration::from_secs(15), "stop took {:?}", t0.elapsed());
+    assert_eq!(sh(st(&root).args(["wait", "t1"])), "3\n");
+    assert_eq!(go(&root, &["logs", "t1"]).stdout, "ready\ngot TERM\n");
+    // kill -s: the signal given; a handled one leaves it running.
+    let script = "trap 'echo got USR1' USR1; echo ready; while true; do sleep 0.1; done";
+    run_d(&root, &["--name", "k1", "app", "sh", "-c", script]);
+    wait_log(&root, "k1", |out| out == "ready\n");
+    assert_eq!(sh(st(&root).args(["kill", "-s", "SIGUSR1", "k1"])), "k1\n");
+    wait_log(&root, "k1", |out| out == "ready\ngot USR1\n");
+    wait_running(&root, "k1");
+    let o = go(&root, &["kill", "-s", "NOPE", "k1"]);
+    assert_eq!(o.code, 1);
+    assert!(o.stderr.contains("invalid signal: NOPE"), "{}", o.stderr);
+    sh(st(&root).args(["kill", "k1"]));
+    assert_eq!(sh(st(&root).args(["wait", "k1"])), "137\n");
+}
+
+#[test]
+fn logs_follow_a_container_until_it_ends() {
+    let s = Scratch::new();
+    let Some(root) = store_with_app(&s) else { return };
+    let _c = Cleanup(&root, &["f1"]);
+    let script = "i=1; while [ $i -le 5 ]; do echo line $i; i=$((i+1)); sleep 0.3; done; echo bye >&2; exit 4";
+    run_d(&root, &["--name", "f1", "app", "sh", "-c", script]);
+    wait_log(&root, "f1", |out| out.starts_with("line 1\n"));
+    let mut follow =
+        st(&root).args(["logs", "-f", "f1"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut out = String::new();
+    follow.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    let mut err = String::new();
+    follow.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    // It ended by itself, with the container: every line, in order, once.
+    assert!(follow.wait().unwrap().success());
+    assert_eq!(out, "line 1\nline 2\nline 3\nline 4\nline 5\n");
+    assert_eq!(err, "bye\n");
+    assert_eq!(sh(st(&root).args(["wait", "f1"])), "4\n");
+    // After the end: --tail counts lines of both streams.
+    let o = go(&root, &["logs", "--tail", "2", "f1"]);
+    assert_eq!((o.stdout.as_str(), o.stderr.as_str()), ("line 5\n", "bye\n"));
+    let o = go(&root, &["logs", "--tail", "0", "f1"]);
+    assert_eq!((o.stdout.as_str(), o.stderr.as_str()), ("", ""));
+    // --since: from a line's own time, or for a while back.
+    let stamped = sh(st(&root).args(["logs", "-t", "f1"]));
+    let third = stamped.lines().nth(2).unwrap().split(' ').next().unwrap().to_string();
+    let o = go(&root, &["logs", "--since", &third, "f1"]);
+    assert_eq!((o.stdout.as_str(), o.stderr.as_str()), ("line 3\nline 4\nline 5\n", "bye\n"));
+    assert_eq!(go(&root, &["logs", "--since", "1h", "f1"]).stdout.lines().count(), 5);
+}
+
+#[test]
+fn an_attached_run_shows_its_output_and_logs_it() {
+    let s = Scratch::new();
+    let Some(root) = store_with_app(&s) else { return };
+    let _c = Cleanup(&root, &["a1"]);
+    let o = go(&root, &["run", "--name", "a1", "app", "sh", "-c", "echo out; echo err >&2; exit 5"]);
+    assert_eq!((o.code, o.stdout.as_str(), o.stderr.as_str()), (5, "out\n", "err\n"));
+    let o = go(&root, &["logs", "a1"]);
+    assert_eq!((o.stdout.as_str(), o.stderr.as_str()), ("out\n", "err\n"));
+    // Started again (attached): the log keeps both runs.
+    let o = go(&root, &["start", "a1"]);
+    assert_eq!(o.code, 5);
+    assert_eq!(go(&root, &["logs", "a1"]).stdout, "out\nout\n");
+}
+
+#[test]
+fn restart_and_start_keep_the_read_write_layer() {
+    let s = Scratch::new();
+    let Some(root) = store_with_app(&s) else { return };
+    let _c = Cleanup(&root, &["r1"]);
+    let script = "echo run >> /runs; exec sleep 300";
+    run_d(&root, &["--name", "r1", "app", "sh", "-c", script]);
+    wait_running(&root, "r1");
+    sh(st(&root).args(["exec", "r1", "sh", "-c", "echo before > /kept"]));
+    let t0 = Instant::now();
+    assert_eq!(sh(st(&root).args(["restart", "-t", "1", "r1"])), "r1\n");
+    assert!(t0.elapsed() < Duration::from_secs(30));
+    wait_running(&root, "r1");
+    assert_eq!(sh(st(&root).args(["exec", "r1", "cat", "/kept", "/runs"])), "before\nrun\nrun\n");
+    sh(st(&root).args(["stop", "-t", "1", "r1"]));
+    // start -d of a stopped container: in the background again, same layer.
+    assert_eq!(sh(st(&root).args(["start", "-d", "r1"])), "r1\n");
+    wait_running(&root, "r1");
+    assert_eq!(sh(st(&root).args(["exec", "r1", "cat", "/runs"])), "run\nrun\nrun\n");
+    let o = go(&root, &["start", "-d", "r1"]);
+    assert_eq!(o.code, 1);
+    assert!(o.stderr.contains("container r1 is already running"), "{}", o.stderr);
+    // A detached command that does not exist: run -d still gives the ID, the status is 127.
+    let id = run_d(&root, &["app", "no-such-command"]);
+    assert_eq!(sh(st(&root).args(["wait", &id])), "127\n");
+    assert!(go(&root, &["logs", &id]).stderr.contains("no-such-command: not found"));
+    sh(st(&root).args(["rm", &id]));
+}
+
+#[test]
+fn a_killed_monitor_leaves_the_state_right_and_rm_cleans_up() {
+    let s = Scratch::new();
+    let Some(root) = store_with_app(&s) else { return };
+    let _c = Cleanup(&root, &["m1", "m2"]);
+    let monitor_of = |id: &str| record(&root, id)["state"]["monitor_pid"].as_i64().unwrap() as i32;
+    // The monitor killed: the container still runs, and is seen so.
+    let id = run_d(&root, &["--name", "m1", "app", "sleep", "300"]);
+    wait_running(&root, "m1");
+    // SAFETY: killing the test's own container's monitor.
+    unsafe { libc::kill(monitor_of(&id), libc::SIGKILL) };
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(wait_running(&root, "m1")["Id"], id.as_str());
+    assert_eq!(sh(st(&root).args(["exec", "m1", "echo", "still"])), "still\n");
+    // Then the container ends: seen as exited, with no status to tell.
+    sh(st(&root).args(["kill", "m1"]));
+    let t0 = Instant::now();
+    while container(&ps_json(&root), "m1")["State"] != "exited" {
+        assert!(t0.elapsed() < Duration::from_secs(30), "{}", ps_json(&root));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let o = go(&root, &["wait", "m1"]);
+    assert_eq!(o.code, 1);
+    assert!(o.stderr.contains("exit status is unknown"), "{}", o.stderr);
+    // `wait` cleaned what the monitor would have: mount and cgroups.
+    assert!(!is_mounted(&root.join("mnt").join(&id)));
+    assert_eq!(cgroup_dirs(&id), Vec::<PathBuf>::new());
+    // It starts again under a new monitor.
+    sh(st(&root).args(["start", "-d", "m1"]));
+    wait_running(&root, "m1");
+    // The monitor killed, the container running: rm -f cleans everything.
+    let id2 = run_d(&root, &["--name", "m2", "app", "sleep", "300"]);
+    wait_running(&root, "m2");
+    // SAFETY: killing the test's own container's monitor.
+    unsafe { libc::kill(monitor_of(&id2), libc::SIGKILL) };
+    sh(st(&root).args(["rm", "-f", "m2", "m1"]));
+    for i in [&id, &id2] {
+        assert!(!is_mounted(&root.join("mnt").join(i)));
+        assert_eq!(cgroup_dirs(i), Vec::<PathBuf>::new());
+        assert!(!root.join("containers").join(i).exists());
+    }
+    assert_eq!(ps_json(&root).as_array().unwrap().len(), 0);
+    let out = sh(st(&root).arg("check"));
+    assert!(!out.contains("problem"), "{out}");
+}
+
+#[test]
+fn volumes_are_shared_read_only_on_demand_and_never_in_the_layer() {
+    let s = Scratch::new();
+    let Some(root) = store_with_app(&s) else { return };
+    let _c = Cleanup(&root, &["w1", "r1", "e1"]);
+    let shared = s.mkdir("shared");
+    let vol = format!("{}:/data", shared.display());
+    let vol_ro = format!("{}:/deep/shared:ro", shared.display());
+    // One container writes, detached; another sees it, read-only.
+    run_d(&root, &["--name", "w1", "-v", &vol, "app", "sh", "-c", "echo from-w1 > /data/f; exec sleep 300"]);
+    let t0 = Instant::now();
+    while !shared.join("f").exists() {
+        assert!(t0.elapsed() < Duration::from_secs(30), "{}", go(&root, &["logs", "w1"]).stderr);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let o = go(
+        &root,
+        &["run", "--name", "r1", "-v", &vol_ro, "app", "sh", "-c", "cat /deep/shared/f; touch /deep/shared/g"],
+    );
+    assert_eq!((o.code, o.stdout.as_str()), (1, "from-w1\n"), "{}", o.stderr);
+    assert!(o.stderr.contains("Read-only file system"), "{}", o.stderr);
+    assert!(!shared.join("g").exists());
+    // Written through the volume: on the host, not in the layer, diff or commit.
+    assert_eq!(read(shared.join("f")), "from-w1\n");
+    for name in ["w1", "r1"] {
+        assert_eq!(sh(st(&root).args(["diff", name])), "", "diff of {name}");
+    }
+    sh(st(&root).args(["commit", "w1", "w1img"]));
+    let o = go(&root, &["run", "--rm", "w1img", "ls", "/data"]);
+    assert_ne!(o.code, 0, "the volume's mount point is not in the commit: {}", o.stdout);
+    let inspect: serde_json::Value = serde_json::from_str(&sh(st(&root).args(["inspect", "r1"]))).unwrap();
+    let mounts = &inspect[0]["Mounts"];
+    assert_eq!(mounts[0]["Destination"], "/deep/shared", "{inspect}");
+    assert_eq!((mounts[0]["RW"].as_bool(), mounts[0]["Type"].as_str()), (Some(false), Some("bind")), "{inspect}");
+    // A missing source is refused before anything exists, with Docker's wording and status.
+    let before = ps_json(&root).as_array().unwrap().len();
+    let missing = format!("{}:/x", s.path("missing").display());
+    let o = go(&root, &["run", "-v", &missing, "app", "true"]);
+    assert_eq!(o.code, 125);
+    assert!(o.stderr.contains("bind source path does not exist"), "{}", o.stderr);
+    assert_eq!(ps_json(&root).as_array().unwrap().len(), before);
+    // An image's link to a host path leads to the container's path, never the host's;
+    // one to a path the container lacks is refused.
+    let (outside, absent) = (s.path("outside"), s.path("absent"));
+    let links = format!(
+        "mkdir -p {o} && ln -s /../../..{o} /esc && ln -s {a} /dangle",
+        o = outside.display(),
+        a = absent.display()
+    );
+    sh(st(&root).args(["run", "--name", "e1", "app", "sh", "-c", &links]));
+    sh(st(&root).args(["commit", "e1", "linkimg"]));
+    let vol_esc = format!("{}:/esc/sub:ro", shared.display());
+    let inside = format!("cat {}/sub/f", outside.display());
+    let o = go(&root, &["run", "--rm", "-v", &vol_esc, "linkimg", "sh", "-c", &inside]);
+    assert_eq!((o.code, o.stdout.as_str()), (0, "from-w1\n"), "{}", o.stderr);
+    let vol_dangle = format!("{}:/dangle/sub", shared.display());
+    let o = go(&root, &["run", "--rm", "-v", &vol_dangle, "linkimg", "true"]);
+    assert_eq!(o.code, 125);
+    assert!(
+        o.stderr.contains("making directory /dangle") && o.stderr.contains("dangling symbolic link"),
+        "{}",
+        o.stderr
+    );
+    assert!(!absent.exists() && !outside.exists(), "nothing made on the host");
+}
+
+#[test]
+fn the_log_is_rotated_at_its_cap_and_logs_reads_both_files() {
+    let s = Scratch::new();
+    let Some(root) = store_with_app(&s) else { return };
+    let _c = Cleanup(&root, &["big"]);
+    // 3000 numbered lines with a 64 KiB cap (the monitor inherits the setting).
+    let o = st(&root)
+        .args(["run", "-d", "--name", "big", "app", "sh", "-c", "seq 1 3000"])
+        .env("STRATA_LOG_MAX_SIZE", "65536")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert_eq!(sh(st(&root).args(["wait", "big"])), "0\n");
+    let dir = root.join("containers").join(&id);
+    let (cur, old) = (dir.join("json.log"), dir.join("json.log.1"));
+    assert!(old.exists(), "rotated");
+    for f in [&cur, &old] {
+        assert!(std::fs::metadata(f).unwrap().len() <= 65536, "{} within the cap", f.display());
+    }
+    // The oldest lines went with the rotation before last; the rest are there, in order.
+    let out = sh(st(&root).args(["logs", "big"]));
+    let nums: Vec<u32> = out.lines().map(|l| l.parse().unwrap()).collect();
+    let first = nums[0];
+    assert!(first > 1, "older lines were dropped with the oldest file");
+    assert_eq!(nums, (first..=3000).collect::<Vec<_>>());
+    assert_eq!(sh(st(&root).args(["logs", "--tail", "3", "big"])), "2998\n2999\n3000\n");
+}

@@ -104,13 +104,6 @@ fn skopeo_push(src: &str, dest: &str) {
     sh(Command::new("skopeo").args(["copy", "-q", "--dest-tls-verify=false", src, &format!("docker://{dest}")]));
 }
 
-/// Mounts `image` and returns its flattened tree.
-fn mounted_tree(root: &Path, image: &str) -> String {
-    let mnt = PathBuf::from(sh(st(root).args(["mount", image])).trim());
-    let tree = fixture_tree(&mnt);
-    sh(strata().arg("umount").arg(&mnt));
-    tree
-}
 
 fn entries(dir: &Path) -> Vec<String> {
     if dir.exists() { names(dir) } else { Vec::new() }

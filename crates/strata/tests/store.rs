@@ -18,13 +18,6 @@ fn inspect(root: &Path, image: &str) -> serde_json::Value {
     v[0].clone()
 }
 
-/// Mounts `image` from the store and returns its flattened tree.
-fn mounted_tree(root: &Path, image: &str) -> String {
-    let mnt = PathBuf::from(sh(st(root).args(["mount", image])).trim());
-    let tree = fixture_tree(&mnt);
-    sh(strata().arg("umount").arg(&mnt));
-    tree
-}
 
 fn entries(dir: &Path) -> Vec<String> {
     if !dir.exists() {

@@ -287,6 +287,15 @@ done
     sh(Command::new("bash").arg("-c").arg(SCRIPT).arg("tree").arg(root).env("LC_ALL", "C"))
 }
 
+/// Mounts `image` from the store at `root` and returns its flattened tree (see
+/// [`fixture_tree`]).
+pub fn mounted_tree(root: &Path, image: &str) -> String {
+    let mnt = PathBuf::from(sh(st(root).args(["mount", image])).trim());
+    let tree = fixture_tree(&mnt);
+    sh(strata().arg("umount").arg(&mnt));
+    tree
+}
+
 /// What a `strata` command printed and returned.
 pub struct Out {
     pub code: i32,

@@ -450,15 +450,17 @@ impl Lexer<'_> {
     }
 }
 
-/// `KEY=VALUE ...` pairs (ENV, LABEL, ARG), or the old `KEY VALUE` form when `old_form`.
-pub fn key_values(rest: &str, vars: &Vars, escape: char, old_form: bool) -> Result<Vec<(String, String)>, String> {
-    let first = rest.split_whitespace().next().unwrap_or_default();
-    if old_form && !first.contains('=') {
+/// `KEY=VALUE ...` pairs (ENV, LABEL), or the old `KEY VALUE` form: one pair, the value
+/// the rest of the line.
+pub fn key_values(rest: &str, vars: &Vars, escape: char) -> Result<Vec<(String, String)>, String> {
+    let all = words(rest, vars, escape)?;
+    // As Docker tells the forms: by the first word, quotes removed.
+    if !all.first().is_some_and(|w| w.contains('=')) {
         let (k, v) = rest.trim().split_once(char::is_whitespace).ok_or("needs a value")?;
         return Ok(vec![(k.to_string(), word(v.trim(), vars, escape)?)]);
     }
     let mut out = Vec::new();
-    for w in words(rest, vars, escape)? {
+    for w in all {
         let (k, v) = w.split_once('=').ok_or_else(|| format!("'{w}': expected KEY=VALUE"))?;
         if k.is_empty() {
             return Err(format!("'{w}': empty key"));
@@ -558,7 +560,7 @@ mod tests {
     fn env_forms_from_the_reference() {
         let v = Vars::new();
         // ENV MY_NAME="John Doe" MY_DOG=Rex\ The\ Dog MY_CAT=fluffy
-        let kv = key_values(r#"MY_NAME="John Doe" MY_DOG=Rex\ The\ Dog MY_CAT=fluffy"#, &v, '\\', true).unwrap();
+        let kv = key_values(r#"MY_NAME="John Doe" MY_DOG=Rex\ The\ Dog MY_CAT=fluffy"#, &v, '\\').unwrap();
         assert_eq!(
             kv,
             vec![
@@ -569,13 +571,14 @@ mod tests {
         );
         // The old form: one pair, the value is the rest of the line.
         assert_eq!(
-            key_values("ONE TWO= THREE=world", &v, '\\', true).unwrap(),
+            key_values("ONE TWO= THREE=world", &v, '\\').unwrap(),
             vec![("ONE".into(), "TWO= THREE=world".into())]
         );
         // LABEL "com.example.vendor"="ACME Incorporated" and multi-line values.
-        let kv = key_values(r#""com.example.vendor"="ACME Incorporated" version="1.0""#, &v, '\\', false).unwrap();
+        let kv = key_values(r#""com.example.vendor"="ACME Incorporated" version="1.0""#, &v, '\\').unwrap();
         assert_eq!(kv[0], ("com.example.vendor".into(), "ACME Incorporated".into()));
         assert_eq!(kv[1], ("version".into(), "1.0".into()));
-        assert!(key_values("novalue", &v, '\\', false).is_err());
+        assert!(key_values("novalue", &v, '\\').is_err());
+        assert_eq!(key_values(r#""a key"="a value""#, &v, '\\').unwrap(), vec![("a key".into(), "a value".into())]);
     }
 }

@@ -271,7 +271,7 @@ pub fn plan(
                 action = a;
             }
             "ENV" => {
-                let kv = key_values(&ins.rest, &vars, esc, true).or_else(|e| bad(&ins, e))?;
+                let kv = key_values(&ins.rest, &vars, esc).or_else(|e| bad(&ins, e))?;
                 let mut env = list(config.get("Env"));
                 for (k, v) in &kv {
                     env.retain(|e| e.split('=').next() != Some(k.as_str()));
@@ -282,7 +282,7 @@ pub fn plan(
                 created_by = format!("{META} ENV {}", shown.join(" "));
             }
             "LABEL" => {
-                let kv = key_values(&ins.rest, &vars, esc, true).or_else(|e| bad(&ins, e))?;
+                let kv = key_values(&ins.rest, &vars, esc).or_else(|e| bad(&ins, e))?;
                 if !config["Labels"].is_object() {
                     config["Labels"] = json!({});
                 }

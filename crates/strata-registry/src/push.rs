@@ -130,11 +130,18 @@ fn has_blob(client: &Client, digest: &Digest) -> Result<bool> {
 }
 
 /// A cross-repository mount (`POST ?mount=&from=`): true when the registry mounted the
-/// blob (201); anything else (202 opens an upload instead) and the blob is uploaded.
+/// blob (201); anything else and the blob is uploaded. A 202 opened an upload session
+/// instead, which is cancelled (the blob is not made yet).
 fn mount(client: &Client, digest: &Digest, from: &str) -> Result<bool> {
     let what = format!("mount of blob {digest} from {from}");
     let path = client.repo_path(&format!("blobs/uploads/?mount={digest}&from={from}"));
     match client.request("POST", &path, &[("Content-Length", "0")], Body::Empty, &what) {
+        Ok(resp) if resp.status() == 202 => {
+            if let Ok(location) = location_of(client, &resp, &what) {
+                let _ = client.request("DELETE", &location, &[], Body::Empty, &what);
+            }
+            Ok(false)
+        }
         Ok(resp) => Ok(resp.status() == 201),
         Err(e) if matches!(e.status(), Some(400..=499)) => Ok(false),
         Err(e) => Err(e),

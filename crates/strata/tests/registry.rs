@@ -566,6 +566,30 @@ fn push_is_read_by_skopeo_and_podman_and_pulls_back_the_same_image() {
         &format!("oci:{}:x", copied.display()),
     ]));
 
+    // Stale records (the repository they name lacks the blobs): the registry answers the
+    // mount with an upload session (202), which is cancelled, and the layers are uploaded.
+    for e in std::fs::read_dir(fresh.join("registry")).unwrap() {
+        let p = e.unwrap().path();
+        let mut rec: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        rec["sources"] = serde_json::json!([format!("{}/nowhere/app", proxy.addr)]);
+        std::fs::write(&p, serde_json::to_vec(&rec).unwrap()).unwrap();
+    }
+    let before = proxy.seen().len();
+    let out = go(&fresh, &["push", "--tls-verify=false", &dest, &format!("{}/third/app:v1", proxy.addr)]);
+    assert_eq!(out.code, 0, "stale records: {}", out.stderr);
+    let stale: Vec<_> = proxy.seen()[before..].to_vec();
+    assert_eq!(
+        stale.iter().filter(|(m, p, st)| m == "POST" && p.contains("from=nowhere/app") && *st == 202).count(),
+        3,
+        "{stale:?}"
+    );
+    assert_eq!(
+        stale.iter().filter(|(m, _, st)| m == "DELETE" && *st == 204).count(),
+        3,
+        "sessions cancelled: {stale:?}"
+    );
+    assert!(out.stderr.contains("4 blob(s) uploaded, 0 mounted, 0 present"), "{}", out.stderr);
+
     // Chunked (zstd, so that no blob can be mounted): PATCHes of at most 16 KiB in order,
     // then an empty PUT; the same image back.
     let before = proxy.seen().len();

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::auth::{self, Credentials};
 use crate::error::{RegistryError, Result};
-use crate::reference::Reference;
+use strata_store::refs::Reference;
 
 /// How many times a request is sent before a 429, 5xx or transport error is final.
 const ATTEMPTS: u32 = 4;

@@ -1,9 +1,10 @@
 //! strata-registry: images to and from registries that speak the OCI Distribution
 //! Specification (Docker Hub, GHCR, Quay, Harbor, distribution, Zot).
 //!
-//! [`client`] holds all of the network code (the `/v2/` check, auth, retries);
-//! [`pull`] streams layers into the store's own loader; [`push`] uploads what the
-//! registry lacks; [`auth`] keeps credentials as containers' `auth.json` does.
+//! [`client`] holds all of the network code (the `/v2/` check, auth, retries); [`pull`]
+//! streams layers into the store's own loader; [`push`] uploads what the registry
+//! lacks; [`auth`] keeps credentials as containers' `auth.json` does. References are the
+//! store's ([`Reference`]), which names its images by their familiar form.
 
 pub mod auth;
 pub mod blobs;
@@ -13,14 +14,13 @@ pub mod error;
 mod parallel;
 pub mod pull;
 pub mod push;
-pub mod reference;
 
 pub use client::Options;
 pub use error::RegistryError;
 pub use pull::{Platform, PullOptions, Pulled, pull};
 pub use push::{PushCompression, PushFormat, PushOptions, Pushed, push};
-pub use reference::Reference;
 use strata_store::Progress;
+pub use strata_store::refs::Reference;
 
 /// Manifests and indexes are read up to this size (the limit distribution sets).
 pub const MAX_MANIFEST: u64 = 4 << 20;

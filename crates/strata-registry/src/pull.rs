@@ -20,8 +20,8 @@ use crate::blobs::{self, compression_of};
 use crate::client::{Body, Client, Options};
 use crate::error::{RegistryError, Result};
 use crate::parallel::for_each;
-use crate::reference::Reference;
 use crate::{MAX_MANIFEST, Reporter};
+use strata_store::refs::Reference;
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -242,7 +242,7 @@ pub fn pull(store: &Store, reference: &Reference, opts: &PullOptions, reporter: 
     let media_types: Vec<String> = manifest.layers().iter().map(|l| l.media_type().to_string()).collect();
     let source = format!("{}/{}", reference.registry, reference.repository);
     let chain: Vec<String> = chain_ids(&diff_ids).iter().map(|c| c.hex().to_string()).collect();
-    let tags: Vec<String> = reference.local_tag().into_iter().collect();
+    let tags: Vec<String> = reference.familiar().into_iter().collect();
     let mut need: Vec<usize> = (0..chain.len()).filter(|i| !store.has_layer(&chain[*i])).collect();
     let present = chain.len() - need.len();
     let mut downloaded = 0;

@@ -19,8 +19,8 @@ use crate::client::{Body, Client, Options};
 use crate::error::{RegistryError, Result};
 use crate::parallel::for_each;
 use crate::pull::{DOCKER_MANIFEST, OCI_MANIFEST};
-use crate::reference::Reference;
 use crate::{Reporter, blobs};
+use strata_store::refs::Reference;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PushFormat {

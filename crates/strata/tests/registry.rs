@@ -104,7 +104,6 @@ fn skopeo_push(src: &str, dest: &str) {
     sh(Command::new("skopeo").args(["copy", "-q", "--dest-tls-verify=false", src, &format!("docker://{dest}")]));
 }
 
-
 fn entries(dir: &Path) -> Vec<String> {
     if dir.exists() { names(dir) } else { Vec::new() }
 }

@@ -18,7 +18,6 @@ fn inspect(root: &Path, image: &str) -> serde_json::Value {
     v[0].clone()
 }
 
-
 fn entries(dir: &Path) -> Vec<String> {
     if !dir.exists() {
         return Vec::new();

@@ -612,13 +612,15 @@ fn the_daemon_log_is_for_root_only_and_ioctls_are_quiet() {
     let log = s.path("daemon.log");
     // The daemon runs with umask 0; the log must still be 0600.
     sh(strata().args(["mount", "--log-file"]).arg(&log).arg("-o").arg(format!("br={}=rw", a.display())).arg(&mnt));
+    // Unmounted on drop if an assertion fails first.
+    let mounted = Mount { mnt: mnt.clone() };
     std::fs::write(mnt.join("f"), "x").unwrap();
     // TCGETS, as isatty() and many programs' file probes do: ENOTTY each time, quietly.
     // (The file-attribute ioctls, such as FS_IOC_GETFLAGS, are answered: tests/details.rs.)
     let script = "import fcntl, sys\nf = open(sys.argv[1])\nlast = 0\nfor _ in range(200):\n    try: fcntl.ioctl(f, 0x5401, b'\\0' * 60)\n    except OSError as e: last = e.errno\nprint(last)";
     let out = sh(Command::new("python3").arg("-c").arg(script).arg(mnt.join("f")));
     assert_eq!(out.trim(), libc::ENOTTY.to_string());
-    sh(strata().arg("umount").arg(&mnt));
+    mounted.unmount();
     assert_eq!(std::fs::metadata(&log).unwrap().mode() & 0o777, 0o600);
     assert!(!read(&log).contains("ioctl"), "{}", read(&log));
 }

@@ -333,6 +333,15 @@ fn killed_processes_leave_a_store_that_cleans_up() {
     let info = wait_running(&root, "k2");
     let id = info["Id"].as_str().unwrap().to_string();
     let mnt = root.join("mnt").join(&id);
+    // "running" is recorded once pid 1 is in the container's root, just before it
+    // executes the command, which is read through the union: killing the daemon before
+    // that exec would end the container (a race of the test, seen 2 times in 5 runs).
+    let pid = info["Pid"].as_i64().unwrap();
+    let t0 = Instant::now();
+    while std::fs::read_to_string(format!("/proc/{pid}/comm")).map(|c| c.trim() != "sleep").unwrap_or(true) {
+        assert!(t0.elapsed() < Duration::from_secs(10), "k2's command never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let _ = child.kill();
     let _ = child.wait();
     let daemon = sh(Command::new("sh")

@@ -614,7 +614,8 @@ impl StrataFs {
         make: impl FnOnce(rustix::fd::BorrowedFd<'_>, &OsStr, Mode) -> Result<Option<OwnedFd>, rustix::io::Errno>,
     ) -> Result<(Ino, Option<OwnedFd>), Errno> {
         let acl = self.has_xattr(parent, OsStr::new(DEFAULT_ACL)).unwrap_or(false);
-        self.union.create_entry(parent, name, (req.uid(), req.gid()), is_dir, |dirfd, n, aside| {
+        let setid = requested & (libc::S_ISUID | libc::S_ISGID);
+        self.union.create_entry(parent, name, (req.uid(), req.gid()), is_dir, setid, |dirfd, n, aside| {
             let mask = if acl && !aside { 0 } else { umask };
             make(dirfd, n, Mode::from_raw_mode(requested & 0o7777 & !mask))
         })

@@ -83,9 +83,9 @@ struct Extra {
     links: Option<Links>,
     /// The xattr names of an entry that has some.
     xattr_names: Option<Box<[OsString]>>,
-    /// The backing file, held open (`O_PATH`) once its last name went while the kernel
-    /// still referenced the node, and its branch (see [`Table::set_orphan`]).
-    orphan: Option<(u16, Arc<OwnedFd>)>,
+    /// The backing file once its last name went while the kernel still referenced the
+    /// node (see [`Table::set_orphan`]).
+    orphan: Option<Orphan>,
 }
 
 impl Extra {
@@ -96,6 +96,16 @@ impl Extra {
             && self.xattr_names.is_none()
             && self.orphan.is_none()
     }
+}
+
+/// The file behind a node whose names are all gone, kept for the kernel's references.
+#[derive(Clone, Debug)]
+pub enum Orphan {
+    /// Held open (`O_PATH`), in this branch: its last name is gone from the disk.
+    Open(u16, Arc<OwnedFd>),
+    /// Still at this path in this read-only branch (only a whiteout hides it), reached
+    /// through the branch's root: opened only if it is asked for.
+    Below(u16, Arc<OwnedFd>, Arc<Path>),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -176,7 +186,7 @@ impl Node {
     }
 
     /// The backing file of an unlinked node, when it was kept (see [`Table::set_orphan`]).
-    pub fn orphan(&self) -> Option<(u16, Arc<OwnedFd>)> {
+    pub fn orphan(&self) -> Option<Orphan> {
         self.extra.as_ref().and_then(|e| e.orphan.clone()).filter(|_| !self.linked)
     }
 
@@ -236,7 +246,7 @@ pub struct Table {
     hints: HashMap<(Ino, OsString), Ino>,
     /// The node of each multiply-linked backing file, by (device, inode).
     groups: HashMap<(u64, u64), Ino>,
-    /// Nodes holding an orphan descriptor: bounded, as each is an open file.
+    /// Nodes holding an orphan: bounded, as most are open files.
     orphans: usize,
 }
 
@@ -569,9 +579,9 @@ impl Table {
     /// removed while the kernel still references it: an open that raced with the removal
     /// then opens the file, as on a local filesystem, instead of failing with ESTALE. It
     /// is closed with the node (at the kernel's last FORGET).
-    pub fn set_orphan(&mut self, ino: Ino, branch: u16, file: Arc<OwnedFd>) {
+    pub fn set_orphan(&mut self, ino: Ino, orphan: Orphan) {
         let Some(n) = self.nodes.get_mut(&ino) else { return };
-        if n.extra_mut().orphan.replace((branch, file)).is_none() {
+        if n.extra_mut().orphan.replace(orphan).is_none() {
             self.orphans += 1;
         }
     }

@@ -15,7 +15,7 @@ use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, Stat};
 
 use crate::branch::{Branch, Perm};
 use crate::copyup::{self, Data};
-use crate::inode::{Ino, Links, Node, Part, ROOT, Table};
+use crate::inode::{Ino, Links, Node, Orphan, Part, ROOT, Table};
 use crate::links::BranchLinks;
 use crate::names::{Hint, INDEX_MIN_BRANCHES, NameIndexes};
 use crate::persist;
@@ -770,7 +770,8 @@ impl Union {
     }
 
     /// Creates a new entry with `make(dirfd, name, aside)`, owned by `owner`, replacing any
-    /// whiteout for the name atomically; returns its node. `aside` says the entry is made
+    /// whiteout for the name atomically; returns its node. `setid`: the set-id bits the
+    /// creator asked for (the daemon's `chown` clears a file's; they are put back). `aside` says the entry is made
     /// in the work dir, then moved into place (so the parent's default ACL does not reach
     /// it). Directories created over a whiteout become opaque. Callers hold `ns`
     /// exclusively.
@@ -780,6 +781,7 @@ impl Union {
         name: &OsStr,
         owner: (u32, u32),
         is_dir: bool,
+        setid: u32,
         make: impl FnOnce(BorrowedFd<'_>, &OsStr, bool) -> Result<Option<OwnedFd>, rustix::io::Errno>,
     ) -> Result<(Ino, Option<OwnedFd>), Errno> {
         let ne = self.prepare_new(parent, name)?;
@@ -788,7 +790,6 @@ impl Union {
         // New entries take the group of a set-group-id parent, as the kernel would.
         let gid = if ne.parent_st.st_mode & libc::S_ISGID != 0 { ne.parent_st.st_gid } else { owner.1 };
         let chown = |dirfd: BorrowedFd<'_>, rel: &Path| {
-            let made = sys::lstat(dirfd, rel)?;
             sys::chownat(
                 dirfd,
                 rel,
@@ -799,13 +800,13 @@ impl Union {
             // chown clears a file's set-id bits; the kernel keeps those its creator asked
             // for, set-group-ID only for root or a member of the file's group (the
             // request names the primary group only).
-            let mut setid = made.st_mode & (libc::S_ISUID | libc::S_ISGID);
-            if owner.0 != 0 && owner.1 != gid {
-                setid &= !libc::S_ISGID;
-            }
-            if setid != 0 && sys::file_type_bits(&made) == libc::S_IFREG {
-                let mode = made.st_mode & 0o777 | setid;
-                rustix::fs::chmod(&sys::PathFd::open(dirfd, rel)?.proc, Mode::from_raw_mode(mode))?;
+            let setid = if owner.0 != 0 && owner.1 != gid { setid & !libc::S_ISGID } else { setid };
+            if setid != 0 {
+                let made = sys::lstat(dirfd, rel)?;
+                if sys::file_type_bits(&made) == libc::S_IFREG {
+                    let mode = made.st_mode & 0o777 | setid;
+                    rustix::fs::chmod(&sys::PathFd::open(dirfd, rel)?.proc, Mode::from_raw_mode(mode))?;
+                }
             }
             Ok(())
         };
@@ -941,8 +942,14 @@ impl Union {
             }
         }
         let (b, rel) = self.location(ino)?;
-        let file = sys::open_at(self.root(b), &rel, OFlags::PATH, Mode::empty()).map_err(errno)?;
-        self.table.write().set_orphan(ino, b, Arc::new(file));
+        let root = self.root(b);
+        let orphan = if self.perm(b).is_writable() {
+            Orphan::Open(b, Arc::new(sys::open_at(&*root, &rel, OFlags::PATH, Mode::empty()).map_err(errno)?))
+        } else {
+            // It stays where it is (a whiteout hides it): no descriptor until asked.
+            Orphan::Below(b, root, Arc::from(rel.as_path()))
+        };
+        self.table.write().set_orphan(ino, orphan);
         Ok(())
     }
 
@@ -950,7 +957,13 @@ impl Union {
     /// when asked: one in a read-only branch is copied, unnamed, into the writable branch
     /// first, as a copy-up would. Callers hold `ns` exclusively when `write` is set.
     pub fn orphan(&self, ino: Ino, write: bool) -> Result<Option<(u16, Arc<OwnedFd>)>, Errno> {
-        let Some((b, file)) = self.table.read().get(ino)?.orphan() else { return Ok(None) };
+        let Some(orphan) = self.table.read().get(ino)?.orphan() else { return Ok(None) };
+        let (b, file) = match orphan {
+            Orphan::Open(b, file) => (b, file),
+            Orphan::Below(b, root, rel) => {
+                (b, Arc::new(sys::open_at(&*root, &*rel, OFlags::PATH, Mode::empty()).map_err(errno)?))
+            }
+        };
         if !write || self.perm(b).is_writable() {
             return Ok(Some((b, file)));
         }
@@ -958,7 +971,7 @@ impl Union {
         let src =
             rustix::fs::open(sys::proc_path(&*file), OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).map_err(errno)?;
         let copy = Arc::new(copyup::copy_unnamed(&src, self.work()?).map_err(errno)?);
-        self.table.write().set_orphan(ino, wb, copy.clone());
+        self.table.write().set_orphan(ino, Orphan::Open(wb, copy.clone()));
         Ok(Some((wb, copy)))
     }
 

@@ -2,10 +2,9 @@
 //! stdout is a terminal, quiet otherwise.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressDrawTarget};
 use strata_registry::auth::{self, Credentials};
 use strata_registry::client::Client;
 use strata_registry::{Options, Platform, PullOptions, PushCompression, PushFormat, PushOptions, Reference, Reporter};
@@ -105,45 +104,9 @@ impl MultiBars {
     }
 }
 
-struct BlobBar {
-    multi: Option<MultiProgress>,
-    bar: std::cell::RefCell<Option<ProgressBar>>,
-}
-
-impl Progress for BlobBar {
-    fn begin(&self, label: &str, total: Option<u64>) {
-        let Some(multi) = &self.multi else { return };
-        let bar = multi.add(
-            ProgressBar::new(total.unwrap_or(0)).with_style(
-                ProgressStyle::with_template("{msg:32!} [{bar:30}] {bytes:>10}/{total_bytes:<10} {bytes_per_sec}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> "),
-            ),
-        );
-        bar.set_message(label.to_string());
-        bar.enable_steady_tick(Duration::from_millis(120));
-        *self.bar.borrow_mut() = Some(bar);
-    }
-    fn advance(&self, bytes: u64) {
-        if let Some(b) = self.bar.borrow().as_ref() {
-            b.inc(bytes);
-        }
-    }
-    fn end(&self) {
-        if let (Some(multi), Some(b)) = (&self.multi, self.bar.borrow_mut().take()) {
-            b.finish_and_clear();
-            multi.remove(&b);
-            let _ = multi.println(format!("{}: done ({})", b.message(), indicatif::HumanBytes(b.position())));
-        }
-    }
-    fn note(&self, line: &str) {
-        println!("{line}");
-    }
-}
-
 impl Reporter for MultiBars {
     fn blob(&self) -> Box<dyn Progress> {
-        Box::new(BlobBar { multi: self.multi.clone(), bar: std::cell::RefCell::new(None) })
+        Box::new(crate::ui::Bars::in_group(self.multi.clone()))
     }
     fn note(&self, line: &str) {
         // Through the bars while they are drawn, so that neither tears the other.

@@ -5,18 +5,25 @@ use std::cell::RefCell;
 use std::io::IsTerminal;
 use std::time::{Duration, SystemTime};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use strata_store::Progress;
 
-/// Progress bars on stderr, shown when stdout is a terminal; notes go to stdout.
+/// Progress bars on stderr, shown when stdout is a terminal; notes go to stdout. A bar of
+/// a group (several blobs moving at once) is drawn with the others.
 pub struct Bars {
     shown: bool,
+    group: Option<MultiProgress>,
     bar: RefCell<Option<ProgressBar>>,
 }
 
 impl Bars {
     pub fn new() -> Bars {
-        Bars { shown: std::io::stdout().is_terminal(), bar: RefCell::new(None) }
+        Bars { shown: std::io::stdout().is_terminal(), group: None, bar: RefCell::new(None) }
+    }
+
+    /// A bar drawn in `group`, or none at all.
+    pub fn in_group(group: Option<MultiProgress>) -> Bars {
+        Bars { shown: group.is_some(), group, bar: RefCell::new(None) }
     }
 }
 
@@ -36,6 +43,10 @@ impl Progress for Bars {
                     .unwrap_or_else(|_| ProgressStyle::default_spinner()),
             ),
         };
+        let bar = match &self.group {
+            Some(g) => g.add(bar),
+            None => bar,
+        };
         bar.set_message(label.to_string());
         bar.enable_steady_tick(Duration::from_millis(120));
         *self.bar.borrow_mut() = Some(bar);
@@ -51,7 +62,14 @@ impl Progress for Bars {
         if let Some(b) = self.bar.borrow_mut().take() {
             // A finished bar leaves one plain line, so that notes on stdout start clean.
             b.finish_and_clear();
-            eprintln!("{}: done ({})", b.message(), indicatif::HumanBytes(b.position()));
+            let done = format!("{}: done ({})", b.message(), indicatif::HumanBytes(b.position()));
+            match &self.group {
+                Some(g) => {
+                    g.remove(&b);
+                    let _ = g.println(done);
+                }
+                None => eprintln!("{done}"),
+            }
         }
     }
 

@@ -61,7 +61,15 @@ impl Root {
     fn openat2(&self, rel: &str, flags: OFlags) -> Result<OwnedFd, Errno> {
         let rel = rel.trim_start_matches('/');
         let rel = if rel.is_empty() { "." } else { rel };
-        rustix::fs::openat2(&self.fd, rel, flags | OFlags::CLOEXEC, Mode::empty(), resolve_flags())
+        // EAGAIN: a rename or mount anywhere raced with a `..` in the walk; the kernel
+        // asks for another try.
+        let mut tries = 0;
+        loop {
+            match rustix::fs::openat2(&self.fd, rel, flags | OFlags::CLOEXEC, Mode::empty(), resolve_flags()) {
+                Err(Errno::AGAIN) if tries < 100 => tries += 1,
+                r => return r,
+            }
+        }
     }
 
     /// `rel` resolved inside the root, as an `O_PATH` descriptor; `None` if absent.

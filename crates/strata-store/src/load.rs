@@ -53,7 +53,7 @@ impl Source for DirSource {
             rustix::fs::open(&self.0, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).at(&self.0)?;
         // Symlinks inside the layout may be followed, but never out of it; opened without
         // blocking, so that a FIFO is refused instead of waited on.
-        let fd = rustix::fs::openat2(
+        let fd = strata_union::sys::openat2(
             &root,
             path,
             OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK,

@@ -165,7 +165,7 @@ fn copy_layer_file(layer_dir: &Path, rel: &Path, size: u64, out: &mut dyn Write)
     let dir =
         rustix::fs::open(layer_dir, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).at(layer_dir)?;
     let at = strata_union::sys::reach_beneath(dir.as_fd(), rel).at(&path)?;
-    let fd = rustix::fs::openat2(
+    let fd = strata_union::sys::openat2(
         at.dir(),
         at.rel(),
         OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,

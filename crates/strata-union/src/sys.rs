@@ -44,11 +44,31 @@ pub fn reach<'a>(root: BorrowedFd<'a>, rel: &'a Path) -> Result<Reach<'a>, SysEr
     })
 }
 
+/// `openat2`, tried again while it answers EAGAIN: with `RESOLVE_IN_ROOT` or
+/// `RESOLVE_BENEATH` the kernel gives that when a rename or mount anywhere on the machine
+/// raced with a `..` in the walk, and asks the caller to retry.
+pub fn openat2(
+    dirfd: impl AsFd,
+    path: impl AsRef<Path>,
+    flags: OFlags,
+    mode: Mode,
+    resolve: ResolveFlags,
+) -> Result<OwnedFd, SysErrno> {
+    let (dirfd, path) = (dirfd.as_fd(), path.as_ref());
+    let mut tries = 0;
+    loop {
+        match rustix::fs::openat2(dirfd, path, flags, mode, resolve) {
+            Err(SysErrno::AGAIN) if tries < 100 => tries += 1,
+            r => return r,
+        }
+    }
+}
+
 /// [`reach`] for a path that must stay below `root` through no symlink at all (what the
 /// store reads out of a layer directory).
 pub fn reach_beneath<'a>(root: BorrowedFd<'a>, rel: &'a Path) -> Result<Reach<'a>, SysErrno> {
     reach_by(root, rel, |base, step| {
-        rustix::fs::openat2(
+        openat2(
             base,
             step,
             OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,

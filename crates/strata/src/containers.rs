@@ -336,7 +336,7 @@ fn read_in_root(root: &Path, rel: &str) -> String {
         return String::new();
     };
     let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK;
-    let Ok(fd) = rustix::fs::openat2(&dir, rel, flags, Mode::empty(), ResolveFlags::IN_ROOT) else {
+    let Ok(fd) = strata_union::sys::openat2(&dir, rel, flags, Mode::empty(), ResolveFlags::IN_ROOT) else {
         return String::new();
     };
     let file = std::fs::File::from(fd);

@@ -216,7 +216,13 @@ impl Source {
     fn open(&self, rel: &str, flags: OFlags, follow: bool) -> Result<OwnedFd, ContextError> {
         let r = if self.in_root {
             let f = if follow { flags } else { flags | OFlags::NOFOLLOW };
-            rustix::fs::openat2(&self.root, nonempty(rel), f | OFlags::CLOEXEC, Mode::empty(), ResolveFlags::IN_ROOT)
+            strata_union::sys::openat2(
+                &self.root,
+                nonempty(rel),
+                f | OFlags::CLOEXEC,
+                Mode::empty(),
+                ResolveFlags::IN_ROOT,
+            )
         } else {
             openat_beneath(&self.root, rel, flags, follow)
         };
@@ -351,7 +357,7 @@ fn join(a: &str, b: &str) -> String {
 
 fn openat_beneath(root: &OwnedFd, rel: &str, flags: OFlags, follow: bool) -> rustix::io::Result<OwnedFd> {
     let f = if follow { flags } else { flags | OFlags::NOFOLLOW };
-    rustix::fs::openat2(root, nonempty(rel), f | OFlags::CLOEXEC, Mode::empty(), ResolveFlags::BENEATH)
+    strata_union::sys::openat2(root, nonempty(rel), f | OFlags::CLOEXEC, Mode::empty(), ResolveFlags::BENEATH)
 }
 
 /// How copied files are owned and moded.
@@ -375,7 +381,13 @@ impl Dest {
     }
 
     fn open(&self, rel: &str, flags: OFlags) -> rustix::io::Result<OwnedFd> {
-        rustix::fs::openat2(&self.root, nonempty(rel), flags | OFlags::CLOEXEC, Mode::empty(), ResolveFlags::IN_ROOT)
+        strata_union::sys::openat2(
+            &self.root,
+            nonempty(rel),
+            flags | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT,
+        )
     }
 
     /// Is `rel` a directory (links followed in the root)?

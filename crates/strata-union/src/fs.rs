@@ -407,6 +407,17 @@ impl StrataFs {
             self.union.orphan(ino, false)?
         };
         let Some((branch, file)) = kept else { return Ok(None) };
+        // The kernel takes one backing file per inode and fails any other open of it with
+        // EIO: a passthrough reader of the file below that has just closed (its release
+        // comes after close returns) must be gone before the writable copy is opened.
+        let reading_below = || {
+            let t = self.union.table.read();
+            t.get(ino).ok().and_then(|n| n.backing()).is_some_and(|(b, w)| *b != branch && w.strong_count() > 0)
+        };
+        let t0 = std::time::Instant::now();
+        while reading_below() && t0.elapsed() < std::time::Duration::from_secs(1) {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
         let how = backing_flags(flags) | OFlags::CLOEXEC;
         let reopened = rustix::fs::open(sys::proc_path(&*file), how, Mode::empty()).map_err(errno)?;
         if flags & libc::O_TRUNC != 0 {

@@ -13,7 +13,7 @@ pub enum OptionError {
     MissingValue(String),
     #[error("bad branch permission '{0}' (expected rw, ro or ro+wh)")]
     BadPerm(String),
-    #[error("bad whiteout format '{0}' (expected aufs or overlay)")]
+    #[error("bad whiteout format '{0}' (expected aufs, aufs-only or overlay)")]
     BadWhiteout(String),
     #[error("no branches given (use -o br=DIR[=PERM]:... or -o lowerdir=...)")]
     NoBranches,

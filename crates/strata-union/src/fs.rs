@@ -954,7 +954,7 @@ impl Filesystem for StrataFs {
     }
 
     fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
-        if mode & libc::S_IFMT == libc::S_IFCHR && rdev == 0 {
+        if mode & libc::S_IFMT == libc::S_IFCHR && rdev == 0 && self.union.overlay_whiteouts {
             return reply.error(Errno::EPERM); // a 0/0 device is a whiteout, as overlayfs says
         }
         let r = self.new_entry(req, parent.0, name, false, (mode, umask), |dirfd, n, m| {

@@ -89,6 +89,7 @@ pub fn prepare(mut spec: MountSpec, mountpoint: &Path) -> Result<Prepared, Mount
     let format = spec.whiteout;
     let mut union = Union::new(branches, format, wb.map(|w| w as u16), work, mount_id(), inode_map);
     union.noatime_files = spec.noatime;
+    union.overlay_whiteouts = spec.overlay_whiteouts;
     union.noatime_dirs = spec.noatime || spec.nodiratime;
     union.clean_work().map_err(|e| MountError::Workdir {
         workdir: PathBuf::from("work"),

@@ -15,6 +15,10 @@ pub struct MountSpec {
     pub branches: Vec<BranchSpec>,
     /// Format of whiteouts and opaque markers written to the writable branch.
     pub whiteout: Format,
+    /// A character device 0/0 in a branch is an OverlayFS whiteout. `whiteout=aufs-only`
+    /// turns it off: every branch then holds AUFS whiteouts only, a 0/0 device is a device,
+    /// and a lower name too long for `.wh.NAME` cannot be deleted (as in AUFS).
+    pub overlay_whiteouts: bool,
     /// Scratch directory for atomic copy-up; on the writable branch's filesystem.
     /// `None` means `<top writable branch>/.wh..wh.work` (AUFS style).
     pub workdir: Option<PathBuf>,
@@ -84,6 +88,7 @@ impl MountSpec {
         let mut upper: Option<PathBuf> = None;
         let mut work: Option<PathBuf> = None;
         let mut whiteout: Option<Format> = None;
+        let mut overlay_whiteouts = true;
         let mut read_only = false;
         let mut cache_timeout = 86_400;
         let mut passthrough = true;
@@ -105,8 +110,13 @@ impl MountSpec {
                 "lowerdir" => lower = Some(parse_paths(&need(value)?)?),
                 "upperdir" => upper = Some(PathBuf::from(need(value)?)),
                 "workdir" => work = Some(PathBuf::from(need(value)?)),
+                "whiteout" if value == Some("aufs-only") => {
+                    whiteout = Some(Format::Aufs);
+                    overlay_whiteouts = false;
+                }
                 "whiteout" => {
                     whiteout = Some(need(value)?.parse()?);
+                    overlay_whiteouts = true;
                 }
                 "ro" => read_only = true,
                 "timeout" | "cache_timeout" => {
@@ -165,6 +175,7 @@ impl MountSpec {
         Ok(MountSpec {
             branches,
             whiteout: whiteout.unwrap_or(default_format),
+            overlay_whiteouts,
             workdir,
             read_only,
             cache_timeout,
@@ -290,6 +301,17 @@ mod tests {
         assert_eq!(ro.writable_branch(), None);
         let forced = spec(&["lowerdir=/l1,upperdir=/u,workdir=/w", "whiteout=aufs"]);
         assert_eq!(forced.whiteout, Format::Aufs);
+        assert!(forced.overlay_whiteouts);
+    }
+
+    #[test]
+    fn aufs_only_reads_no_overlay_whiteouts() {
+        let s = spec(&["br=/a=rw:/b=ro", "whiteout=aufs-only"]);
+        assert_eq!((s.whiteout, s.overlay_whiteouts), (Format::Aufs, false));
+        // The last whiteout= wins.
+        let s = spec(&["br=/a=rw:/b=ro", "whiteout=aufs-only,whiteout=aufs"]);
+        assert_eq!((s.whiteout, s.overlay_whiteouts), (Format::Aufs, true));
+        assert!(spec(&["br=/a"]).overlay_whiteouts);
     }
 
     #[test]

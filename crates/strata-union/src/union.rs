@@ -50,6 +50,8 @@ pub struct Union {
     /// held alone) when branches change on the live mount.
     stack: RwLock<Arc<Stack>>,
     pub format: Format,
+    /// A 0/0 character device is a whiteout (see `MountSpec::overlay_whiteouts`).
+    pub overlay_whiteouts: bool,
     /// Reads through the union leave the writable branch's access times alone: of files
     /// and directories (`noatime`), of directories (`nodiratime`). See [`Self::read_flags`].
     pub noatime_files: bool,
@@ -128,6 +130,7 @@ impl Union {
         Union {
             stack: RwLock::new(Arc::new(Stack { branches, wb })),
             format,
+            overlay_whiteouts: true,
             noatime_files: false,
             noatime_dirs: false,
             work,
@@ -140,6 +143,17 @@ impl Union {
             inode_map,
             work_branch,
         }
+    }
+
+    /// Is `st` a whiteout: a character device 0/0, unless the mount reads AUFS whiteouts only?
+    fn is_whiteout_device(&self, st: &Stat) -> bool {
+        self.overlay_whiteouts && whiteout::is_overlay_whiteout(st)
+    }
+
+    /// A whiteout for `name` can be made: always, but on a mount that reads AUFS whiteouts
+    /// only, a name too long for `.wh.NAME` has none (AUFS says ENAMETOOLONG too).
+    fn check_whiteout_fits(&self, name: &OsStr) -> Result<(), Errno> {
+        if self.overlay_whiteouts || whiteout::aufs_name_fits(name) { Ok(()) } else { Err(Errno::ENAMETOOLONG) }
     }
 
     /// Keeps this mount's inode numbers for the next mount of the same branches.
@@ -212,7 +226,7 @@ impl Union {
             let honours = self.perm(b).honours_whiteouts();
             let here = (rel != own).then(|| Arc::<Path>::from(rel.as_path()));
             match sys::lstat_opt(self.root(b), &rel).map_err(errno)? {
-                Some(st) if whiteout::is_overlay_whiteout(&st) => {
+                Some(st) if self.is_whiteout_device(&st) => {
                     if honours {
                         break;
                     }
@@ -547,7 +561,7 @@ impl Union {
                     rustix::fs::FileType::BlockDevice => FileType::BlockDevice,
                     _ => {
                         let st = sys::lstat(&fd, Path::new(name)).map_err(errno)?;
-                        if whiteout::is_overlay_whiteout(&st) {
+                        if self.is_whiteout_device(&st) {
                             if honours {
                                 hidden.push(name.to_os_string());
                             }
@@ -761,7 +775,7 @@ impl Union {
         let rel = sys::join(&dir, name);
         let aufs_wh = whiteout::has_aufs_whiteout(self.root(wb), &dir, name).map_err(errno)?;
         let ovl_wh = match sys::lstat_opt(self.root(wb), &rel).map_err(errno)? {
-            Some(st) if whiteout::is_overlay_whiteout(&st) => true,
+            Some(st) if self.is_whiteout_device(&st) => true,
             Some(_) => return Err(Errno::EEXIST),
             None => false,
         };
@@ -879,6 +893,9 @@ impl Union {
             return Err(Errno::EROFS); // above the writable branch: no whiteout could hide it
         }
         let needs_whiteout = self.visible_below(parent, name, target)?.is_some();
+        if needs_whiteout || target != branch {
+            self.check_whiteout_fits(name)?;
+        }
         if target != branch {
             self.copy_up_dir(parent)?;
         }
@@ -896,13 +913,13 @@ impl Union {
             whiteout::create_whiteout(self.format, root, &dir, name).map_err(errno)?;
         } else if !needs_whiteout {
             if is_dir {
-                clear_meta(root, &rel)?;
+                clear_meta(root, &rel, self.overlay_whiteouts)?;
             }
             sys::unlinkat(root, &rel, rm_flags).map_err(errno)?;
         } else if self.format == Format::Aufs && aufs_fits {
             // Whiteout first: if removing then fails, the entry is still hidden, never lost.
             whiteout::create_whiteout(Format::Aufs, root, &dir, name).map_err(errno)?;
-            let removed = if is_dir { clear_meta(root, &rel) } else { Ok(()) }
+            let removed = if is_dir { clear_meta(root, &rel, self.overlay_whiteouts) } else { Ok(()) }
                 .and_then(|()| sys::unlinkat(root, &rel, rm_flags).map_err(errno));
             if let Err(e) = removed {
                 let _ = whiteout::remove_aufs_whiteout(root, &dir, name);
@@ -919,7 +936,7 @@ impl Union {
                 return Err(errno(e));
             }
             if is_dir {
-                clear_meta(work, Path::new(&tmp))?;
+                clear_meta(work, Path::new(&tmp), self.overlay_whiteouts)?;
             }
             sys::unlinkat(work, &tmp, rm_flags).map_err(errno)?;
         }
@@ -1045,6 +1062,9 @@ impl Union {
         let root_fd = self.root(wb);
         let root = root_fd.as_fd();
         let lower_src = self.visible_below(parent, name, wb)?;
+        if lower_src.is_some() {
+            self.check_whiteout_fits(name)?;
+        }
         let lower_dst = self.visible_below(new_parent, new_name, wb)?;
         let lower_is_dir = |f: &Option<Found>| f.as_ref().is_some_and(|f| sys::is_dir(&f.stat));
         // Renaming a directory whose content lies partly in lower branches: only the
@@ -1083,10 +1103,10 @@ impl Union {
         }
         let aufs_wh_dst = whiteout::has_aufs_whiteout(root, &new_dir, new_name).map_err(errno)?;
         match sys::lstat_opt(root, &new_rel).map_err(errno)? {
-            Some(st) if whiteout::is_overlay_whiteout(&st) && src_dir => {
+            Some(st) if self.is_whiteout_device(&st) && src_dir => {
                 sys::unlinkat(root, &new_rel, AtFlags::empty()).map_err(errno)?;
             }
-            Some(st) if sys::is_dir(&st) => clear_meta(root, &new_rel)?,
+            Some(st) if sys::is_dir(&st) => clear_meta(root, &new_rel, self.overlay_whiteouts)?,
             _ => {}
         }
         if src_dir && !redirect && lower_is_dir(&lower_dst) {
@@ -1219,13 +1239,15 @@ struct NewEntry {
 
 /// Removes the union's meta entries (whiteouts, opaque marker) from a directory that the
 /// union shows as empty, so it can be removed or replaced.
-fn clear_meta(root: BorrowedFd<'_>, rel: &Path) -> Result<(), Errno> {
+fn clear_meta(root: BorrowedFd<'_>, rel: &Path, overlay_whiteouts: bool) -> Result<(), Errno> {
     let fd = sys::open_at(root, rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).map_err(errno)?;
     let names = sys::dir_names(&fd).map_err(errno)?;
     // All checked before anything is removed.
     for name in &names {
         let st = sys::lstat(&fd, Path::new(name)).map_err(errno)?;
-        if !(whiteout::is_meta_name(name) && !sys::is_dir(&st) || whiteout::is_overlay_whiteout(&st)) {
+        if !(whiteout::is_meta_name(name) && !sys::is_dir(&st)
+            || overlay_whiteouts && whiteout::is_overlay_whiteout(&st))
+        {
             return Err(Errno::ENOTEMPTY);
         }
     }

@@ -680,3 +680,55 @@ fn inode_numbers_survive_remount() {
         m.unmount();
     }
 }
+
+/// `whiteout=aufs-only`: a character device 0/0 is a device (pjdfstest's `mknod c 0 0`
+/// cases), kept across remount, listed, removed and renamed as any file; deleting a lower
+/// name too long for `.wh.NAME` is refused as AUFS refuses it, and changes nothing. The
+/// default mount still refuses to make one (it would read it as a whiteout).
+#[test]
+fn aufs_only_mounts_keep_real_zero_devices() {
+    let zero =
+        |p: &Path| rustix::fs::mknodat(CWD, p, rustix::fs::FileType::CharacterDevice, Mode::from_raw_mode(0o640), 0);
+    let default = fixture(&[]);
+    assert_eq!(zero(&default.m.p("z")), Err(rustix::io::Errno::PERM));
+    drop(default);
+
+    let f = fixture(&["whiteout=aufs-only"]);
+    let long = "l".repeat(252);
+    f.s.write("lower", &long, "long\n");
+    // A real 0/0 device in the lower branch shows as one too (made beside the mount: the
+    // branch is read-only through it).
+    zero(&f.s.path("lower").join("lowerdev")).unwrap();
+
+    zero(&f.m.p("z")).unwrap();
+    zero(&f.m.p("dir/z2")).unwrap();
+    for (p, name) in [(f.m.p("z"), "z"), (f.m.p("dir/z2"), "z2"), (f.m.p("lowerdev"), "lowerdev")] {
+        let md = fs::symlink_metadata(&p).unwrap();
+        assert!(md.file_type().is_char_device(), "{name}");
+        assert_eq!((md.rdev(), md.mode() & 0o777), (0, 0o640), "{name}");
+        assert!(names(p.parent().unwrap()).contains(&name.to_string()), "{name} is listed");
+    }
+    fs::rename(f.m.p("z"), f.m.p("z3")).unwrap();
+    assert!(fs::symlink_metadata(f.m.p("z3")).unwrap().file_type().is_char_device());
+    assert_eq!(errno_of(fs::symlink_metadata(f.m.p("z"))), libc::ENOENT);
+
+    // The lower name of 252 bytes: `.wh.` + it passes NAME_MAX.
+    assert_eq!(errno_of(fs::remove_file(f.m.p(&long))), libc::ENAMETOOLONG);
+    assert_eq!(errno_of(fs::rename(f.m.p(&long), f.m.p("short"))), libc::ENAMETOOLONG);
+    assert_eq!(read(f.m.p(&long)), "long\n");
+    assert_eq!(errno_of(fs::symlink_metadata(f.m.p("short"))), libc::ENOENT);
+    // A shorter lower name goes as usual, by an AUFS whiteout.
+    fs::remove_file(f.m.p("file")).unwrap();
+    assert!(f.s.path("upper/.wh.file").exists());
+
+    // Removing the devices made through the union leaves nothing behind; remount sees the rest.
+    fs::remove_file(f.m.p("dir/z2")).unwrap();
+    let Fx { s, m } = f;
+    m.unmount();
+    let br = format!("br={}=rw:{}=ro+wh", s.path("upper").display(), s.path("lower").display());
+    let m = Mount::new(&[br.as_str(), "whiteout=aufs-only"], &s.path("mnt"));
+    assert!(fs::symlink_metadata(m.p("z3")).unwrap().file_type().is_char_device());
+    assert_eq!(errno_of(fs::symlink_metadata(m.p("dir/z2"))), libc::ENOENT);
+    assert_eq!(errno_of(fs::symlink_metadata(m.p("file"))), libc::ENOENT);
+    assert_eq!(read(m.p(&long)), "long\n");
+}

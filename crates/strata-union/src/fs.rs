@@ -1149,6 +1149,10 @@ impl Filesystem for StrataFs {
     }
 
     fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if self.union.strictatime {
+            // Opened without FOPEN_CACHE_DIR: every listing reads the branches.
+            return reply.opened(FileHandle(0), FopenFlags::empty());
+        }
         // Declined: the kernel stops asking (two round trips less per directory open) and
         // keeps caching listings; see `listings`.
         reply.error(Errno::ENOSYS);

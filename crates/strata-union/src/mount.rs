@@ -71,7 +71,7 @@ pub fn prepare(mut spec: MountSpec, mountpoint: &Path) -> Result<Prepared, Mount
             Some(dir.canonicalize().map_err(|e| MountError::Workdir { workdir: dir.clone(), reason: e.to_string() })?);
     }
 
-    let branches = spec
+    let mut branches = spec
         .branches
         .iter()
         .map(|b| {
@@ -80,7 +80,13 @@ pub fn prepare(mut spec: MountSpec, mountpoint: &Path) -> Result<Prepared, Mount
             Ok(Branch { path: b.path.clone(), perm: b.perm, root: Arc::new(root) })
         })
         .collect::<Result<Vec<_>, MountError>>()?;
-    let work = workdir.map(|w| open_workdir(&w)).transpose()?;
+    let mut work = workdir.as_deref().map(open_workdir).transpose()?;
+    if let (Some(w), Some(dir)) = (wb, &workdir)
+        && let Some((root, work_fd)) = atime_copy(&spec, &spec.branches[w].path, dir)?
+    {
+        branches[w].root = Arc::new(root);
+        work = Some(work_fd);
+    }
     let inode_map = match (wb, &spec.workdir) {
         (None, _) => None,
         (Some(_), Some(dir)) => Some(dir.join("strata").join("inodes")),
@@ -91,11 +97,48 @@ pub fn prepare(mut spec: MountSpec, mountpoint: &Path) -> Result<Prepared, Mount
     union.noatime_files = spec.noatime;
     union.overlay_whiteouts = spec.overlay_whiteouts;
     union.noatime_dirs = spec.noatime || spec.nodiratime;
+    union.strictatime = spec.strictatime;
     union.clean_work().map_err(|e| MountError::Workdir {
         workdir: PathBuf::from("work"),
         reason: std::io::Error::from_raw_os_error(e.code()).to_string(),
     })?;
     Ok(Prepared { spec, mountpoint, union: Arc::new(union) })
+}
+
+/// Under `noatime` or `strictatime`, the writable branch and the work dir reached through
+/// one private copy of their mount with that access-time mode. Passthrough reads never
+/// reach the daemon: the kernel opens the file below on the mount of the daemon's
+/// descriptor, so that mount's rule is the one reads follow (overlayfs too reads its upper
+/// layer through a private copy, under its own mount's rule). `None` under `relatime`,
+/// the upper filesystem's own rule.
+fn atime_copy(spec: &MountSpec, upper: &Path, work: &Path) -> Result<Option<(OwnedFd, OwnedFd)>, MountError> {
+    use crate::sys::mount_attr;
+    let set = match (spec.noatime, spec.strictatime) {
+        (true, _) => mount_attr::NOATIME,
+        (false, true) => mount_attr::STRICTATIME,
+        (false, false) => return Ok(None),
+    };
+    // One copy holds both, so that renames from the work dir into the branch stay on
+    // one mount.
+    let base: PathBuf = upper.components().zip(work.components()).take_while(|(a, b)| a == b).map(|(a, _)| a).collect();
+    let copy = match crate::sys::private_copy(&base, set) {
+        Ok(copy) => copy,
+        Err(e) if spec.strictatime => {
+            let reason = format!("strictatime needs a private copy of its mount: {e}");
+            return Err(MountError::Branch { path: upper.to_path_buf(), source: std::io::Error::other(reason) });
+        }
+        Err(e) => {
+            warn!("{}: no private copy of the mount ({e}); noatime holds for directories only", upper.display());
+            return Ok(None);
+        }
+    };
+    let open = |p: &Path, flags: OFlags| {
+        let rel = p.strip_prefix(&base).unwrap_or(p);
+        let rel = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
+        rustix::fs::openat(&copy, rel, flags | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+            .map_err(|e| MountError::Branch { path: p.to_path_buf(), source: e.into() })
+    };
+    Ok(Some((open(upper, OFlags::PATH)?, open(work, OFlags::RDONLY)?)))
 }
 
 /// An overlay-style workdir must be a directory on the upper dir's filesystem, outside it.

@@ -44,6 +44,8 @@ pub struct MountSpec {
     /// (`nodiratime`); else the branches' own mount options decide (`relatime` mostly).
     pub noatime: bool,
     pub nodiratime: bool,
+    /// Every read through the union updates the access time in the upper branch.
+    pub strictatime: bool,
 }
 
 /// Options FUSE and fuse-overlayfs users commonly pass that change nothing here.
@@ -75,9 +77,6 @@ const UNSUPPORTED: &[&str] = &[
     "userxattr",
     "static_nlink",
     "noxattrs",
-    // An access time on every read: reads served by passthrough never reach the daemon,
-    // and the files below keep their own mounts' rule.
-    "strictatime",
 ];
 
 impl MountSpec {
@@ -96,7 +95,7 @@ impl MountSpec {
         let mut threads = None;
         let (mut nodev, mut nosuid, mut noexec) = (false, false, false);
         let (mut fsname, mut subtype) = (String::from("strata"), String::from("strata"));
-        let (mut noatime, mut nodiratime) = (false, false);
+        let (mut noatime, mut nodiratime, mut strictatime) = (false, false, false);
 
         for opt in options.iter().flat_map(|o| split_options(o.as_ref())) {
             let (key, value) = match opt.split_once('=') {
@@ -132,8 +131,9 @@ impl MountSpec {
                 "nodev" => nodev = true,
                 "nosuid" => nosuid = true,
                 "noexec" => noexec = true,
-                "noatime" if value.is_none() => noatime = true,
-                "atime" | "relatime" if value.is_none() => noatime = false,
+                "noatime" if value.is_none() => (noatime, strictatime) = (true, false),
+                "atime" | "relatime" if value.is_none() => (noatime, strictatime) = (false, false),
+                "strictatime" if value.is_none() => (noatime, strictatime) = (false, true),
                 "nodiratime" if value.is_none() => nodiratime = true,
                 "diratime" if value.is_none() => nodiratime = false,
                 "fsname" => fsname = mount_name(key, &need(value)?)?,
@@ -189,6 +189,7 @@ impl MountSpec {
             subtype,
             noatime,
             nodiratime,
+            strictatime,
         })
     }
 

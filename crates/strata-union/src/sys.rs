@@ -194,6 +194,21 @@ pub fn join(parent: &Path, name: &OsStr) -> PathBuf {
 /// A private, detached copy of the mounts at and below `path` (`open_tree` with
 /// `OPEN_TREE_CLONE`), made read-only and `noatime`: its root, for `*at` calls.
 pub fn quiet_copy(path: &Path) -> Result<OwnedFd, SysErrno> {
+    private_copy(path, mount_attr::RDONLY | mount_attr::NOATIME)
+}
+
+/// `MOUNT_ATTR_*` of mount_setattr(2), for [`private_copy`].
+pub mod mount_attr {
+    pub const RDONLY: u64 = 0x1;
+    pub const NOATIME: u64 = 0x10;
+    pub const STRICTATIME: u64 = 0x20;
+    /// The three access-time modes share these bits: one is set by clearing all.
+    pub const ATIME_MASK: u64 = 0x70;
+}
+
+/// A private, detached copy of the mount at `path` (and those below it) with the
+/// attributes `set` (an access-time mode among them replaces the mount's own).
+pub fn private_copy(path: &Path, set: u64) -> Result<OwnedFd, SysErrno> {
     use rustix::mount::OpenTreeFlags;
     let flags = OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC | OpenTreeFlags::AT_RECURSIVE;
     let copy = rustix::mount::open_tree(rustix::fs::CWD, path, flags)?;
@@ -205,10 +220,8 @@ pub fn quiet_copy(path: &Path) -> Result<OwnedFd, SysErrno> {
         propagation: u64,
         userns_fd: u64,
     }
-    const RDONLY: u64 = 0x1;
-    const NOATIME: u64 = 0x10;
-    const ATIME_MASK: u64 = 0x70;
-    let attr = MountAttr { attr_set: RDONLY | NOATIME, attr_clr: ATIME_MASK, propagation: 0, userns_fd: 0 };
+    let clr = if set & mount_attr::ATIME_MASK != 0 { mount_attr::ATIME_MASK } else { 0 };
+    let attr = MountAttr { attr_set: set, attr_clr: clr, propagation: 0, userns_fd: 0 };
     // SAFETY: mount_setattr(2) reads one `struct mount_attr` of the size given, from a
     // live reference, and an empty C string; the descriptor is ours and open.
     let r = unsafe {

@@ -56,6 +56,9 @@ pub struct Union {
     /// and directories (`noatime`), of directories (`nodiratime`). See [`Self::read_flags`].
     pub noatime_files: bool,
     pub noatime_dirs: bool,
+    /// Every listing of a directory reaches the branches (`strictatime`): none is served
+    /// from the kernel's cache, where it would update no access time.
+    pub strictatime: bool,
     /// Scratch dir on the writable branch's filesystem for atomic copy-up and replace.
     work: Option<OwnedFd>,
     pub table: RwLock<Table>,
@@ -132,6 +135,7 @@ impl Union {
             format,
             overlay_whiteouts: true,
             noatime_files: false,
+            strictatime: false,
             noatime_dirs: false,
             work,
             table: RwLock::new(Table::with_hints(root, hints)),

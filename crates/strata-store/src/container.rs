@@ -171,7 +171,7 @@ impl Container {
 
 /// Is process `pid`, started at `start`, alive? A zombie is not (its parent, once the
 /// `strata` that spawned a monitor has exited, may be slow to reap it).
-fn alive_since(pid: i32, start: u64) -> bool {
+pub fn alive_since(pid: i32, start: u64) -> bool {
     let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
     let Some((_, after)) = stat.rsplit_once(") ") else { return false };
     let fields: Vec<&str> = after.split(' ').collect();

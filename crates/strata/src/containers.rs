@@ -428,7 +428,11 @@ pub fn start(store: &Store, c: &Container, stdin: bool, tty: bool) -> Result<i32
     }
     let mnt = ensure_mounted(store, c)?;
     // Torn down (CNI DEL, namespace removed) when dropped, once the container ended.
-    let network = crate::network::setup(store, c).inspect_err(|_| unmount(store, c))?;
+    // A failure is the runtime's (exit status 125, as Docker's).
+    let network = crate::network::setup(store, c).map_err(|e| {
+        unmount(store, c);
+        strata_runtime::RuntimeError::Other(format!("{e:#}"))
+    })?;
     let mut spec = spec_for(store, c, &mnt, &mnt, stdin)?;
     let cdir = c.dir(store);
     for b in spec.binds.iter_mut() {

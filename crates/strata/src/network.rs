@@ -206,8 +206,7 @@ fn reserve(ip: Option<Ipv4Addr>, port: u16, proto: Proto) -> Result<(OwnedFd, u1
 /// The image's `EXPOSE`d ports (`80/tcp`, `53/udp`, `8080`).
 fn exposed_ports(store: &Store, c: &Container) -> Vec<(u16, Proto)> {
     let Ok(image) = store.image(&c.image) else { return Vec::new() };
-    let Some(ports) = image.config.get("config").and_then(|c| c.get("ExposedPorts")).and_then(Value::as_object)
-    else {
+    let Some(ports) = image.config.get("config").and_then(|c| c.get("ExposedPorts")).and_then(Value::as_object) else {
         return Vec::new();
     };
     let mut out: Vec<(u16, Proto)> = ports
@@ -331,8 +330,14 @@ fn lock(store: &Store) -> Result<NetLock> {
     let dir = networks_dir(store);
     private_dir(&dir)?;
     let path = dir.join("lock");
-    let f = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).with_context(|| format!("{}", path.display()))?;
-    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive).with_context(|| format!("locking {}", path.display()))?;
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("{}", path.display()))?;
+    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
+        .with_context(|| format!("locking {}", path.display()))?;
     Ok(NetLock(f))
 }
 
@@ -340,12 +345,18 @@ fn default_network() -> NetworkRecord {
     let subnet = Subnet::parse(DEFAULT_SUBNET).unwrap_or(Subnet { addr: 0x0a57_0000, prefix: 16 });
     NetworkRecord {
         name: DEFAULT_NAME.into(),
-        id: format!("{:0>64}", "0"),
+        id: builtin_id(DEFAULT_NAME),
         created: String::new(),
         subnet: subnet.to_string(),
         gateway: subnet.gateway().to_string(),
         bridge: DEFAULT_DEVICE.into(),
     }
+}
+
+/// The fixed ID of a pre-defined network: the SHA-256 of its name.
+fn builtin_id(name: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(format!("strata network {name}")).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A bridge network by name (or ID prefix): `bridge` or one of the store's.
@@ -550,8 +561,8 @@ pub fn setup<'a>(store: &'a Store, c: &Container) -> Result<Option<Session<'a>>>
         }
     }
     for w in &wanted {
-        let (fd, host_port) =
-            reserve(w.host_ip, w.host_port, w.proto).with_context(|| format!("publishing port {}", w.container_port))?;
+        let (fd, host_port) = reserve(w.host_ip, w.host_port, w.proto)
+            .with_context(|| format!("publishing port {}", w.container_port))?;
         reservations.push(fd);
         ports.push(PortMapping {
             host_ip: w.host_ip.map(|i| i.to_string()).unwrap_or_default(),
@@ -633,11 +644,8 @@ fn teardown_locked(store: &Store, id: &str) -> Result<()> {
 /// Rewrites a file bound into a container in place (a new inode would not be seen).
 fn rewrite(path: &Path, text: &str) -> Result<()> {
     use std::io::Write;
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .truncate(true)
-        .open(path)
-        .with_context(|| format!("{}", path.display()))?;
+    let mut f =
+        fs::OpenOptions::new().write(true).truncate(true).open(path).with_context(|| format!("{}", path.display()))?;
     f.write_all(text.as_bytes()).with_context(|| format!("{}", path.display()))
 }
 
@@ -876,10 +884,12 @@ pub fn cmd_network(store: &Store, command: NetworkCommand) -> Result<ExitCode> {
                 ["host", "none"].iter().for_each(|n| println!("{n}"));
                 return Ok(ExitCode::SUCCESS);
             }
-            let mut rows: Vec<Vec<String>> =
-                nets.iter().map(|n| vec![n.id[..12].to_string(), n.name.clone(), "bridge".into(), "local".into()]).collect();
-            for (id, name) in [("host", "host"), ("none", "null")] {
-                rows.push(vec![format!("{:-<12}", id), id.into(), name.into(), "local".into()]);
+            let mut rows: Vec<Vec<String>> = nets
+                .iter()
+                .map(|n| vec![n.id[..12].to_string(), n.name.clone(), "bridge".into(), "local".into()])
+                .collect();
+            for (name, driver) in [("host", "host"), ("none", "null")] {
+                rows.push(vec![builtin_id(name)[..12].to_string(), name.into(), driver.into(), "local".into()]);
             }
             table(&["NETWORK ID", "NAME", "DRIVER", "SCOPE"], &rows);
         }
@@ -927,12 +937,19 @@ fn create(store: &Store, name: &str, subnet: Option<&str>) -> Result<NetworkReco
         .filter_map(|n| Some((Subnet::parse(&n.subnet).ok()?, format!("network {}", n.name))))
         .collect();
     let ours: Vec<&str> = nets.iter().map(|n| n.bridge.as_str()).chain([DEFAULT_DEVICE]).collect();
-    taken.extend(host_routes().into_iter().filter(|(_, dev)| !ours.contains(&dev.as_str())).map(|(s, dev)| (s, format!("a route of the host's (dev {dev})"))));
+    taken.extend(
+        host_routes()
+            .into_iter()
+            .filter(|(_, dev)| !ours.contains(&dev.as_str()))
+            .map(|(s, dev)| (s, format!("a route of the host's (dev {dev})"))),
+    );
     let subnet = match subnet {
         Some(s) => {
             let s = Subnet::parse(s)?;
             if let Some((t, what)) = taken.iter().find(|(t, _)| t.overlaps(&s)) {
-                bail!("invalid pool request: Pool overlaps with other one on this address space ({s} overlaps {t} of {what})");
+                bail!(
+                    "invalid pool request: Pool overlaps with other one on this address space ({s} overlaps {t} of {what})"
+                );
             }
             s
         }
@@ -1024,7 +1041,9 @@ pub fn ports_column(store: &Store, c: &Container) -> String {
     if !c.is_running() {
         return String::new();
     }
-    read_attachment(store, &c.id).map(|a| a.ports.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")).unwrap_or_default()
+    read_attachment(store, &c.id)
+        .map(|a| a.ports.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", "))
+        .unwrap_or_default()
 }
 
 /// `port CONTAINER [PORT[/PROTO]]`.
@@ -1071,7 +1090,10 @@ mod tests {
         let p = PortSpec::parse("8080:80").expect("valid");
         assert_eq!((p.host_ip, p.host_port, p.container_port, p.proto), (None, 8080, 80, Proto::Tcp));
         let p = PortSpec::parse("127.0.0.1:53:5353/udp").expect("valid");
-        assert_eq!((p.host_ip, p.host_port, p.container_port, p.proto), (Some(Ipv4Addr::LOCALHOST), 53, 5353, Proto::Udp));
+        assert_eq!(
+            (p.host_ip, p.host_port, p.container_port, p.proto),
+            (Some(Ipv4Addr::LOCALHOST), 53, 5353, Proto::Udp)
+        );
         assert_eq!(PortSpec::parse("80").expect("valid").host_port, 0);
         assert_eq!(PortSpec::parse("127.0.0.1::80").expect("valid").host_port, 0);
         for bad in ["", "x:80", "80:0", "1:2:3:4", "80/sctp", "999999:80", "localhost:1:2"] {
@@ -1094,7 +1116,10 @@ mod tests {
     #[test]
     fn resolv_conf_drops_loopback_resolvers() {
         let host = "# generated\nsearch example.org\nnameserver 127.0.0.53\nnameserver ::1\noptions edns0\n";
-        assert_eq!(resolv_conf(host, &[]), "search example.org\noptions edns0\nnameserver 8.8.8.8\nnameserver 8.8.4.4\n");
+        assert_eq!(
+            resolv_conf(host, &[]),
+            "search example.org\noptions edns0\nnameserver 8.8.8.8\nnameserver 8.8.4.4\n"
+        );
         let host = "nameserver 127.0.0.1\nnameserver 192.0.2.53\n";
         assert_eq!(resolv_conf(host, &[]), "nameserver 192.0.2.53\n");
         assert_eq!(resolv_conf(host, &["1.1.1.1".into()]), "nameserver 1.1.1.1\n");

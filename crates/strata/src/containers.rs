@@ -199,6 +199,7 @@ pub fn inspect_value(store: &Store, c: &Container) -> Result<serde_json::Value> 
                         "Pid1": if sec.init { "strata-init (sealed in-memory copy)" } else { "the command" }},
         "Mounts": c.config.volumes.iter().filter_map(|v| crate::volumes::parse(v).ok()).map(|v| serde_json::json!({
             "Type": "bind", "Source": v.source, "Destination": v.target, "RW": !v.read_only})).collect::<Vec<_>>(),
+        "NetworkSettings": crate::network::inspect_container(store, c),
         "GraphDriver": {"Name": "strata", "Data": {"MergedDir": store.mnt_dir(&c.id), "UpperDir": store.diff_dir(&c.id),
                         "InitDir": store.diff_dir(&c.init_layer())}},
     }))
@@ -644,7 +645,10 @@ pub fn remove(store: &Store, c: &Container, force: bool) -> Result<()> {
     // A detached container's monitor records its end and unmounts first.
     crate::monitor::wait_monitor(store, &c.id, std::time::Duration::from_secs(10));
     unmount(store, c);
-    crate::network::teardown(store, &c.id)?;
+    // A failure is reported but does not keep the container (`check` finds what is left).
+    if let Err(e) = crate::network::teardown(store, &c.id) {
+        tracing::warn!("releasing the network of container {}: {e:#}", c.name);
+    }
     // A run whose `strata` process was killed left them behind.
     if !strata_runtime::cgroup::remove_leftover(&c.id) {
         tracing::warn!("the cgroups of container {} still hold processes", c.name);

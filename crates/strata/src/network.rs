@@ -461,7 +461,7 @@ fn remove_netns(path: &Path) {
 
 fn is_netns(path: &Path) -> bool {
     // An nsfs file bound there (a plain file is what is left after a reboot).
-    rustix::fs::statfs(path).is_ok_and(|s| s.f_type as i64 == 0x6e73_6673)
+    rustix::fs::statfs(path).is_ok_and(|s| s.f_type as u64 == 0x6e73_6673)
 }
 
 // ------------------------------------------------------------------ attachments
@@ -1034,6 +1034,29 @@ fn inspect(store: &Store, net: &NetworkRecord) -> Result<Value> {
         "Options": {"com.docker.network.bridge.name": net.bridge},
         "Containers": containers,
     }))
+}
+
+/// `inspect` of a container: its network, address and published ports while it runs.
+pub fn inspect_container(store: &Store, c: &Container) -> Value {
+    let a = read_attachment(store, &c.id).filter(|_| c.is_running());
+    let mut ports = serde_json::Map::new();
+    for m in a.iter().flat_map(|a| &a.ports) {
+        let ip = if m.host_ip.is_empty() { "0.0.0.0" } else { &m.host_ip };
+        let entry = ports.entry(format!("{}/{}", m.container_port, m.protocol)).or_insert_with(|| json!([]));
+        if let Some(list) = entry.as_array_mut() {
+            list.push(json!({"HostIp": ip, "HostPort": m.host_port.to_string()}));
+        }
+    }
+    let mut networks = serde_json::Map::new();
+    if is_bridge(&c.config.network) {
+        let net = load(store, &c.config.network).ok();
+        networks.insert(
+            c.config.network.clone(),
+            json!({"NetworkID": net.as_ref().map(|n| n.id.clone()), "Gateway": net.map(|n| n.gateway),
+                   "IPAddress": a.as_ref().and_then(|a| a.ip.clone()).unwrap_or_default()}),
+        );
+    }
+    json!({"SandboxKey": a.map(|a| a.netns), "Ports": ports, "Networks": networks})
 }
 
 /// The published ports of a container while it runs, as `ps` shows them.

@@ -597,7 +597,7 @@ pub fn cmd_ps(store: &Store, all: bool, format: crate::images::ListFormat) -> Re
                 .map(|c| {
                     serde_json::json!({"Id": c.id, "Names": c.name, "Image": c.image_name, "ImageId": c.image,
                         "Command": c.config.args, "Created": c.created, "State": state(c),
-                        "Status": status(c), "ExitCode": c.state.exit_code, "Pid": if c.is_running() { c.state.pid } else { 0 }})
+                        "Status": status(c), "Ports": crate::network::ports_column(store, c), "ExitCode": c.state.exit_code, "Pid": if c.is_running() { c.state.pid } else { 0 }})
                 })
                 .collect();
             println!("{}", serde_json::to_string_pretty(&v)?);

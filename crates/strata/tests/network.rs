@@ -184,6 +184,9 @@ fn a_published_port_answers_on_the_hosts_loopback() {
     assert_eq!(sh(st(&root).args(["port", "web"])).trim(), format!("8080/tcp -> 127.0.0.1:{port}"));
     let ps = sh(st(&root).arg("ps"));
     assert!(ps.contains(&format!("127.0.0.1:{port}->8080/tcp")), "{ps}");
+    let all = ps_json(&root);
+    let web = all.as_array().unwrap().iter().find(|c| c["Names"] == "web").unwrap();
+    assert_eq!(web["Ports"], format!("127.0.0.1:{port}->8080/tcp").as_str());
     // The host port is taken while the container runs: another container asking for it
     // is refused with Docker's words, and so is a host process.
     let o = go(&root, &["run", "-d", "--name", "web2", "-p", &spec, "app", "true"]);

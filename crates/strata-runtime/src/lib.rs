@@ -58,12 +58,15 @@ fn sys(what: impl Into<String>) -> impl FnOnce(rustix::io::Errno) -> RuntimeErro
     move |e| RuntimeError::Sys { what, cause: e.into() }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Network {
     /// A network namespace of its own, with only `lo`.
     None,
     /// The host's network.
     Host,
+    /// The persistent network namespace bound at this path (an nsfs file), made and
+    /// configured by the caller (CNI) before the container starts.
+    Join(PathBuf),
 }
 
 /// The process to run and its environment.
@@ -281,8 +284,14 @@ fn keeper_main(spec: &RunSpec, cgroup: &Cgroup, mut go: File, mut pid_out: File,
     }
     use rustix::thread::UnshareFlags as U;
     let mut flags = U::NEWPID | U::NEWUTS | U::NEWIPC;
-    if spec.network == Network::None {
-        flags |= U::NEWNET;
+    match &spec.network {
+        Network::None => flags |= U::NEWNET,
+        Network::Host => {}
+        Network::Join(path) => {
+            if let Err(e) = join_netns(path) {
+                die(&e.to_string());
+            }
+        }
     }
     // SAFETY: this process is single-threaded; no file table is shared.
     if let Err(e) = unsafe { rustix::thread::unshare_unsafe(flags) } {
@@ -314,6 +323,15 @@ fn keeper_main(spec: &RunSpec, cgroup: &Cgroup, mut go: File, mut pid_out: File,
     cgroup.leave(std::process::id() as i32);
     signals::forward_to(init);
     exit(wait(init))
+}
+
+/// Enters the network namespace bound at `path` (pid 1 and the command inherit it).
+fn join_netns(path: &Path) -> Result<(), RuntimeError> {
+    use rustix::fs::OFlags;
+    let what = || format!("joining the network namespace {}", path.display());
+    let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).map_err(sys(what()))?;
+    rustix::thread::move_into_link_name_space(fd.as_fd(), Some(rustix::thread::LinkNameSpaceType::Network))
+        .map_err(sys(what()))
 }
 
 /// Pid 1: its own mount namespace, the root filesystem, the terminal, then the command

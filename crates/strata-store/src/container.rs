@@ -21,7 +21,7 @@ pub struct RunConfig {
     /// `uid[:gid]` or a user name (resolved in the rootfs when the container starts).
     pub user: String,
     pub hostname: String,
-    /// `none` or `host`.
+    /// `none`, `host`, `bridge` (the default bridge network) or a network's name.
     pub network: String,
     pub memory: Option<u64>,
     pub pids: Option<u64>,
@@ -35,6 +35,25 @@ pub struct RunConfig {
     /// `-v` bind mounts, as `HOST:CTR[:ro]` with HOST absolute and canonical.
     #[serde(default)]
     pub volumes: Vec<String>,
+    /// Published ports, DNS and extra hosts (`-p`, `-P`, `--dns`, `--add-host`).
+    #[serde(default)]
+    pub networking: Networking,
+}
+
+/// A container's network options, as given (checked at create).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Networking {
+    /// `-p [IP:][HOSTPORT:]CTRPORT[/PROTO]`.
+    #[serde(default)]
+    pub publish: Vec<String>,
+    /// `-P`: the image's exposed ports on random host ports.
+    #[serde(default)]
+    pub publish_all: bool,
+    #[serde(default)]
+    pub dns: Vec<String>,
+    /// `--add-host NAME:IP`.
+    #[serde(default)]
+    pub add_hosts: Vec<String>,
 }
 
 /// Docker's options that change a container's confinement, as given. The default (all
@@ -152,7 +171,7 @@ impl Container {
 
 /// Is process `pid`, started at `start`, alive? A zombie is not (its parent, once the
 /// `strata` that spawned a monitor has exited, may be slow to reap it).
-fn alive_since(pid: i32, start: u64) -> bool {
+pub fn alive_since(pid: i32, start: u64) -> bool {
     let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
     let Some((_, after)) = stat.rsplit_once(") ") else { return false };
     let fields: Vec<&str> = after.split(' ').collect();

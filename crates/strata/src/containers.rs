@@ -38,9 +38,8 @@ pub struct CreateArgs {
     /// CPU share in CPUs (e.g. 0.5)
     #[arg(long, value_parser = parse_cpus)]
     pub cpus: Option<f64>,
-    /// none: an own network namespace with only lo; host: the host's network
-    #[arg(long, default_value = "none", value_parser = ["none", "host"])]
-    pub network: String,
+    #[command(flatten)]
+    pub net: crate::network::NetArgs,
     /// Bind-mount a host path: HOST:CONTAINER[:ro|rw]
     #[arg(short = 'v', long = "volume", value_name = "HOST:CONTAINER[:ro]")]
     pub volumes: Vec<String>,
@@ -200,6 +199,7 @@ pub fn inspect_value(store: &Store, c: &Container) -> Result<serde_json::Value> 
                         "Pid1": if sec.init { "strata-init (sealed in-memory copy)" } else { "the command" }},
         "Mounts": c.config.volumes.iter().filter_map(|v| crate::volumes::parse(v).ok()).map(|v| serde_json::json!({
             "Type": "bind", "Source": v.source, "Destination": v.target, "RW": !v.read_only})).collect::<Vec<_>>(),
+        "NetworkSettings": crate::network::inspect_container(store, c),
         "GraphDriver": {"Name": "strata", "Data": {"MergedDir": store.mnt_dir(&c.id), "UpperDir": store.diff_dir(&c.id),
                         "InitDir": store.diff_dir(&c.init_layer())}},
     }))
@@ -276,6 +276,7 @@ pub fn create(store: &Store, args: &CreateArgs) -> Result<Container> {
     let resolved = confinement(&security, None).map_err(|e| strata_runtime::RuntimeError::Other(format!("{e:#}")))?;
     let volumes =
         crate::volumes::check_all(&args.volumes).map_err(|e| strata_runtime::RuntimeError::Other(format!("{e:#}")))?;
+    let networking = args.net.record(store)?;
     let profile = match resolved.seccomp {
         Seccomp::Profile(text) => Some(text),
         _ => None,
@@ -286,7 +287,7 @@ pub fn create(store: &Store, args: &CreateArgs) -> Result<Container> {
         cwd,
         user,
         hostname: args.hostname.clone().unwrap_or_default(),
-        network: args.network.clone(),
+        network: args.net.network.clone(),
         memory: args.memory,
         pids: args.pids_limit,
         cpus: args.cpus,
@@ -294,6 +295,7 @@ pub fn create(store: &Store, args: &CreateArgs) -> Result<Container> {
         entrypoint,
         security,
         volumes,
+        networking,
     };
     Ok(container::create(store, &image, image_ref, args.name.as_deref(), config, profile.as_deref())?)
 }
@@ -405,7 +407,11 @@ fn spec_for(store: &Store, c: &Container, rootfs: &Path, user_root: &Path, stdin
         gid,
         groups,
         hostname: c.config.hostname.clone(),
-        network: if c.config.network == "host" { Network::Host } else { Network::None },
+        network: match c.config.network.as_str() {
+            "host" => Network::Host,
+            "none" | "" => Network::None,
+            _ => Network::Join(crate::network::netns_path(store, &c.id)),
+        },
         binds: ["hosts", "hostname", "resolv.conf"].iter().map(|f| (PathBuf::from(f), format!("/etc/{f}"))).collect(),
         limits: Limits { memory: c.config.memory, pids: c.config.pids, cpus: c.config.cpus },
         cgroup: c.id.clone(),
@@ -422,6 +428,12 @@ pub fn start(store: &Store, c: &Container, stdin: bool, tty: bool) -> Result<i32
         bail!("container {} is already running", c.name);
     }
     let mnt = ensure_mounted(store, c)?;
+    // Torn down (CNI DEL, namespace removed) when dropped, once the container ended.
+    // A failure is the runtime's (exit status 125, as Docker's).
+    let network = crate::network::setup(store, c).map_err(|e| {
+        unmount(store, c);
+        strata_runtime::RuntimeError::Other(format!("{e:#}"))
+    })?;
     let mut spec = spec_for(store, c, &mnt, &mnt, stdin)?;
     let cdir = c.dir(store);
     for b in spec.binds.iter_mut() {
@@ -455,6 +467,7 @@ pub fn start(store: &Store, c: &Container, stdin: bool, tty: bool) -> Result<i32
         c.state.exit_code = code;
         c.state.finished_at = Some(strata_store::store::now_rfc3339());
     });
+    drop(network);
     unmount(store, c);
     recorded?;
     // main tells a runtime failure (exit status 125) by its type, under this context.
@@ -584,7 +597,7 @@ pub fn cmd_ps(store: &Store, all: bool, format: crate::images::ListFormat) -> Re
                 .map(|c| {
                     serde_json::json!({"Id": c.id, "Names": c.name, "Image": c.image_name, "ImageId": c.image,
                         "Command": c.config.args, "Created": c.created, "State": state(c),
-                        "Status": status(c), "ExitCode": c.state.exit_code, "Pid": if c.is_running() { c.state.pid } else { 0 }})
+                        "Status": status(c), "Ports": crate::network::ports_column(store, c), "ExitCode": c.state.exit_code, "Pid": if c.is_running() { c.state.pid } else { 0 }})
                 })
                 .collect();
             println!("{}", serde_json::to_string_pretty(&v)?);
@@ -603,11 +616,12 @@ pub fn cmd_ps(store: &Store, all: bool, format: crate::images::ListFormat) -> Re
                         format!("\"{cmd}\""),
                         ago(Some(&c.created)),
                         status(c),
+                        crate::network::ports_column(store, c),
                         c.name.clone(),
                     ]
                 })
                 .collect();
-            table(&["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES"], &rows);
+            table(&["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"], &rows);
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -631,6 +645,10 @@ pub fn remove(store: &Store, c: &Container, force: bool) -> Result<()> {
     // A detached container's monitor records its end and unmounts first.
     crate::monitor::wait_monitor(store, &c.id, std::time::Duration::from_secs(10));
     unmount(store, c);
+    // A failure is reported but does not keep the container (`check` finds what is left).
+    if let Err(e) = crate::network::teardown(store, &c.id) {
+        tracing::warn!("releasing the network of container {}: {e:#}", c.name);
+    }
     // A run whose `strata` process was killed left them behind.
     if !strata_runtime::cgroup::remove_leftover(&c.id) {
         tracing::warn!("the cgroups of container {} still hold processes", c.name);

@@ -214,6 +214,7 @@ pub fn cmd_rmi(store: &Store, images: &[String], force: bool) -> Result<()> {
 pub fn cmd_check(store: &Store) -> Result<bool> {
     let mut report = store.check()?;
     crate::containers::check_cgroups(store, &mut report.repaired, &mut report.problems)?;
+    crate::network::check(store, &mut report.repaired, &mut report.problems)?;
     for r in &report.repaired {
         println!("repaired: {r}");
     }

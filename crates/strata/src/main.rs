@@ -1,12 +1,14 @@
 //! `strata`: the command line. Thin: parses, calls the libraries, prints.
 
 mod build;
+mod cni;
 mod containers;
 mod daemon;
 mod images;
 mod lifecycle;
 mod logs;
 mod monitor;
+mod network;
 mod registry;
 mod terminal;
 mod ui;
@@ -200,6 +202,13 @@ enum Command {
         #[arg(required = true)]
         containers: Vec<String>,
     },
+    /// Manage networks: create, ls, rm, inspect
+    Network {
+        #[command(subcommand)]
+        command: network::NetworkCommand,
+    },
+    /// List a container's published ports, or the host address of one
+    Port { container: String, port: Option<String> },
     /// Show what a container changed: A added, C changed, D deleted
     Diff { container: String },
     /// Build an image from a Dockerfile, one layer per RUN, COPY and ADD, with a cache
@@ -424,6 +433,8 @@ fn store_cmd(root: &Path, command: Command) -> anyhow::Result<ExitCode> {
         Command::Ps { all, format } => return containers::cmd_ps(&store, all, format),
         Command::Rm { force, containers: list } => return containers::cmd_rm(&store, &list, force),
         Command::Diff { container } => return containers::cmd_diff(&store, &container),
+        Command::Network { command } => return network::cmd_network(&store, command),
+        Command::Port { container, port } => return network::cmd_port(&store, &container, port.as_deref()),
         Command::Build { args } => return build::cmd_build(&store, &args),
         Command::Builder { command } => return build::cmd_builder(&store, command),
         Command::Commit { message, author, change, container, reference } => {

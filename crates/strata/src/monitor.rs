@@ -93,6 +93,9 @@ pub fn reap(store: &Store, c: &Container) -> Result<Container> {
         return Ok(c.clone());
     }
     crate::containers::unmount(store, c);
+    if let Err(e) = crate::network::teardown(store, &c.id) {
+        tracing::warn!("releasing the network of container {}: {e:#}", c.name);
+    }
     if !strata_runtime::cgroup::remove_leftover(&c.id) {
         tracing::warn!("the cgroups of container {} still hold processes", c.name);
     }

@@ -20,6 +20,8 @@ fn namespaces_are_isolated_and_statuses_pass_through() {
         &[
             "run",
             "--rm",
+            "--network",
+            "none",
             "--hostname",
             "box1",
             "app",

@@ -2,6 +2,7 @@
 
 mod build;
 mod containers;
+mod cp;
 mod daemon;
 mod images;
 mod lifecycle;
@@ -197,8 +198,28 @@ enum Command {
     Rm {
         #[arg(short = 'f', long)]
         force: bool,
+        /// Remove the containers' anonymous volumes too
+        #[arg(short = 'v', long)]
+        volumes: bool,
         #[arg(required = true)]
         containers: Vec<String>,
+    },
+    /// Manage volumes: create, ls, inspect, rm, prune
+    Volume {
+        #[command(subcommand)]
+        command: volumes::VolumeCommand,
+    },
+    /// Copy files between a container and the host (or a tar stream: -)
+    Cp {
+        #[command(flatten)]
+        args: cp::CpArgs,
+    },
+    /// Write a container's filesystem as a tar archive
+    Export {
+        /// Output file; stdout when not given
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+        container: String,
     },
     /// Show what a container changed: A added, C changed, D deleted
     Diff { container: String },
@@ -422,7 +443,10 @@ fn store_cmd(root: &Path, command: Command) -> anyhow::Result<ExitCode> {
         Command::Monitor { container } => return monitor::cmd_monitor(&store, &container),
         Command::Exec { args } => return containers::cmd_exec(&store, &args),
         Command::Ps { all, format } => return containers::cmd_ps(&store, all, format),
-        Command::Rm { force, containers: list } => return containers::cmd_rm(&store, &list, force),
+        Command::Rm { force, volumes, containers: list } => return containers::cmd_rm(&store, &list, force, volumes),
+        Command::Volume { command } => return volumes::cmd_volume(&store, command),
+        Command::Cp { args } => return cp::cmd_cp(&store, &args),
+        Command::Export { output, container } => return cp::cmd_export(&store, &container, output.as_deref()),
         Command::Diff { container } => return containers::cmd_diff(&store, &container),
         Command::Build { args } => return build::cmd_build(&store, &args),
         Command::Builder { command } => return build::cmd_builder(&store, command),

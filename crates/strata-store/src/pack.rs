@@ -136,7 +136,10 @@ impl<'a, W: Write> Packer<'a, W> {
             self.links.insert((st.st_dev, st.st_ino), name.clone());
         }
         let entry = PathFd::open(CWD, full).at(full)?;
-        self.xattrs(&entry.proc, full)?;
+        // A tree keeps times to the nanosecond (a PAX mtime); a layer keeps the header's
+        // seconds, so that its bytes, and diff ID, stay what they were.
+        let mtime = (self.tree && st.st_mtime_nsec != 0).then(|| format!("{}.{:09}", st.st_mtime, st.st_mtime_nsec));
+        self.xattrs(&entry.proc, full, mtime)?;
         if kind == libc::S_IFDIR {
             h.set_entry_type(tar::EntryType::Directory);
             self.builder.append_data(&mut h, &name, io::empty()).at(full)?;
@@ -203,10 +206,13 @@ impl<'a, W: Write> Packer<'a, W> {
     }
 
     /// The xattrs of the entry at `proc` (its `/proc/self/fd` name) as PAX records (before
-    /// its header), the union's private ones left out.
-    fn xattrs(&mut self, proc: &Path, full: &Path) -> Result<()> {
+    /// its header), the union's private ones left out; and `mtime` when given.
+    fn xattrs(&mut self, proc: &Path, full: &Path, mtime: Option<String>) -> Result<()> {
         let names = list_xattrs(proc).at(full)?;
         let mut records: Vec<(String, Vec<u8>)> = Vec::new();
+        if let Some(t) = mtime {
+            records.push(("mtime".into(), t.into_bytes()));
+        }
         for n in names {
             if is_private_xattr(&n) {
                 continue;

@@ -340,11 +340,17 @@ fn to_stdout(src: &Source) -> Result<()> {
 pub fn cmd_cp(store: &Store, args: &CpArgs) -> Result<ExitCode> {
     match (side(&args.src), side(&args.dest)) {
         (Side::Container(..), Side::Container(..)) => bail!("copying between containers is not supported"),
-        (Side::Container(name, path), dest) => {
+        (Side::Container(name, given), dest) => {
             let c = container::find(store, name)?;
             let m = Mounted::new(store, c.clone())?;
-            let (root, path) = root_of(store, &c, &m.mnt, path)?;
-            let src = source_in(&root, &path, args.follow_link, &c)?;
+            let (root, path) = root_of(store, &c, &m.mnt, given)?;
+            let mut src = source_in(&root, &path, args.follow_link, &c)?;
+            // A volume's own directory is reached as the root of its host directory.
+            if src.base.is_empty()
+                && let Some(n) = clean(given).file_name()
+            {
+                src.base = n.to_os_string();
+            }
             match dest {
                 Side::Stream => to_stdout(&src)?,
                 Side::Host(raw) => {
@@ -432,16 +438,17 @@ pub fn cmd_cp(store: &Store, args: &CpArgs) -> Result<ExitCode> {
 }
 
 /// `export CONTAINER [-o FILE]`: the container's flattened root filesystem as a tar, from
-/// its union (no volume content, as Docker).
+/// its union (no volume content, as Docker), its root directory's entry (`./`) first.
 pub fn cmd_export(store: &Store, reference: &str, output: Option<&Path>) -> Result<ExitCode> {
     let c = container::find(store, reference)?;
     let m = Mounted::new(store, c)?;
-    let root = fd_name(&open_dir(&m.mnt)?, OsStr::new(""));
+    let rootfd = open_dir(&m.mnt)?;
+    let root = fd_name(&rootfd, OsStr::new(""));
     match output {
         Some(p) if p != Path::new("-") => {
             let file = std::fs::File::create(p).with_context(|| format!("{}", p.display()))?;
             let mut w = BufWriter::with_capacity(1 << 17, file);
-            let res = pack_tree(&root, None, &mut w, &crate::ui::Bars::new())
+            let res = pack_tree(&root, Some(Path::new(".")), &mut w, &crate::ui::Bars::new())
                 .map_err(anyhow::Error::from)
                 .and_then(|()| w.flush().with_context(|| format!("{}", p.display())));
             if let Err(e) = res {
@@ -455,7 +462,7 @@ pub fn cmd_export(store: &Store, reference: &str, output: Option<&Path>) -> Resu
                 bail!("refusing to write an archive to a terminal: use -o FILE or redirect stdout");
             }
             let mut w = BufWriter::with_capacity(1 << 17, out.lock());
-            pack_tree(&root, None, &mut w, &strata_store::Quiet)?;
+            pack_tree(&root, Some(Path::new(".")), &mut w, &strata_store::Quiet)?;
             w.flush().context("stdout")?;
         }
     }

@@ -286,9 +286,13 @@ fn under_mount(c: &Container, path: &str) -> bool {
 fn source_in(root: &OwnedFd, raw: &str, follow: bool, c: &Container) -> Result<Source> {
     let contents = raw.ends_with("/.") || raw == ".";
     let follow = follow || raw.ends_with('/') || contents;
-    let (dir, name) = locate(root, raw, follow)
-        .map_err(|_| anyhow!("Could not find the file {raw} in container {}", c.name))?;
-    let st = match rustix::fs::statat(&dir, if name.is_empty() { OsStr::new(".") } else { &name }, AtFlags::SYMLINK_NOFOLLOW) {
+    let (dir, name) =
+        locate(root, raw, follow).map_err(|_| anyhow!("Could not find the file {raw} in container {}", c.name))?;
+    let st = match rustix::fs::statat(
+        &dir,
+        if name.is_empty() { OsStr::new(".") } else { &name },
+        AtFlags::SYMLINK_NOFOLLOW,
+    ) {
         Ok(st) => st,
         Err(Errno::NOENT) => bail!("Could not find the file {raw} in container {}", c.name),
         Err(e) => return Err(e).with_context(|| format!("{raw} in container {}", c.name)),
@@ -399,8 +403,13 @@ pub fn cmd_cp(store: &Store, args: &CpArgs) -> Result<ExitCode> {
                 if dname.is_empty() {
                     return Ok(dir.try_clone()?);
                 }
-                rustix::fs::openat(&dir, &dname, OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
-                    .with_context(|| format!("{path} in container {}", c.name))
+                rustix::fs::openat(
+                    &dir,
+                    &dname,
+                    OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .with_context(|| format!("{path} in container {}", c.name))
             };
             // Through the union unless the path is in a volume of a stopped container.
             let target = if c.is_running() || in_volume(store, &c, &clean(path))?.is_none() {

@@ -170,7 +170,9 @@ pub fn parse_mount(spec: &str) -> Result<Spec> {
             Some((k, v)) => (k.trim().to_ascii_lowercase(), Some(v.trim())),
             None => (field.trim().to_ascii_lowercase(), None),
         };
-        let need = || value.map(str::to_string).ok_or_else(|| anyhow!("{what}: invalid field '{field}' must be a key=value pair"));
+        let need = || {
+            value.map(str::to_string).ok_or_else(|| anyhow!("{what}: invalid field '{field}' must be a key=value pair"))
+        };
         match key.as_str() {
             "type" => kind = need()?,
             "source" | "src" => source = Some(need()?),
@@ -357,6 +359,8 @@ pub fn runtime(store: &Store, config: &RunConfig) -> Result<Vec<strata_runtime::
         };
         out.push(strata_runtime::Volume { source, target: s.target, read_only: s.read_only, tmpfs });
     }
+    // Outer paths first, so that `/a` does not hide a mount at `/a/b` (as Docker sorts).
+    out.sort_by_key(|v| Path::new(&v.target).components().count());
     Ok(out)
 }
 
@@ -579,7 +583,8 @@ mod tests {
         let n = parse("cache:/var/cache:ro,nocopy").expect("valid");
         assert_eq!((n.source, n.read_only, n.nocopy), (Source::Named("cache".into()), true, true));
         assert_eq!(parse("/d").expect("valid").source, Source::Anonymous);
-        for bad in ["./data:/d", "/a:d", "/a:/d/../..", "/a:/", "/a:/proc/x", "/a:/d:rx", "/a:/b:ro:x", "/a:/b:nocopy"] {
+        for bad in ["./data:/d", "/a:d", "/a:/d/../..", "/a:/", "/a:/proc/x", "/a:/d:rx", "/a:/b:ro:x", "/a:/b:nocopy"]
+        {
             assert!(parse(bad).is_err(), "{bad}");
         }
         // The record's form reads back as the same mount.

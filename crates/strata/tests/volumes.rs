@@ -459,8 +459,10 @@ fn export_then_import_gives_the_same_tree() {
     ok(&root, &["export", "x1", "-o", tarball.to_str().unwrap()]);
     ok(&root, &["import", tarball.to_str().unwrap(), "x1img"]);
     // And from stdin, as `export | import -`.
-    let exp = st(&root).args(["export", "x1"]).stdout(Stdio::piped()).spawn().unwrap();
-    let imp = st(&root).args(["import", "-", "x1img2"]).stdin(exp.stdout.unwrap()).output().unwrap();
+    let mut exp = st(&root).args(["export", "x1"]).stdout(Stdio::piped()).spawn().unwrap();
+    let piped = exp.stdout.take().unwrap();
+    let imp = st(&root).args(["import", "-", "x1img2"]).stdin(piped).output().unwrap();
+    assert!(exp.wait().unwrap().success());
     assert!(imp.status.success(), "{}", String::from_utf8_lossy(&imp.stderr));
     let cmnt = PathBuf::from(ok(&root, &["mount", "x1"]).trim());
     let container = full_tree(&cmnt);

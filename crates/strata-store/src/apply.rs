@@ -36,7 +36,7 @@ pub struct Applied {
 /// Applies the layer tar read from `tar` to `dest`, an empty directory. With `split`, the
 /// tar's skeleton is recorded (the reader must then be `split.tee(..)`).
 pub fn apply_layer(tar: impl Read, dest: &Path, split: Option<&SplitRecorder>) -> Result<Applied> {
-    unpack(tar, dest, split, Whiteouts::Convert)
+    unpack(tar, dest, split, Whiteouts::Convert, true)
 }
 
 /// Where [`extract`] writes: a union (through its mount) refuses names the union keeps for
@@ -52,12 +52,14 @@ pub enum Target {
 /// is merged into), with the same care as [`apply_layer`] (nothing is followed, hard
 /// links only to earlier entries). `.wh.` names are no whiteouts here: into a union they
 /// are refused (they would be the union's own), into a directory they are plain names.
-pub fn extract(tar: impl Read, dest: &Path, target: Target) -> Result<Applied> {
+/// The root entry (`./`) gives `dest` its owner, mode, xattrs and time only with
+/// `root_attrs` (else it is skipped, as Docker does for an existing directory).
+pub fn extract(tar: impl Read, dest: &Path, target: Target, root_attrs: bool) -> Result<Applied> {
     let w = match target {
         Target::Union => Whiteouts::Refuse,
         Target::Directory => Whiteouts::Plain,
     };
-    unpack(tar, dest, None, w)
+    unpack(tar, dest, None, w, root_attrs)
 }
 
 /// What `.wh.` names in a tar are.
@@ -71,10 +73,17 @@ enum Whiteouts {
     Refuse,
 }
 
-fn unpack(tar: impl Read, dest: &Path, split: Option<&SplitRecorder>, wh: Whiteouts) -> Result<Applied> {
+fn unpack(
+    tar: impl Read,
+    dest: &Path,
+    split: Option<&SplitRecorder>,
+    wh: Whiteouts,
+    root_attrs: bool,
+) -> Result<Applied> {
     let root = rustix::fs::open(dest, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).at(dest)?;
     let mut a = Applier {
         wh,
+        root_attrs,
         root,
         dest: dest.to_path_buf(),
         parent: None,
@@ -189,6 +198,8 @@ struct Applier {
     buf: Vec<u8>,
     stats: Applied,
     wh: Whiteouts,
+    /// The root entry's attributes apply to the root.
+    root_attrs: bool,
 }
 
 impl Applier {
@@ -207,7 +218,7 @@ impl Applier {
         }
         let Some(rel) = clean_path(raw).map_err(bad)? else {
             // The root entry (`.` or `./`): only its attributes apply.
-            if kind == EntryType::Directory {
+            if kind == EntryType::Directory && self.root_attrs {
                 let attrs = attrs_of(entry)?;
                 self.set_owner_mode(&self.root.try_clone().at(&self.dest)?, None, &attrs, false)?;
                 self.dir_times.insert(None, attrs.mtime);

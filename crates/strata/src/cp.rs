@@ -216,7 +216,8 @@ pub fn copy_tree(src: &Path, name: Option<&Path>, dir: &Path, target: Target) ->
     let packer = std::thread::spawn(move || -> strata_store::error::Result<()> {
         pack_tree(&src_owned, name_owned.as_deref(), BufWriter::with_capacity(1 << 17, writer), &strata_store::Quiet)
     });
-    let unpacked = extract(BufReader::with_capacity(1 << 17, reader), dir, target);
+    // Our own tar: a root entry is there only when asked for (`name` `.`).
+    let unpacked = extract(BufReader::with_capacity(1 << 17, reader), dir, target, true);
     let packed = packer.join().map_err(|_| anyhow!("the thread packing {} panicked", src.display()))?;
     // The reader's error first: the packer's is then a broken pipe.
     unpacked?;
@@ -424,7 +425,9 @@ pub fn cmd_cp(store: &Store, args: &CpArgs) -> Result<ExitCode> {
                     }
                     let d = open_dest()?;
                     let stdin = std::io::stdin();
-                    extract(BufReader::with_capacity(1 << 17, stdin.lock()), &fd_name(&d, OsStr::new("")), target)?;
+                    // A `./` entry of the stream leaves the existing directory as it is (as Docker).
+                    let input = BufReader::with_capacity(1 << 17, stdin.lock());
+                    extract(input, &fd_name(&d, OsStr::new("")), target, false)?;
                 }
                 Side::Host(raw) => {
                     let src = source_on_host(raw, args.follow_link)?;

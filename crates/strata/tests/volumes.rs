@@ -285,6 +285,7 @@ fn rich_tree(s: &Scratch) -> PathBuf {
     let script = r#"
 set -e
 cd "$1"
+chmod 0700 .
 mkdir -p sub/deep
 echo hello > f && chmod 0640 f && chown 1000:1001 f && ln f hl
 setfattr -n user.k -v val f
@@ -396,12 +397,19 @@ fn cp_reads_and_writes_tar_streams() {
     // `-` out: a tar of /app named `app/...`, unpacked by GNU tar: the same tree.
     let o = st(&root).args(["cp", "t1:/app", "-"]).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut modes = Vec::new();
     let names: Vec<String> = tar::Archive::new(&o.stdout[..])
         .entries()
         .unwrap()
-        .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+        .map(|e| {
+            let e = e.unwrap();
+            modes.push(e.header().mode().unwrap());
+            e.path().unwrap().to_string_lossy().into_owned()
+        })
         .collect();
     assert_eq!(names[0].trim_end_matches('/'), "app");
+    // The stream's `./` (mode 0700) left the existing /app as it was (as Docker).
+    assert_eq!(modes[0], 0o755, "{names:?}");
     assert!(names.iter().all(|n| n.starts_with("app")), "{names:?}");
     let out = s.mkdir("out");
     let mut untar = Command::new("tar")

@@ -378,7 +378,7 @@ pub fn cmd_cp(store: &Store, args: &CpArgs) -> Result<ExitCode> {
                     };
                     copy_tree(&src.path, name_of(&plan).as_deref(), &dir, Target::Directory)?;
                 }
-                Side::Container(..) => unreachable!("matched above"),
+                Side::Container(..) => bail!("copying between containers is not supported"),
             }
         }
         (src_side, Side::Container(name, path)) => {
@@ -438,13 +438,12 @@ pub fn cmd_cp(store: &Store, args: &CpArgs) -> Result<ExitCode> {
                     };
                     copy_tree(&src.path, name_of(&plan).as_deref(), &fd_name(&d, OsStr::new("")), target)?;
                 }
-                Side::Container(..) => unreachable!("matched above"),
+                Side::Container(..) => bail!("copying between containers is not supported"),
             }
         }
-        (Side::Stream, Side::Stream) | (Side::Host(_), Side::Stream) | (Side::Stream, Side::Host(_)) => {
+        (Side::Stream | Side::Host(_), Side::Stream | Side::Host(_)) => {
             bail!("must specify at least one container source")
         }
-        (Side::Host(_), Side::Host(_)) => bail!("must specify at least one container source"),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -105,6 +105,15 @@ pub struct Volume {
     /// Path in the container, resolved inside its root.
     pub target: String,
     pub read_only: bool,
+    /// A tmpfs with these options (`size=64m,mode=1777,exec`...) instead of a bind of
+    /// `source`.
+    #[serde(default)]
+    pub tmpfs: Option<String>,
+}
+
+/// Checks a tmpfs option list (`--tmpfs /run:size=64m,exec`) as the runtime will read it.
+pub fn check_tmpfs_options(options: &str) -> Result<(), RuntimeError> {
+    rootfs::tmpfs_options(options).map(|_| ())
 }
 
 /// Exit status for failures of the runtime itself, before the command runs (as Docker).

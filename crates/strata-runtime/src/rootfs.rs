@@ -63,6 +63,11 @@ pub fn prepare(spec: &RunSpec) -> Result<(), RuntimeError> {
 /// path means the container's path), made if missing: a directory for a directory, an
 /// empty file for anything else.
 fn volume(root: &Root, v: &crate::Volume) -> Result<(), RuntimeError> {
+    if let Some(options) = &v.tmpfs {
+        let (flags, data) = tmpfs_options(options)?;
+        let ro = if v.read_only { MountFlags::RDONLY } else { MountFlags::empty() };
+        return root.mount("tmpfs", &v.target, "tmpfs", flags | ro, &data);
+    }
     let source = v.source.to_string_lossy();
     let meta = std::fs::metadata(&v.source)
         .map_err(|e| RuntimeError::Other(format!("bind source path does not exist: {source} ({e})")))?;
@@ -72,6 +77,34 @@ fn volume(root: &Root, v: &crate::Volume) -> Result<(), RuntimeError> {
         root.remount_read_only(&v.target, MountFlags::empty())?;
     }
     Ok(())
+}
+
+/// A `--tmpfs` option list as mount flags and data: Docker's defaults (`noexec`,
+/// `nosuid`, `nodev`) unless the list says otherwise; `size`, `mode`, `uid`, `gid`,
+/// `nr_inodes`, `nr_blocks` go to tmpfs.
+pub(crate) fn tmpfs_options(options: &str) -> Result<(MountFlags, String), RuntimeError> {
+    let mut flags = NO_SUID_DEV_EXEC;
+    let mut data = Vec::new();
+    for o in options.split(',').filter(|o| !o.is_empty()) {
+        let (key, _) = o.split_once('=').unwrap_or((o, ""));
+        match o {
+            "rw" => flags.remove(MountFlags::RDONLY),
+            "ro" => flags.insert(MountFlags::RDONLY),
+            "exec" => flags.remove(MountFlags::NOEXEC),
+            "noexec" => flags.insert(MountFlags::NOEXEC),
+            "suid" => flags.remove(MountFlags::NOSUID),
+            "nosuid" => flags.insert(MountFlags::NOSUID),
+            "dev" => flags.remove(MountFlags::NODEV),
+            "nodev" => flags.insert(MountFlags::NODEV),
+            "sync" => flags.insert(MountFlags::SYNCHRONOUS),
+            "async" => flags.remove(MountFlags::SYNCHRONOUS),
+            "noatime" => flags.insert(MountFlags::NOATIME),
+            "atime" => flags.remove(MountFlags::NOATIME),
+            _ if matches!(key, "size" | "mode" | "uid" | "gid" | "nr_inodes" | "nr_blocks") => data.push(o),
+            _ => return Err(RuntimeError::Other(format!("tmpfs option '{o}' is not supported"))),
+        }
+    }
+    Ok((flags, data.join(",")))
 }
 
 /// Makes the current directory (the prepared rootfs) the root.
@@ -215,4 +248,18 @@ fn loopback_up() -> Result<(), RuntimeError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tmpfs_option_lists() {
+        let (flags, data) = tmpfs_options("size=64m,mode=1777,exec").expect("valid");
+        assert_eq!(data, "size=64m,mode=1777");
+        assert!(!flags.contains(MountFlags::NOEXEC) && flags.contains(MountFlags::NOSUID | MountFlags::NODEV));
+        assert!(tmpfs_options("ro").expect("valid").0.contains(MountFlags::RDONLY));
+        assert!(tmpfs_options("size=1m,bogus").is_err());
+    }
 }

@@ -36,8 +36,54 @@ pub struct Applied {
 /// Applies the layer tar read from `tar` to `dest`, an empty directory. With `split`, the
 /// tar's skeleton is recorded (the reader must then be `split.tee(..)`).
 pub fn apply_layer(tar: impl Read, dest: &Path, split: Option<&SplitRecorder>) -> Result<Applied> {
+    unpack(tar, dest, split, Whiteouts::Convert, true)
+}
+
+/// Where [`extract`] writes: a union (through its mount) refuses names the union keeps for
+/// itself, a plain directory takes any name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    Union,
+    Directory,
+}
+
+/// Unpacks a plain tar of a tree (`cp`, filling a volume) into `dest`, an existing
+/// directory that may hold files: an entry replaces what is at its name (a directory
+/// is merged into), with the same care as [`apply_layer`] (nothing is followed, hard
+/// links only to earlier entries). `.wh.` names are no whiteouts here: into a union they
+/// are refused (they would be the union's own), into a directory they are plain names.
+/// The root entry (`./`) gives `dest` its owner, mode, xattrs and time only with
+/// `root_attrs` (else it is skipped, as Docker does for an existing directory).
+pub fn extract(tar: impl Read, dest: &Path, target: Target, root_attrs: bool) -> Result<Applied> {
+    let w = match target {
+        Target::Union => Whiteouts::Refuse,
+        Target::Directory => Whiteouts::Plain,
+    };
+    unpack(tar, dest, None, w, root_attrs)
+}
+
+/// What `.wh.` names in a tar are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Whiteouts {
+    /// OCI whiteouts, made the store's AUFS form (a layer).
+    Convert,
+    /// Ordinary names.
+    Plain,
+    /// Refused: the tree goes into a union, whose names they are.
+    Refuse,
+}
+
+fn unpack(
+    tar: impl Read,
+    dest: &Path,
+    split: Option<&SplitRecorder>,
+    wh: Whiteouts,
+    root_attrs: bool,
+) -> Result<Applied> {
     let root = rustix::fs::open(dest, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).at(dest)?;
     let mut a = Applier {
+        wh,
+        root_attrs,
         root,
         dest: dest.to_path_buf(),
         parent: None,
@@ -151,6 +197,9 @@ struct Applier {
     whiteouts: Vec<PathBuf>,
     buf: Vec<u8>,
     stats: Applied,
+    wh: Whiteouts,
+    /// The root entry's attributes apply to the root.
+    root_attrs: bool,
 }
 
 impl Applier {
@@ -169,7 +218,7 @@ impl Applier {
         }
         let Some(rel) = clean_path(raw).map_err(bad)? else {
             // The root entry (`.` or `./`): only its attributes apply.
-            if kind == EntryType::Directory {
+            if kind == EntryType::Directory && self.root_attrs {
                 let attrs = attrs_of(entry)?;
                 self.set_owner_mode(&self.root.try_clone().at(&self.dest)?, None, &attrs, false)?;
                 self.dir_times.insert(None, attrs.mtime);
@@ -179,7 +228,13 @@ impl Applier {
         let name = rel.file_name().unwrap_or_default().to_os_string();
         let parent_rel = rel.parent().unwrap_or(Path::new("")).to_path_buf();
         if let Some(hidden) = name.as_bytes().strip_prefix(b".wh.") {
-            return self.whiteout(&parent_rel, hidden);
+            match self.wh {
+                Whiteouts::Convert => return self.whiteout(&parent_rel, hidden),
+                Whiteouts::Refuse => {
+                    return Err(bad("names starting with .wh. are the union's own: it cannot hold such a file"));
+                }
+                Whiteouts::Plain => {}
+            }
         }
         let attrs = attrs_of(entry)?;
         let parent = self.open_dir(&parent_rel, true)?;

@@ -32,9 +32,13 @@ pub struct RunConfig {
     /// How the container is confined, as the user asked (Docker's options).
     #[serde(default)]
     pub security: Security,
-    /// `-v` bind mounts, as `HOST:CTR[:ro]` with HOST absolute and canonical.
+    /// `-v` and `--mount` binds and volumes (Docker's `Binds`), as `HOST:CTR[:OPTIONS]`
+    /// with HOST absolute and canonical, or `NAME:CTR[:OPTIONS]` for volume NAME.
     #[serde(default)]
     pub volumes: Vec<String>,
+    /// `--tmpfs` and `--mount type=tmpfs`: `CTR[:OPTIONS]`.
+    #[serde(default)]
+    pub tmpfs: Vec<String>,
     /// Published ports, DNS and extra hosts (`-p`, `-P`, `--dns`, `--add-host`).
     #[serde(default)]
     pub networking: Networking,
@@ -320,11 +324,14 @@ pub fn create(
     // Mount points of directory volumes (`HOST:CTR[:ro]`) where the image has
     // directories or nothing on the way (a link or a file is left to the runtime, which
     // resolves it inside the root): not in the read-write layer, so not in `diff`.
-    for v in &config.volumes {
+    // Named volumes and tmpfs mounts are directories.
+    let tmpfs = config.tmpfs.iter().map(|t| format!("tmpfs:{t}"));
+    for v in config.volumes.iter().cloned().chain(tmpfs) {
         let mut parts = v.split(':');
         let (Some(host), Some(target)) = (parts.next(), parts.next()) else { continue };
         let rel = Path::new(target.trim_start_matches('/'));
-        if rel.as_os_str().is_empty() || !Path::new(host).is_dir() || !dirs_or_missing(&view, rel).at(&init)? {
+        let dir_source = !host.starts_with('/') || Path::new(host).is_dir();
+        if rel.as_os_str().is_empty() || !dir_source || !dirs_or_missing(&view, rel).at(&init)? {
             continue;
         }
         fs::create_dir_all(init.join(rel)).at(init.join(rel))?;
@@ -360,6 +367,10 @@ pub fn create(
             "the container name '{n}' is already used by container {}",
             other.short_id()
         )));
+    }
+    // A volume removed since it was made for this container.
+    for v in crate::volume::names_in(&config) {
+        crate::volume::find(store, v)?;
     }
     // The image may have been removed since it was looked up.
     if !image.layer_ids().iter().all(|l| store.has_layer(l)) {

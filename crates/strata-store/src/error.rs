@@ -28,6 +28,8 @@ pub enum StoreError {
     NoSuchImage(String),
     #[error("no such container: {0}")]
     NoSuchContainer(String),
+    #[error("no such volume: {0}")]
+    NoSuchVolume(String),
     /// The request conflicts with the store's state (a name taken, an image in use).
     #[error("{0}")]
     Conflict(String),

@@ -21,6 +21,7 @@ pub mod refs;
 pub mod save;
 pub mod split;
 pub mod store;
+pub mod volume;
 
 pub use digest::Digest;
 pub use error::StoreError;

@@ -34,9 +34,26 @@ pub fn pack_layer(dir: &Path, view: &View, out: impl Write, progress: &dyn Progr
     pack(dir, Some(view), out, progress)
 }
 
+/// Writes the entry at `path` as a plain tar of a tree (`cp`, `export`, filling a
+/// volume): named `name`, a directory with its contents below `name/` (`.` gives the
+/// directory's own entry and its contents at the top); without `name`, the contents of
+/// directory `path` only. Nothing is converted: no whiteouts (a union mount shows none),
+/// a `.wh.`-named file or a 0/0 device is what it is. Symbolic links are never followed.
+pub fn pack_tree(path: &Path, name: Option<&Path>, out: impl Write, progress: &dyn Progress) -> Result<()> {
+    let mut p = Packer::new(path, None, out, progress);
+    p.tree = true;
+    match name {
+        Some(name) => {
+            p.prefix = Some(name.to_path_buf());
+            p.entry(Path::new(""), path, None)?;
+        }
+        None => p.walk(Path::new(""))?,
+    }
+    p.builder.into_inner().at(path)?.flush().at(path)
+}
+
 fn pack(dir: &Path, view: Option<&View>, out: impl Write, progress: &dyn Progress) -> Result<()> {
-    let mut p =
-        Packer { root: dir.to_path_buf(), builder: tar::Builder::new(out), links: HashMap::new(), progress, view };
+    let mut p = Packer::new(dir, view, out, progress);
     p.walk(Path::new(""))?;
     p.builder.into_inner().at(dir)?.flush().at(dir)
 }
@@ -48,9 +65,34 @@ struct Packer<'a, W: Write> {
     links: HashMap<(u64, u64), PathBuf>,
     progress: &'a dyn Progress,
     view: Option<&'a View>,
+    /// A plain tree ([`pack_tree`]): no whiteout conversion, nothing skipped.
+    tree: bool,
+    /// The tar name of the root (`pack_tree` with a name); else names are relative to it.
+    prefix: Option<PathBuf>,
 }
 
-impl<W: Write> Packer<'_, W> {
+impl<'a, W: Write> Packer<'a, W> {
+    fn new(root: &Path, view: Option<&'a View>, out: W, progress: &'a dyn Progress) -> Packer<'a, W> {
+        Packer {
+            root: root.to_path_buf(),
+            builder: tar::Builder::new(out),
+            links: HashMap::new(),
+            progress,
+            view,
+            tree: false,
+            prefix: None,
+        }
+    }
+
+    /// The tar name of the entry at `rel` below the root.
+    fn name(&self, rel: &Path) -> PathBuf {
+        match &self.prefix {
+            Some(p) if rel.as_os_str().is_empty() => p.clone(),
+            Some(p) => p.join(rel),
+            None => rel.to_path_buf(),
+        }
+    }
+
     fn walk(&mut self, rel: &Path) -> Result<()> {
         let dir = self.root.join(rel);
         let fd = sys::open_at(CWD, &dir, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).at(&dir)?;
@@ -59,7 +101,7 @@ impl<W: Write> Packer<'_, W> {
         for name in names {
             let bytes = name.as_bytes();
             // The union's bookkeeping (work and state dirs), never content.
-            if bytes.starts_with(b".wh..wh.") && name != AUFS_OPAQUE {
+            if !self.tree && bytes.starts_with(b".wh..wh.") && name != AUFS_OPAQUE {
                 continue;
             }
             let child = rel.join(&name);
@@ -75,7 +117,8 @@ impl<W: Write> Packer<'_, W> {
         let st = sys::lstat(CWD, full).at(full)?;
         let kind = sys::file_type_bits(&st);
         let mut h = header_of(&st);
-        if kind == libc::S_IFCHR && st.st_rdev == 0 {
+        let name = self.name(rel);
+        if !self.tree && kind == libc::S_IFCHR && st.st_rdev == 0 {
             // An OverlayFS whiteout.
             let mut wh = std::ffi::OsString::from(".wh.");
             wh.push(rel.file_name().unwrap_or_default());
@@ -88,15 +131,21 @@ impl<W: Write> Packer<'_, W> {
             if let Some(first) = self.links.get(&(st.st_dev, st.st_ino)) {
                 h.set_entry_type(tar::EntryType::Link);
                 let first = first.clone();
-                return self.builder.append_link(&mut h, rel, &first).at(full);
+                return self.builder.append_link(&mut h, &name, &first).at(full);
             }
-            self.links.insert((st.st_dev, st.st_ino), rel.to_path_buf());
+            self.links.insert((st.st_dev, st.st_ino), name.clone());
         }
         let entry = PathFd::open(CWD, full).at(full)?;
-        self.xattrs(&entry.proc, full)?;
+        // A tree keeps times to the nanosecond (a PAX mtime); a layer keeps the header's
+        // seconds, so that its bytes, and diff ID, stay what they were.
+        let mtime = (self.tree && st.st_mtime_nsec != 0).then(|| format!("{}.{:09}", st.st_mtime, st.st_mtime_nsec));
+        self.xattrs(&entry.proc, full, mtime)?;
         if kind == libc::S_IFDIR {
             h.set_entry_type(tar::EntryType::Directory);
-            self.builder.append_data(&mut h, rel, io::empty()).at(full)?;
+            self.builder.append_data(&mut h, &name, io::empty()).at(full)?;
+            if self.tree {
+                return self.walk(rel);
+            }
             let xattr = |name: &str| get_xattr(&entry.proc, OsStr::new(name)).ok().flatten();
             let redirected = self.view.is_some() && xattr(OVL_REDIRECT_XATTRS[0]).is_some();
             let opaque = redirected || OVL_OPAQUE_XATTRS.iter().any(|x| xattr(x).is_some_and(|v| v == b"y"));
@@ -118,7 +167,7 @@ impl<W: Write> Packer<'_, W> {
         if kind == libc::S_IFLNK {
             let target = sys::readlinkat(CWD, full, Vec::new()).at(full)?;
             h.set_entry_type(tar::EntryType::Symlink);
-            return self.builder.append_link(&mut h, rel, OsStr::from_bytes(target.as_bytes())).at(full);
+            return self.builder.append_link(&mut h, &name, OsStr::from_bytes(target.as_bytes())).at(full);
         }
         if kind == libc::S_IFREG {
             let len = st.st_size as u64;
@@ -129,7 +178,7 @@ impl<W: Write> Packer<'_, W> {
             // Exactly the size the header says: a file growing meanwhile (a running
             // container) must not spill bytes that would parse as further entries.
             let exact = Exact { inner: f.take(len), path: full };
-            return self.builder.append_data(&mut h, rel, exact).at(full);
+            return self.builder.append_data(&mut h, &name, exact).at(full);
         }
         let entry_type = match kind {
             libc::S_IFCHR => tar::EntryType::Char,
@@ -144,7 +193,7 @@ impl<W: Write> Packer<'_, W> {
         let dev = st.st_rdev;
         h.set_device_major(rustix::fs::major(dev)).at(full)?;
         h.set_device_minor(rustix::fs::minor(dev)).at(full)?;
-        self.builder.append_data(&mut h, rel, io::empty()).at(full)
+        self.builder.append_data(&mut h, &name, io::empty()).at(full)
     }
 
     /// Emits everything the union shows in `dir` (entries of any layer).
@@ -157,10 +206,13 @@ impl<W: Write> Packer<'_, W> {
     }
 
     /// The xattrs of the entry at `proc` (its `/proc/self/fd` name) as PAX records (before
-    /// its header), the union's private ones left out.
-    fn xattrs(&mut self, proc: &Path, full: &Path) -> Result<()> {
+    /// its header), the union's private ones left out; and `mtime` when given.
+    fn xattrs(&mut self, proc: &Path, full: &Path, mtime: Option<String>) -> Result<()> {
         let names = list_xattrs(proc).at(full)?;
         let mut records: Vec<(String, Vec<u8>)> = Vec::new();
+        if let Some(t) = mtime {
+            records.push(("mtime".into(), t.into_bytes()));
+        }
         for n in names {
             if is_private_xattr(&n) {
                 continue;

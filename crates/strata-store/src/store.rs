@@ -31,7 +31,7 @@ use crate::error::{IoContext, Result, StoreError};
 use crate::refs;
 
 pub const DEFAULT_ROOT: &str = "/var/lib/strata";
-const DIRS: [&str; 7] = ["diff", "layers", "layerdb", "images", "containers", "mnt", "tmp"];
+const DIRS: [&str; 8] = ["diff", "layers", "layerdb", "images", "containers", "mnt", "tmp", "volumes"];
 
 pub struct Store {
     root: PathBuf,

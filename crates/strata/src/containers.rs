@@ -40,9 +40,8 @@ pub struct CreateArgs {
     pub cpus: Option<f64>,
     #[command(flatten)]
     pub net: crate::network::NetArgs,
-    /// Bind-mount a host path: HOST:CONTAINER[:ro|rw]
-    #[arg(short = 'v', long = "volume", value_name = "HOST:CONTAINER[:ro]")]
-    pub volumes: Vec<String>,
+    #[command(flatten)]
+    pub volumes: crate::volumes::VolumeArgs,
     #[command(flatten)]
     pub security: SecurityArgs,
     #[command(flatten)]
@@ -197,8 +196,7 @@ pub fn inspect_value(store: &Store, c: &Container) -> Result<serde_json::Value> 
                         "MaskedPaths": abs(masked), "ReadonlyPaths": abs(read_only),
                         "Namespaces": namespaces,
                         "Pid1": if sec.init { "strata-init (sealed in-memory copy)" } else { "the command" }},
-        "Mounts": c.config.volumes.iter().filter_map(|v| crate::volumes::parse(v).ok()).map(|v| serde_json::json!({
-            "Type": "bind", "Source": v.source, "Destination": v.target, "RW": !v.read_only})).collect::<Vec<_>>(),
+        "Mounts": crate::volumes::inspect_mounts(store, &c.config),
         "NetworkSettings": crate::network::inspect_container(store, c),
         "GraphDriver": {"Name": "strata", "Data": {"MergedDir": store.mnt_dir(&c.id), "UpperDir": store.diff_dir(&c.id),
                         "InitDir": store.diff_dir(&c.init_layer())}},
@@ -274,8 +272,8 @@ pub fn create(store: &Store, args: &CreateArgs) -> Result<Container> {
     // exit status for a bad option (125). A profile named on the command line is read
     // now and kept with the container.
     let resolved = confinement(&security, None).map_err(|e| strata_runtime::RuntimeError::Other(format!("{e:#}")))?;
-    let volumes =
-        crate::volumes::check_all(&args.volumes).map_err(|e| strata_runtime::RuntimeError::Other(format!("{e:#}")))?;
+    let mounts = crate::volumes::resolve(store, &args.volumes, &image_list(get("Volumes").map(volume_paths).as_ref()))
+        .map_err(|e| strata_runtime::RuntimeError::Other(format!("{e:#}")))?;
     let networking = args.net.record(store)?;
     let profile = match resolved.seccomp {
         Seccomp::Profile(text) => Some(text),
@@ -294,10 +292,19 @@ pub fn create(store: &Store, args: &CreateArgs) -> Result<Container> {
         cmd,
         entrypoint,
         security,
-        volumes,
+        volumes: mounts.volumes,
+        tmpfs: mounts.tmpfs,
         networking,
     };
-    Ok(container::create(store, &image, image_ref, args.name.as_deref(), config, profile.as_deref())?)
+    container::create(store, &image, image_ref, args.name.as_deref(), config, profile.as_deref()).map_err(|e| {
+        crate::volumes::discard(store, &mounts.made);
+        e.into()
+    })
+}
+
+/// The image's `Volumes` (`{"/data": {}}`) as a list of paths.
+fn volume_paths(v: &serde_json::Value) -> serde_json::Value {
+    v.as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default()
 }
 
 /// Mounts the container's union at `mnt/<id>` unless it is mounted already.
@@ -418,7 +425,7 @@ fn spec_for(store: &Store, c: &Container, rootfs: &Path, user_root: &Path, stdin
         stdin,
         tty: false,
         confinement: confinement(&c.config.security, seccomp_profile(store, c))?,
-        volumes: c.config.volumes.iter().map(|v| crate::volumes::parse(v)).collect::<Result<_>>()?,
+        volumes: crate::volumes::runtime(store, &c.config)?,
     })
 }
 
@@ -428,6 +435,7 @@ pub fn start(store: &Store, c: &Container, stdin: bool, tty: bool) -> Result<i32
         bail!("container {} is already running", c.name);
     }
     let mnt = ensure_mounted(store, c)?;
+    crate::volumes::populate(store, c, &mnt)?;
     // Torn down (CNI DEL, namespace removed) when dropped, once the container ended.
     // A failure is the runtime's (exit status 125, as Docker's).
     let network = crate::network::setup(store, c).map_err(|e| {
@@ -504,7 +512,9 @@ pub fn cmd_run(
     }
     let res = start(store, &c, interactive, tty);
     if rm {
-        remove(store, &container::find(store, &c.id)?, true)?;
+        let c = container::find(store, &c.id)?;
+        remove(store, &c, true)?;
+        crate::volumes::remove_anonymous(store, &c);
     }
     Ok(exit_status(res?))
 }
@@ -671,10 +681,17 @@ pub fn check_cgroups(store: &Store, repaired: &mut Vec<String>, problems: &mut V
     Ok(())
 }
 
-pub fn cmd_rm(store: &Store, refs: &[String], force: bool) -> Result<ExitCode> {
+pub fn cmd_rm(store: &Store, refs: &[String], force: bool, volumes: bool) -> Result<ExitCode> {
     let mut failed = false;
     for r in refs {
-        match container::find(store, r).map_err(anyhow::Error::from).and_then(|c| remove(store, &c, force)) {
+        let removed = container::find(store, r).map_err(anyhow::Error::from).and_then(|c| {
+            remove(store, &c, force)?;
+            if volumes {
+                crate::volumes::remove_anonymous(store, &c);
+            }
+            Ok(())
+        });
+        match removed {
             Ok(()) => println!("{r}"),
             Err(e) => {
                 eprintln!("strata: {e:#}");

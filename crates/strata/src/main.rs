@@ -3,6 +3,7 @@
 mod build;
 mod cni;
 mod containers;
+mod cp;
 mod daemon;
 mod images;
 mod lifecycle;
@@ -199,6 +200,9 @@ enum Command {
     Rm {
         #[arg(short = 'f', long)]
         force: bool,
+        /// Remove the containers' anonymous volumes too
+        #[arg(short = 'v', long)]
+        volumes: bool,
         #[arg(required = true)]
         containers: Vec<String>,
     },
@@ -209,6 +213,23 @@ enum Command {
     },
     /// List a container's published ports, or the host address of one
     Port { container: String, port: Option<String> },
+    /// Manage volumes: create, ls, inspect, rm, prune
+    Volume {
+        #[command(subcommand)]
+        command: volumes::VolumeCommand,
+    },
+    /// Copy files between a container and the host (or a tar stream: -)
+    Cp {
+        #[command(flatten)]
+        args: cp::CpArgs,
+    },
+    /// Write a container's filesystem as a tar archive
+    Export {
+        /// Output file; stdout when not given
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+        container: String,
+    },
     /// Show what a container changed: A added, C changed, D deleted
     Diff { container: String },
     /// Build an image from a Dockerfile, one layer per RUN, COPY and ADD, with a cache
@@ -431,7 +452,10 @@ fn store_cmd(root: &Path, command: Command) -> anyhow::Result<ExitCode> {
         Command::Monitor { container } => return monitor::cmd_monitor(&store, &container),
         Command::Exec { args } => return containers::cmd_exec(&store, &args),
         Command::Ps { all, format } => return containers::cmd_ps(&store, all, format),
-        Command::Rm { force, containers: list } => return containers::cmd_rm(&store, &list, force),
+        Command::Rm { force, volumes, containers: list } => return containers::cmd_rm(&store, &list, force, volumes),
+        Command::Volume { command } => return volumes::cmd_volume(&store, command),
+        Command::Cp { args } => return cp::cmd_cp(&store, &args),
+        Command::Export { output, container } => return cp::cmd_export(&store, &container, output.as_deref()),
         Command::Diff { container } => return containers::cmd_diff(&store, &container),
         Command::Network { command } => return network::cmd_network(&store, command),
         Command::Port { container, port } => return network::cmd_port(&store, &container, port.as_deref()),

@@ -336,6 +336,152 @@ pub fn remove_leftover(name: &str) -> bool {
     Cgroup::existing(name).remove()
 }
 
+/// The directory of container `name`'s cgroup that has `controller`: the unified one
+/// where it has the controllers, else the v1 hierarchy's.
+fn dir_with(name: &str, controller: &str) -> Option<PathBuf> {
+    let root = Path::new(ROOT);
+    if unified_with_controllers(root) {
+        return Some(root.join(PARENT).join(name)).filter(|d| d.is_dir());
+    }
+    hierarchies().iter().find(|h| h.fstype == "cgroup" && h.has(controller)).map(|h| h.path.join(PARENT).join(name))
+}
+
+/// The v2 directory of container `name` (the unified root on a v2 host, the
+/// controller-less tree on a hybrid one).
+fn unified_dir(name: &str) -> Option<PathBuf> {
+    let root = Path::new(ROOT);
+    if unified_with_controllers(root) || unified_only() {
+        return Some(root.join(PARENT).join(name));
+    }
+    hierarchies().iter().find(|h| h.fstype == "cgroup2").map(|h| h.path.join(PARENT).join(name))
+}
+
+/// Freezes (`docker pause`) or thaws the processes of container `name`: the v1 freezer
+/// where one is mounted (`freezer.state`), else `cgroup.freeze` of v2. Returns once the
+/// kernel reports them all frozen (or thawed).
+pub fn freeze(name: &str, frozen: bool) -> Result<(), RuntimeError> {
+    let v1 = dir_with(name, "freezer").filter(|d| d.join("freezer.state").exists());
+    let (file, value, done): (PathBuf, &str, Box<dyn Fn() -> bool>) = match v1 {
+        Some(d) => {
+            let state = d.join("freezer.state");
+            let want = if frozen { "FROZEN" } else { "THAWED" };
+            let check = state.clone();
+            (state, want, Box::new(move || fs::read_to_string(&check).is_ok_and(|s| s.trim() == want)))
+        }
+        None => {
+            let d = unified_dir(name)
+                .filter(|d| d.join("cgroup.freeze").exists())
+                .ok_or_else(|| RuntimeError::Cgroup(format!("no freezer for container {name}: no v1 freezer hierarchy and no cgroup.freeze")))?;
+            let events = d.join("cgroup.events");
+            let want = if frozen { "frozen 1" } else { "frozen 0" };
+            let done = move || fs::read_to_string(&events).is_ok_and(|e| e.lines().any(|l| l.trim() == want));
+            (d.join("cgroup.freeze"), if frozen { "1" } else { "0" }, Box::new(done))
+        }
+    };
+    for _ in 0..500 {
+        // v1 may stay FREEZING while a process is in an uninterruptible sleep: written again.
+        write(&file, value)?;
+        if done() {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    Err(RuntimeError::Cgroup(format!("{}: the processes are not {} after 5 s", file.display(), if frozen { "frozen" } else { "thawed" })))
+}
+
+/// Whether container `name`'s processes are frozen (or being frozen).
+pub fn is_frozen(name: &str) -> bool {
+    if let Some(d) = dir_with(name, "freezer")
+        && let Ok(s) = fs::read_to_string(d.join("freezer.state"))
+    {
+        return s.trim() != "THAWED";
+    }
+    unified_dir(name).and_then(|d| fs::read_to_string(d.join("cgroup.freeze")).ok()).is_some_and(|s| s.trim() == "1")
+}
+
+/// The host pids of container `name`'s processes, from its cgroup.
+pub fn procs(name: &str) -> Result<Vec<i32>, RuntimeError> {
+    let dirs = Cgroup::existing(name).dirs;
+    let dir = dirs.first().ok_or_else(|| RuntimeError::Cgroup(format!("container {name} has no cgroup")))?;
+    let path = dir.join("cgroup.procs");
+    let text = fs::read_to_string(&path).map_err(|e| RuntimeError::Cgroup(format!("{}: {e}", path.display())))?;
+    Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect())
+}
+
+/// What `docker stats` shows of a container, from its cgroup.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Usage {
+    /// CPU time used, in nanoseconds.
+    pub cpu_ns: u64,
+    /// Memory used, less the inactive file cache (as Docker counts it).
+    pub memory: u64,
+    /// The memory limit; `None` without one.
+    pub memory_limit: Option<u64>,
+    pub pids: u64,
+    pub block_read: u64,
+    pub block_write: u64,
+}
+
+fn read_u64(path: &Path) -> Option<u64> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// `KEY VALUE` lines (memory.stat, cpu.stat).
+fn keyed(path: &Path, key: &str) -> Option<u64> {
+    let text = fs::read_to_string(path).ok()?;
+    text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Container `name`'s usage now.
+pub fn usage(name: &str) -> Usage {
+    let mut u = Usage::default();
+    if unified_with_controllers(Path::new(ROOT)) {
+        let Some(d) = dir_with(name, "") else { return u };
+        u.cpu_ns = keyed(&d.join("cpu.stat"), "usage_usec").unwrap_or(0) * 1000;
+        let inactive = keyed(&d.join("memory.stat"), "inactive_file").unwrap_or(0);
+        u.memory = read_u64(&d.join("memory.current")).unwrap_or(0).saturating_sub(inactive);
+        u.memory_limit = read_u64(&d.join("memory.max"));
+        u.pids = read_u64(&d.join("pids.current")).unwrap_or(0);
+        for line in fs::read_to_string(d.join("io.stat")).unwrap_or_default().lines() {
+            for field in line.split_whitespace() {
+                match field.split_once('=') {
+                    Some(("rbytes", v)) => u.block_read += v.parse::<u64>().unwrap_or(0),
+                    Some(("wbytes", v)) => u.block_write += v.parse::<u64>().unwrap_or(0),
+                    _ => {}
+                }
+            }
+        }
+        return u;
+    }
+    if let Some(d) = dir_with(name, "cpuacct") {
+        u.cpu_ns = read_u64(&d.join("cpuacct.usage")).unwrap_or(0);
+    }
+    if let Some(d) = dir_with(name, "memory") {
+        let inactive = keyed(&d.join("memory.stat"), "total_inactive_file").unwrap_or(0);
+        u.memory = read_u64(&d.join("memory.usage_in_bytes")).unwrap_or(0).saturating_sub(inactive);
+        // No limit reads as the largest page-aligned value.
+        u.memory_limit = read_u64(&d.join("memory.limit_in_bytes")).filter(|l| *l < 1 << 62);
+    }
+    match dir_with(name, "pids") {
+        Some(d) => u.pids = read_u64(&d.join("pids.current")).unwrap_or(0),
+        None => u.pids = procs(name).map_or(0, |p| p.len() as u64),
+    }
+    if let Some(d) = dir_with(name, "blkio") {
+        let text = fs::read_to_string(d.join("blkio.throttle.io_service_bytes_recursive"))
+            .or_else(|_| fs::read_to_string(d.join("blkio.throttle.io_service_bytes")))
+            .unwrap_or_default();
+        for line in text.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            match f.as_slice() {
+                [_, "Read", v] => u.block_read += v.parse::<u64>().unwrap_or(0),
+                [_, "Write", v] => u.block_write += v.parse::<u64>().unwrap_or(0),
+                _ => {}
+            }
+        }
+    }
+    u
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

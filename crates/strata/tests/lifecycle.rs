@@ -108,10 +108,9 @@ fn a_detached_container_runs_logs_execs_and_stops() {
     assert!(!Path::new(&format!("/proc/{monitor}/exe")).exists(), "the monitor ended");
     assert!(!is_mounted(&root.join("mnt").join(&id)));
     assert_eq!(cgroup_dirs(&id), Vec::<PathBuf>::new());
-    // Stopping a stopped container: Docker's exit status (0), with a note.
+    // Stopping a stopped container: only its name, exit status 0, as Docker.
     let o = go(&root, &["stop", "d1"]);
-    assert_eq!((o.code, o.stdout.as_str()), (0, "d1\n"));
-    assert!(o.stderr.contains("container d1 is not running"), "{}", o.stderr);
+    assert_eq!((o.code, o.stdout.as_str(), o.stderr.as_str()), (0, "d1\n", ""));
     let o = go(&root, &["kill", "d1"]);
     assert_eq!(o.code, 1);
     assert!(o.stderr.contains(&format!("cannot kill container: d1: container {id} is not running")), "{}", o.stderr);
@@ -363,4 +362,328 @@ fn the_log_is_rotated_at_its_cap_and_logs_reads_both_files() {
     assert!(first > 1, "older lines were dropped with the oldest file");
     assert_eq!(nums, (first..=3000).collect::<Vec<_>>());
     assert_eq!(sh(st(&root).args(["logs", "--tail", "3", "big"])), "2998\n2999\n3000\n");
+}
+
+/// The numbers a counter container printed so far (one a line in its log).
+fn counted(root: &Path, name: &str) -> Vec<u64> {
+    go(root, &["logs", name]).stdout.lines().filter_map(|l| l.trim().parse().ok()).collect()
+}
+
+fn inspect(root: &Path, name: &str) -> serde_json::Value {
+    let v: serde_json::Value = serde_json::from_str(&sh(st(root).args(["inspect", name]))).unwrap();
+    v[0].clone()
+}
+
+const COUNTER: &str = "i=0; while true; do i=$((i+1)); echo $i; sleep 0.05; done";
+
+#[test]
+fn pause_freezes_every_process_and_unpause_resumes() {
+    let s = Scratch::new();
+    let Some(root) = store_with_app(&s) else { return };
+    let _c = Cleanup(&root, &["p1", "p2"]);
+    let id = run_d(&root, &["--name", "p1", "app", "sh", "-c", COUNTER]);
+    wait_log(&root, "p1", |out| out.lines().count() >= 3);
+    assert_eq!(sh(st(&root).args(["pause", "p1"])), "p1\n");
+    // Frozen: the counter no longer advances.
+    let frozen = counted(&root, "p1");
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(counted(&root, "p1"), frozen, "the counter advanced while paused");
+    let c = container(&ps_json(&root), "p1").clone();
+    assert_eq!(c["State"], "paused", "{c}");
+    assert!(c["Status"].as_str().unwrap().ends_with(" (Paused)"), "{c}");
+    let table = sh(st(&root).arg("ps"));
+    assert!(table.lines().any(|l| l.contains("p1") && l.contains("(Paused)")), "{table}");
+    assert_eq!(inspect(&root, "p1")["State"]["Paused"], true);
+    // The kernel's own view: every process of its cgroup frozen.
+    let freezer = Path::new("/sys/fs/cgroup/freezer/strata").join(&id).join("freezer.state");
+    if freezer.exists() {
+        assert_eq!(read(&freezer).trim(), "FROZEN");
+    }
+    let o = go(&root, &["pause", "p1"]);
+    assert_eq!(o.code, 1);
+    assert!(o.stderr.contains("is already paused"), "{}", o.stderr);
+    let o = go(&root, &["exec", "p1", "true"]);
+    assert!(o.code != 0 && o.stderr.contains("is paused, unpause the container before exec"), "{}", o.stderr);
+    // Thawed: it counts on from where it was.
+    assert_eq!(sh(st(&root).args(["unpause", "p1"])), "p1\n");
+    wait_log(&root, "p1", |out| out.lines().count() > frozen.len() + 3);
+    let after = counted(&root, "p1");
+    assert_eq!(after[..frozen.len()], frozen[..]);
+    assert_eq!(after[frozen.len()], frozen.last().unwrap() + 1, "resumed, nothing skipped");
+    assert_eq!(wait_running(&root, "p1")["State"], "running");
+    let o = go(&root, &["unpause", "p1"]);
+    assert_eq!(o.code, 1);
+    assert!(o.stderr.contains("is not paused"), "{}", o.stderr);
+    // A paused container stops: its stop signal is delivered once thawed (the handler
+    // runs, well before the timeout).
+    let script = "trap 'echo got TERM; exit 7' TERM; echo ready; while true; do sleep 0.05; done";
+    run_d(&root, &["--name", "p2", "app", "sh", "-c", script]);
+    wait_log(&root, "p2", |out| out == "ready\n");
+    sh(st(&root).args(["pause", "p2"]));
+    let t0 = Instant::now();
+    assert_eq!(sh(st(&root).args(["stop", "-t", "20", "p2"])), "p2\n");
+    assert!(t0.elapsed() < Duration::from_secs(10), "stop took {:?}", t0.elapsed());
+    assert_eq!(sh(st(&root).args(["wait", "p2"])), "7\n");
+    // Pausing a container that does not run: an error.
+    let o = go(&root, &["pause", "p2"]);
+    assert_eq!(o.code, 1);
+    assert!(o.stderr.contains("is not running"), "{}", o.stderr);
+    // kill of a paused container: SIGKILL delivered once thawed.
+    sh(st(&root).args(["pause", "p1"]));
+    sh(st(&root).args(["kill", "p1"]));
+    assert_eq!(sh(st(&root).args(["wait", "p1"])), "137\n");
+    assert_eq!(cgroup_dirs(&id), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn rename_top_and_stats() {
+    let s = Scratch::new();
+    let Some(root) = store_with_app(&s) else { return };
+    let _c = Cleanup(&root, &["n1", "n2", "taken"]);
+    let id = run_d(&root, &["--name", "n1", "-m", "64m", "app", "sh", "-c", "sleep 300 & exec sleep 301"]);
+    sh(st(&root).args(["create", "--name", "taken", "app", "true"]));
+    // rename: the new name is the container's; a taken one is refused, in Docker's words.
+    assert_eq!(sh(st(&root).args(["rename", "n1", "n2"])), "");
+    let c = wait_running(&root, "n2");
+    assert_eq!(c["Id"], id.as_str());
+    assert!(go(&root, &["inspect", "n1"]).code != 0);
+    let o = go(&root, &["rename", "n2", "taken"]);
+    assert_eq!(o.code, 1);
+    let taken = container(&ps_json(&root), "taken")["Id"].as_str().unwrap().to_string();
+    let want = format!("Conflict. The container name \"/taken\" is already in use by container \"{taken}\"");
+    assert!(o.stderr.contains(&want), "{}", o.stderr);
+    let o = go(&root, &["rename", "n2", "bad/name"]);
+    assert!(o.code == 1 && o.stderr.contains("Invalid container name (bad/name)"), "{}", o.stderr);
+    // top: ps -ef's columns, the container's processes only, with host pids.
+    let wait_two = Instant::now();
+    let pid1 = record(&root, &id)["state"]["pid"].as_i64().unwrap();
+    let top = loop {
+        let top = sh(st(&root).args(["top", "n2"]));
+        if top.lines().count() == 3 {
+            break top;
+        }
+        assert!(wait_two.elapsed() < Duration::from_secs(10), "{top}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut lines = top.lines();
+    let titles: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(titles, ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]);
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split_whitespace().collect()).collect();
+    let pid1_row = rows.iter().find(|r| r[1] == pid1.to_string()).unwrap_or_else(|| panic!("{top}"));
+    assert_eq!(pid1_row[7..].join(" "), "sleep 301");
+    let child = rows.iter().find(|r| r[1] != pid1.to_string()).unwrap();
+    assert_eq!((child[2], child[7..].join(" ")), (pid1.to_string().as_str(), "sleep 300".to_string()), "{top}");
+    // ps options of the user's.
+    let top = sh(st(&root).args(["top", "n2", "-o", "pid,comm"]));
+    assert_eq!(top.lines().next().unwrap().split_whitespace().collect::<Vec<_>>(), ["PID", "COMMAND"]);
+    assert_eq!(top.lines().skip(1).filter(|l| l.ends_with("sleep")).count(), 2, "{top}");
+    let o = go(&root, &["top", "n2", "-o", "comm"]);
+    assert!(o.code == 1 && o.stderr.contains("Couldn't find PID field in ps output"), "{}", o.stderr);
+    // stats: the memory limit, at least its two processes, the columns of Docker's.
+    let o = go(&root, &["stats", "--no-stream", "n2"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let mut lines = o.stdout.lines();
+    let header = lines.next().unwrap();
+    assert!(header.starts_with("CONTAINER ID") && header.ends_with("PIDS"), "{}", o.stdout);
+    let row = lines.next().unwrap();
+    assert!(row.starts_with(&id[..12]) && row.contains(" n2 "), "{row}");
+    assert!(row.contains(" / 64MiB "), "{row}");
+    let pids: u64 = row.split_whitespace().last().unwrap().parse().unwrap();
+    assert!(pids >= 2, "{row}");
+    let cpu = row.split_whitespace().nth(2).unwrap();
+    assert!(cpu.ends_with('%') && cpu.trim_end_matches('%').parse::<f64>().is_ok(), "{row}");
+    // Not running: top refuses; stats shows zeros.
+    sh(st(&root).args(["kill", "n2"]));
+    sh(st(&root).args(["wait", "n2"]));
+    let o = go(&root, &["top", "n2"]);
+    assert!(o.code == 1 && o.stderr.contains("is not running"), "{}", o.stderr);
+}
+
+/// Reads a child's stdout on a thread; the text so far.
+fn reader(mut from: impl Read + Send + 'static) -> std::sync::Arc<std::sync::Mutex<String>> {
+    let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let t = text.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            t.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    text
+}
+
+fn wait_text(text: &std::sync::Mutex<String>, f: impl Fn(&str) -> bool) -> String {
+    let t0 = Instant::now();
+    loop {
+        let now = text.lock().unwrap().clone();
+        if f(&now) {
+            return now;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "{now:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn attach_streams_the_output_and_feeds_stdin() {
+    use std::io::Write;
+    let s = Scratch::new();
+    let Some(root) = store_with_app(&s) else { return };
+    let _c = Cleanup(&root, &["at1", "at2", "at3", "fg"]);
+    // Output produced after attaching, stdout and stderr apart, then the exit status.
+    let script = "sleep 1; i=0; while [ $i -lt 20 ]; do i=$((i+1)); echo out $i; echo err $i >&2; sleep 0.05; done; exit 6";
+    run_d(&root, &["--name", "at1", "app", "sh", "-c", script]);
+    wait_running(&root, "at1");
+    let o = go(&root, &["attach", "at1"]);
+    assert_eq!(o.code, 6, "{}", o.stderr);
+    let want = |s: &str| (1..=20).map(|i| format!("{s} {i}\n")).collect::<String>();
+    // It attached before the first line (a second of sleep): every line.
+    assert_eq!((o.stdout, o.stderr), (want("out"), want("err")));
+    // -d -i: what attach sends is the container's stdin; its end is not the container's.
+    run_d(&root, &["-i", "--name", "at2", "app", "sh", "-c", "while read l; do echo got $l; done; echo eof"]);
+    wait_running(&root, "at2");
+    let mut a = st(&root).args(["attach", "at2"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let out = reader(a.stdout.take().unwrap());
+    let mut input = a.stdin.take().unwrap();
+    input.write_all(b"one\n").unwrap();
+    wait_text(&out, |t| t == "got one\n");
+    input.write_all(b"two\n").unwrap();
+    wait_text(&out, |t| t == "got one\ngot two\n");
+    drop(input);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(wait_running(&root, "at2")["State"], "running", "stdin stays open for the next attach");
+    // A second client feeds it too; both see the output.
+    let mut b = st(&root).args(["attach", "at2"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let out_b = reader(b.stdout.take().unwrap());
+    std::thread::sleep(Duration::from_millis(300));
+    b.stdin.as_mut().unwrap().write_all(b"three\n").unwrap();
+    wait_text(&out_b, |t| t == "got three\n");
+    wait_text(&out, |t| t == "got one\ngot two\ngot three\n");
+    sh(st(&root).args(["kill", "at2"]));
+    assert_eq!(a.wait().unwrap().code(), Some(137));
+    assert_eq!(b.wait().unwrap().code(), Some(137));
+    // -d -i -t: a terminal; Ctrl-P Ctrl-Q detaches, the container runs on.
+    run_d(&root, &["-i", "-t", "--name", "at3", "app", "sh"]);
+    wait_running(&root, "at3");
+    let mut t = st(&root).args(["attach", "at3"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let out_t = reader(t.stdout.take().unwrap());
+    let mut input = t.stdin.take().unwrap();
+    input.write_all(b"tty; echo mark $((6*7))\n").unwrap();
+    let seen = wait_text(&out_t, |t| t.contains("mark 42"));
+    assert!(seen.contains("/dev/pts/0"), "{seen:?}");
+    input.write_all(b"\x10\x11").unwrap();
+    let code = t.wait().unwrap();
+    assert!(code.success(), "{code:?}");
+    assert_eq!(wait_running(&root, "at3")["State"], "running");
+    assert!(go(&root, &["logs", "at3"]).stdout.contains("mark 42"));
+    // Docker's refusals: a stopped container; a paused one; a foreground run.
+    sh(st(&root).args(["stop", "-t", "1", "at1"]));
+    let o = go(&root, &["attach", "at1"]);
+    assert!(o.code == 1 && o.stderr.contains("You cannot attach to a stopped container"), "{}", o.stderr);
+    sh(st(&root).args(["pause", "at3"]));
+    let o = go(&root, &["attach", "at3"]);
+    assert!(o.code == 1 && o.stderr.contains("You cannot attach to a paused container"), "{}", o.stderr);
+    let mut fg = spawn_run(&root, &["--name", "fg", "app", "sleep", "300"]);
+    wait_running(&root, "fg");
+    let o = go(&root, &["attach", "fg"]);
+    assert!(o.code == 1 && o.stderr.contains("no monitor serves it"), "{}", o.stderr);
+    sh(st(&root).args(["kill", "fg"]));
+    let _ = fg.wait();
+}
+
+/// How many times `name` ran: "run" lines in its log.
+fn runs(root: &Path, name: &str) -> usize {
+    go(root, &["logs", name]).stdout.lines().filter(|l| *l == "run").count()
+}
+
+#[test]
+fn restart_policies_are_applied_by_the_monitor() {
+    let s = Scratch::new();
+    let Some(root) = store_with_app(&s) else { return };
+    let _c = Cleanup(&root, &["of", "al", "ok"]);
+    // on-failure:2: two restarts, then it stays exited with its status.
+    run_d(&root, &["--restart", "on-failure:2", "--name", "of", "app", "sh", "-c", "echo run; exit 3"]);
+    assert_eq!(sh(st(&root).args(["wait", "of"])), "3\n");
+    assert_eq!(runs(&root, "of"), 3);
+    let i = inspect(&root, "of");
+    assert_eq!(i["RestartCount"], 2, "{i}");
+    assert_eq!(i["HostConfig"]["RestartPolicy"], serde_json::json!({"Name": "on-failure", "MaximumRetryCount": 2}));
+    assert_eq!(container(&ps_json(&root), "of")["State"], "exited");
+    // on-failure: a success is not restarted.
+    run_d(&root, &["--restart", "on-failure", "--name", "ok", "app", "sh", "-c", "echo run"]);
+    assert_eq!(sh(st(&root).args(["wait", "ok"])), "0\n");
+    assert_eq!((runs(&root, "ok"), inspect(&root, "ok")["RestartCount"].as_u64()), (1, Some(0)));
+    // always: again and again (also after a success), until `stop`.
+    run_d(&root, &["--restart", "always", "--name", "al", "app", "sh", "-c", "echo run; sleep 0.2"]);
+    let t0 = Instant::now();
+    while runs(&root, "al") < 3 {
+        assert!(t0.elapsed() < Duration::from_secs(30), "{}", go(&root, &["logs", "al"]).stdout);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(inspect(&root, "al")["RestartCount"].as_u64().unwrap() >= 2);
+    // While it runs or waits to run again, it is listed (a restarting one says so).
+    let state = container(&ps_json(&root), "al")["State"].as_str().unwrap().to_string();
+    assert!(state == "running" || state == "restarting", "{state}");
+    assert_eq!(sh(st(&root).args(["stop", "al"])), "al\n");
+    let after = runs(&root, "al");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(runs(&root, "al"), after, "restarted after stop");
+    assert_eq!(container(&ps_json(&root), "al")["State"], "exited");
+    let id = container(&ps_json(&root), "al")["Id"].as_str().unwrap().to_string();
+    assert!(!is_mounted(&root.join("mnt").join(&id)));
+    assert_eq!(cgroup_dirs(&id), Vec::<PathBuf>::new());
+    // Bad policies, and one with --rm, are refused before anything exists.
+    let o = go(&root, &["run", "-d", "--restart", "sometimes", "app", "true"]);
+    assert!(o.code == 2 && o.stderr.contains("invalid restart policy"), "{}", o.stderr);
+    let o = go(&root, &["run", "-d", "--rm", "--restart", "always", "app", "true"]);
+    assert!(o.code == 1 && o.stderr.contains("Conflicting options: --restart and --rm"), "{}", o.stderr);
+    assert_eq!(ps_json(&root).as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn run_d_rm_removes_the_container_when_it_ends() {
+    let s = Scratch::new();
+    let Some(root) = store_with_app(&s) else { return };
+    let id = run_d(&root, &["--rm", "app", "sh", "-c", "echo bye; sleep 0.5"]);
+    assert!(root.join("containers").join(&id).exists(), "removed only once it has ended");
+    let t0 = Instant::now();
+    while root.join("containers").join(&id).exists() {
+        assert!(t0.elapsed() < Duration::from_secs(30), "not removed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(ps_json(&root).as_array().unwrap().len(), 0);
+    assert!(!is_mounted(&root.join("mnt").join(&id)));
+    assert!(!root.join("diff").join(&id).exists());
+    assert_eq!(cgroup_dirs(&id), Vec::<PathBuf>::new());
+    // One that ends at once is removed too (run -d still printed its ID).
+    let id = run_d(&root, &["--rm", "app", "true"]);
+    let t0 = Instant::now();
+    while root.join("containers").join(&id).exists() {
+        assert!(t0.elapsed() < Duration::from_secs(30), "not removed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_paused_container_whose_monitor_was_killed_is_removed_cleanly() {
+    let s = Scratch::new();
+    let Some(root) = store_with_app(&s) else { return };
+    let _c = Cleanup(&root, &["pk"]);
+    let id = run_d(&root, &["--name", "pk", "app", "sh", "-c", COUNTER]);
+    wait_log(&root, "pk", |out| !out.is_empty());
+    sh(st(&root).args(["pause", "pk"]));
+    let monitor = record(&root, &id)["state"]["monitor_pid"].as_i64().unwrap() as i32;
+    // SAFETY: killing the test's own container's monitor.
+    unsafe { libc::kill(monitor, libc::SIGKILL) };
+    std::thread::sleep(Duration::from_millis(200));
+    // Still seen as it is: running, paused.
+    assert_eq!(container(&ps_json(&root), "pk")["State"], "paused");
+    assert_eq!(sh(st(&root).args(["rm", "-f", "pk"])), "pk\n");
+    let mounts = read("/proc/mounts");
+    assert!(!mounts.contains(&id), "{mounts}");
+    assert_eq!(cgroup_dirs(&id), Vec::<PathBuf>::new());
+    assert!(!root.join("containers").join(&id).exists());
 }

@@ -369,9 +369,11 @@ pub fn freeze(name: &str, frozen: bool) -> Result<(), RuntimeError> {
             (state, want, Box::new(move || fs::read_to_string(&check).is_ok_and(|s| s.trim() == want)))
         }
         None => {
-            let d = unified_dir(name)
-                .filter(|d| d.join("cgroup.freeze").exists())
-                .ok_or_else(|| RuntimeError::Cgroup(format!("no freezer for container {name}: no v1 freezer hierarchy and no cgroup.freeze")))?;
+            let d = unified_dir(name).filter(|d| d.join("cgroup.freeze").exists()).ok_or_else(|| {
+                RuntimeError::Cgroup(format!(
+                    "no freezer for container {name}: no v1 freezer hierarchy and no cgroup.freeze"
+                ))
+            })?;
             let events = d.join("cgroup.events");
             let want = if frozen { "frozen 1" } else { "frozen 0" };
             let done = move || fs::read_to_string(&events).is_ok_and(|e| e.lines().any(|l| l.trim() == want));
@@ -386,7 +388,11 @@ pub fn freeze(name: &str, frozen: bool) -> Result<(), RuntimeError> {
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    Err(RuntimeError::Cgroup(format!("{}: the processes are not {} after 5 s", file.display(), if frozen { "frozen" } else { "thawed" })))
+    Err(RuntimeError::Cgroup(format!(
+        "{}: the processes are not {} after 5 s",
+        file.display(),
+        if frozen { "frozen" } else { "thawed" }
+    )))
 }
 
 /// Whether container `name`'s processes are frozen (or being frozen).

@@ -366,7 +366,7 @@ fn the_log_is_rotated_at_its_cap_and_logs_reads_both_files() {
 
 /// The numbers a counter container printed so far (one a line in its log).
 fn counted(root: &Path, name: &str) -> Vec<u64> {
-    go(root, &["logs", name]).stdout.lines().filter_map(|l| l.trim().parse().ok()).collect()
+    go(root, &["logs", name]).stdout.lines().filter_map(|l| l.split(' ').next()?.trim().parse().ok()).collect()
 }
 
 fn inspect(root: &Path, name: &str) -> serde_json::Value {
@@ -534,7 +534,8 @@ fn attach_streams_the_output_and_feeds_stdin() {
     let Some(root) = store_with_app(&s) else { return };
     let _c = Cleanup(&root, &["at1", "at2", "at3", "fg"]);
     // Output produced after attaching, stdout and stderr apart, then the exit status.
-    let script = "sleep 1; i=0; while [ $i -lt 20 ]; do i=$((i+1)); echo out $i; echo err $i >&2; sleep 0.05; done; exit 6";
+    let script =
+        "sleep 1; i=0; while [ $i -lt 20 ]; do i=$((i+1)); echo out $i; echo err $i >&2; sleep 0.05; done; exit 6";
     run_d(&root, &["--name", "at1", "app", "sh", "-c", script]);
     wait_running(&root, "at1");
     let o = go(&root, &["attach", "at1"]);
@@ -686,4 +687,65 @@ fn a_paused_container_whose_monitor_was_killed_is_removed_cleanly() {
     assert!(!mounts.contains(&id), "{mounts}");
     assert_eq!(cgroup_dirs(&id), Vec::<PathBuf>::new());
     assert!(!root.join("containers").join(&id).exists());
+}
+
+/// A small tmpfs of the test's own, unmounted (lazily) when dropped.
+struct SmallFs(PathBuf);
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_drops_log_lines_but_never_the_container() {
+    let s = Scratch::new();
+    if store_with_app(&s).is_none() {
+        return;
+    }
+    let fs = SmallFs(s.mkdir("small"));
+    let o = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=48m,mode=755", "tmpfs"])
+        .arg(&fs.0)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let root = fs.0.join("store");
+    sh(st(&root).args(["load", "-i"]).arg(fixture_images().unwrap().join("app.docker.tar")));
+    sh(st(&root).args(["tag", "fixtures/app", "app"]));
+    let _c = Cleanup(&root, &["full"]);
+    // Lines of 4 KiB: each needs a page of its own on the tmpfs.
+    let script = "p=$(printf '%04096d' 0); i=0; while true; do i=$((i+1)); echo $i $p; sleep 0.02; done";
+    let id = run_d(&root, &["--name", "full", "app", "sh", "-c", script]);
+    wait_log(&root, "full", |out| out.lines().count() >= 5);
+    // The disk fills up.
+    let filler = fs.0.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 1 << 16];
+        while f.write_all(&chunk).is_ok() {}
+    }
+    let during = counted(&root, "full");
+    std::thread::sleep(Duration::from_millis(1000));
+    // Lines are dropped, the container runs on.
+    let c = wait_running(&root, "full");
+    assert_eq!(c["Id"], id.as_str());
+    // Room again: the log goes on, and every line of it is a whole JSON entry.
+    std::fs::remove_file(&filler).unwrap();
+    let t0 = Instant::now();
+    while counted(&root, "full").len() <= during.len() + 5 {
+        assert!(t0.elapsed() < Duration::from_secs(30), "the log did not go on");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    sh(st(&root).args(["stop", "-t", "1", "full"]));
+    let raw = read(root.join("containers").join(&id).join("json.log"));
+    for line in raw.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+        assert!(v["log"].as_str().unwrap().ends_with('\n'), "{line}");
+    }
+    let nums = counted(&root, "full");
+    assert!(nums.windows(2).all(|w| w[0] < w[1]), "in order");
+    assert!(nums.windows(2).any(|w| w[1] > w[0] + 5), "lines written while the disk was full were dropped: {nums:?}");
 }

@@ -68,6 +68,24 @@ fn should_restart(c: &Container, code: i32) -> bool {
     }
 }
 
+/// Before `rm`: a restarting container is refused without `force` (Docker's words);
+/// with it, its monitor is told not to run it again.
+pub fn end_policy_for_rm(store: &Store, c: &Container, force: bool) -> Result<()> {
+    if !c.monitor_alive() || c.state.monitor_pid == std::process::id() as i32 {
+        return Ok(());
+    }
+    if !force && !c.is_running() && c.state.status == "restarting" {
+        bail!(
+            "You cannot remove a restarting container {}. Stop the container before attempting removal or force remove",
+            c.id
+        );
+    }
+    if force {
+        container::update(store, &c.id, |c| c.state.manually_stopped = true)?;
+    }
+    Ok(())
+}
+
 /// `run` options the monitor applies, refused where Docker refuses them.
 pub fn check_run(policy: &str, rm: bool) -> Result<()> {
     if rm && !matches!(policy, "" | "no") {

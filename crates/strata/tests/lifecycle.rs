@@ -439,7 +439,7 @@ fn pause_freezes_every_process_and_unpause_resumes() {
 fn rename_top_and_stats() {
     let s = Scratch::new();
     let Some(root) = store_with_app(&s) else { return };
-    let _c = Cleanup(&root, &["n1", "n2", "taken"]);
+    let _c = Cleanup(&root, &["n1", "n2", "taken", "busy"]);
     let id = run_d(&root, &["--name", "n1", "-m", "64m", "app", "sh", "-c", "sleep 300 & exec sleep 301"]);
     sh(st(&root).args(["create", "--name", "taken", "app", "true"]));
     // rename: the new name is the container's; a taken one is refused, in Docker's words.
@@ -492,6 +492,15 @@ fn rename_top_and_stats() {
     assert!(pids >= 2, "{row}");
     let cpu = row.split_whitespace().nth(2).unwrap();
     assert!(cpu.ends_with('%') && cpu.trim_end_matches('%').parse::<f64>().is_ok(), "{row}");
+    // CPU %: a busy loop held to half a CPU is seen using about that (Docker's formula),
+    // less when the machine is busy.
+    run_d(&root, &["--name", "busy", "--cpus", "0.5", "app", "sh", "-c", "while true; do :; done"]);
+    wait_running(&root, "busy");
+    let o = go(&root, &["stats", "--no-stream", "busy"]);
+    let row = o.stdout.lines().nth(1).unwrap().to_string();
+    let cpu: f64 = row.split_whitespace().nth(2).unwrap().trim_end_matches('%').parse().unwrap();
+    assert!(cpu > 5.0 && cpu < 70.0, "{row}");
+    sh(st(&root).args(["rm", "-f", "busy"]));
     // Not running: top refuses; stats shows zeros.
     sh(st(&root).args(["kill", "n2"]));
     sh(st(&root).args(["wait", "n2"]));
@@ -604,7 +613,7 @@ fn runs(root: &Path, name: &str) -> usize {
 fn restart_policies_are_applied_by_the_monitor() {
     let s = Scratch::new();
     let Some(root) = store_with_app(&s) else { return };
-    let _c = Cleanup(&root, &["of", "al", "ok"]);
+    let _c = Cleanup(&root, &["of", "al", "ok", "rr"]);
     // on-failure:2: two restarts, then it stays exited with its status.
     run_d(&root, &["--restart", "on-failure:2", "--name", "of", "app", "sh", "-c", "echo run; exit 3"]);
     assert_eq!(sh(st(&root).args(["wait", "of"])), "3\n");
@@ -636,6 +645,20 @@ fn restart_policies_are_applied_by_the_monitor() {
     let id = container(&ps_json(&root), "al")["Id"].as_str().unwrap().to_string();
     assert!(!is_mounted(&root.join("mnt").join(&id)));
     assert_eq!(cgroup_dirs(&id), Vec::<PathBuf>::new());
+    // rm -f of a container that restarts: its monitor gives up, nothing is left.
+    let rr = run_d(&root, &["--restart", "always", "--name", "rr", "app", "sh", "-c", "echo run; exit 1"]);
+    let t0 = Instant::now();
+    while runs(&root, "rr") < 2 {
+        assert!(t0.elapsed() < Duration::from_secs(30), "{}", go(&root, &["logs", "rr"]).stdout);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let monitor = record(&root, &rr)["state"]["monitor_pid"].as_i64().unwrap();
+    assert_eq!(sh(st(&root).args(["rm", "-f", "rr"])), "rr\n");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!Path::new(&format!("/proc/{monitor}/exe")).exists(), "the monitor ended");
+    assert!(!root.join("containers").join(&rr).exists());
+    assert!(!is_mounted(&root.join("mnt").join(&rr)));
+    assert_eq!(cgroup_dirs(&rr), Vec::<PathBuf>::new());
     // Bad policies, and one with --rm, are refused before anything exists.
     let o = go(&root, &["run", "-d", "--restart", "sometimes", "app", "true"]);
     assert!(o.code == 2 && o.stderr.contains("invalid restart policy"), "{}", o.stderr);

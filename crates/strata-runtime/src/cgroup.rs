@@ -358,51 +358,65 @@ fn unified_dir(name: &str) -> Option<PathBuf> {
 
 /// Freezes (`docker pause`) or thaws the processes of container `name`: the v1 freezer
 /// where one is mounted (`freezer.state`), else `cgroup.freeze` of v2. Returns once the
-/// kernel reports them all frozen (or thawed).
+/// kernel reports them all frozen (or thawed). Thawing thaws whichever is frozen.
 pub fn freeze(name: &str, frozen: bool) -> Result<(), RuntimeError> {
     let v1 = dir_with(name, "freezer").filter(|d| d.join("freezer.state").exists());
-    let (file, value, done): (PathBuf, &str, Box<dyn Fn() -> bool>) = match v1 {
-        Some(d) => {
-            let state = d.join("freezer.state");
-            let want = if frozen { "FROZEN" } else { "THAWED" };
-            let check = state.clone();
-            (state, want, Box::new(move || fs::read_to_string(&check).is_ok_and(|s| s.trim() == want)))
+    let v2 = unified_dir(name).filter(|d| d.join("cgroup.freeze").exists());
+    if !frozen {
+        if let Some(d) = &v1 {
+            freeze_v1(d, false)?;
         }
-        None => {
-            let d = unified_dir(name).filter(|d| d.join("cgroup.freeze").exists()).ok_or_else(|| {
-                RuntimeError::Cgroup(format!(
-                    "no freezer for container {name}: no v1 freezer hierarchy and no cgroup.freeze"
-                ))
-            })?;
-            let events = d.join("cgroup.events");
-            let want = if frozen { "frozen 1" } else { "frozen 0" };
-            let done = move || fs::read_to_string(&events).is_ok_and(|e| e.lines().any(|l| l.trim() == want));
-            (d.join("cgroup.freeze"), if frozen { "1" } else { "0" }, Box::new(done))
+        if let Some(d) = &v2
+            && fs::read_to_string(d.join("cgroup.freeze")).is_ok_and(|s| s.trim() == "1")
+        {
+            freeze_v2(d, false)?;
         }
-    };
+        return Ok(());
+    }
+    match (v1, v2) {
+        (Some(d), _) => freeze_v1(&d, true),
+        (None, Some(d)) => freeze_v2(&d, true),
+        (None, None) => Err(RuntimeError::Cgroup(format!(
+            "no freezer for container {name}: no v1 freezer hierarchy and no cgroup.freeze"
+        ))),
+    }
+}
+
+/// Writes `value` to `file` until `done` (up to 5 s): v1 may stay FREEZING while a
+/// process is in an uninterruptible sleep.
+fn settle(file: &Path, value: &str, done: impl Fn() -> bool) -> Result<(), RuntimeError> {
     for _ in 0..500 {
-        // v1 may stay FREEZING while a process is in an uninterruptible sleep: written again.
-        write(&file, value)?;
+        write(file, value)?;
         if done() {
             return Ok(());
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    Err(RuntimeError::Cgroup(format!(
-        "{}: the processes are not {} after 5 s",
-        file.display(),
-        if frozen { "frozen" } else { "thawed" }
-    )))
+    Err(RuntimeError::Cgroup(format!("{}: still not {value} after 5 s", file.display())))
 }
 
-/// Whether container `name`'s processes are frozen (or being frozen).
+fn freeze_v1(dir: &Path, frozen: bool) -> Result<(), RuntimeError> {
+    let state = dir.join("freezer.state");
+    let want = if frozen { "FROZEN" } else { "THAWED" };
+    settle(&state, want, || fs::read_to_string(&state).is_ok_and(|s| s.trim() == want))
+}
+
+fn freeze_v2(dir: &Path, frozen: bool) -> Result<(), RuntimeError> {
+    let events = dir.join("cgroup.events");
+    let want = if frozen { "frozen 1" } else { "frozen 0" };
+    settle(&dir.join("cgroup.freeze"), if frozen { "1" } else { "0" }, || {
+        fs::read_to_string(&events).is_ok_and(|e| e.lines().any(|l| l.trim() == want))
+    })
+}
+
+/// Whether container `name`'s processes are frozen (or being frozen), by either freezer.
 pub fn is_frozen(name: &str) -> bool {
-    if let Some(d) = dir_with(name, "freezer")
-        && let Ok(s) = fs::read_to_string(d.join("freezer.state"))
-    {
-        return s.trim() != "THAWED";
-    }
-    unified_dir(name).and_then(|d| fs::read_to_string(d.join("cgroup.freeze")).ok()).is_some_and(|s| s.trim() == "1")
+    let v1 = dir_with(name, "freezer")
+        .and_then(|d| fs::read_to_string(d.join("freezer.state")).ok())
+        .is_some_and(|s| s.trim() != "THAWED");
+    v1 || unified_dir(name)
+        .and_then(|d| fs::read_to_string(d.join("cgroup.freeze")).ok())
+        .is_some_and(|s| s.trim() == "1")
 }
 
 /// The host pids of container `name`'s processes, from its cgroup.
@@ -532,5 +546,44 @@ mod tests {
         assert_eq!(read("strata/y/pids.max"), "7");
         assert_eq!(read("strata/y/cpu.max"), "200000 100000");
         fs::remove_dir_all(&t).unwrap();
+    }
+
+    /// CPU time (user + system ticks) of a process.
+    fn cpu_ticks(pid: u32) -> u64 {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = after.split(' ').collect();
+        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+    }
+
+    #[test]
+    fn v2_freeze_stops_a_busy_process_and_thaw_resumes_it() {
+        // The v2 tree of this machine: the unified root, or the controller-less one of a
+        // hybrid machine (which has the v1 freezer besides: `freeze` prefers that one).
+        let base = if unified_only() {
+            Some(PathBuf::from(ROOT))
+        } else {
+            hierarchies().into_iter().find(|h| h.fstype == "cgroup2").map(|h| h.path)
+        };
+        let Some(base) = base.filter(|_| rustix::process::geteuid().is_root()) else { return };
+        let dir = base.join(PARENT).join(format!("freeze-test-{}", std::process::id()));
+        if fs::create_dir_all(&dir).is_err() || !dir.join("cgroup.freeze").exists() {
+            let _ = fs::remove_dir(&dir);
+            return;
+        }
+        let mut busy = std::process::Command::new("sh").args(["-c", "while :; do :; done"]).spawn().unwrap();
+        fs::write(dir.join("cgroup.procs"), busy.id().to_string()).unwrap();
+        freeze_v2(&dir, true).unwrap();
+        let frozen = cpu_ticks(busy.id());
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let still = cpu_ticks(busy.id());
+        freeze_v2(&dir, false).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let thawed = cpu_ticks(busy.id());
+        let _ = busy.kill();
+        let _ = busy.wait();
+        let _ = remove_dir(&dir);
+        assert_eq!(frozen, still, "no CPU time while frozen");
+        assert!(thawed > still, "running again once thawed");
     }
 }

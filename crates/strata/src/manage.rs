@@ -34,10 +34,10 @@ pub fn paused(c: &Container) -> bool {
 pub fn cmd_pause(store: &Store, refs: &[String]) -> Result<ExitCode> {
     Ok(each(store, refs, |c| {
         if !c.is_running() {
-            bail!("container {} is not running", c.id);
+            bail!("Container {} is not running", c.id);
         }
         if paused(c) {
-            bail!("container {} is already paused", c.id);
+            bail!("Container {} is already paused", c.id);
         }
         cgroup::freeze(&c.id, true)?;
         Ok(())
@@ -47,7 +47,7 @@ pub fn cmd_pause(store: &Store, refs: &[String]) -> Result<ExitCode> {
 pub fn cmd_unpause(store: &Store, refs: &[String]) -> Result<ExitCode> {
     Ok(each(store, refs, |c| {
         if !paused(c) {
-            bail!("container {} is not paused", c.id);
+            bail!("Container {} is not paused", c.id);
         }
         cgroup::freeze(&c.id, false)?;
         Ok(())
@@ -74,7 +74,7 @@ pub fn cmd_rename(store: &Store, old: &str, new: &str) -> Result<ExitCode> {
 pub fn cmd_top(store: &Store, reference: &str, ps_args: &[String]) -> Result<ExitCode> {
     let c = container::find(store, reference)?;
     if !c.is_running() {
-        bail!("container {} is not running", c.id);
+        bail!("Container {} is not running", c.id);
     }
     let pids = cgroup::procs(&c.id)?;
     let args: Vec<String> = if ps_args.is_empty() { vec!["-ef".into()] } else { ps_args.to_vec() };

@@ -384,7 +384,9 @@ fn pause_freezes_every_process_and_unpause_resumes() {
     let id = run_d(&root, &["--name", "p1", "app", "sh", "-c", COUNTER]);
     wait_log(&root, "p1", |out| out.lines().count() >= 3);
     assert_eq!(sh(st(&root).args(["pause", "p1"])), "p1\n");
-    // Frozen: the counter no longer advances.
+    // Frozen: the counter no longer advances (a line written just before may still be on
+    // its way to the log).
+    std::thread::sleep(Duration::from_millis(200));
     let frozen = counted(&root, "p1");
     std::thread::sleep(Duration::from_millis(800));
     assert_eq!(counted(&root, "p1"), frozen, "the counter advanced while paused");
@@ -544,13 +546,13 @@ fn attach_streams_the_output_and_feeds_stdin() {
     let _c = Cleanup(&root, &["at1", "at2", "at3", "fg"]);
     // Output produced after attaching, stdout and stderr apart, then the exit status.
     let script =
-        "sleep 1; i=0; while [ $i -lt 20 ]; do i=$((i+1)); echo out $i; echo err $i >&2; sleep 0.05; done; exit 6";
+        "sleep 2; i=0; while [ $i -lt 20 ]; do i=$((i+1)); echo out $i; echo err $i >&2; sleep 0.05; done; exit 6";
     run_d(&root, &["--name", "at1", "app", "sh", "-c", script]);
     wait_running(&root, "at1");
     let o = go(&root, &["attach", "at1"]);
     assert_eq!(o.code, 6, "{}", o.stderr);
     let want = |s: &str| (1..=20).map(|i| format!("{s} {i}\n")).collect::<String>();
-    // It attached before the first line (a second of sleep): every line.
+    // It attached before the first line (two seconds of sleep): every line.
     assert_eq!((o.stdout, o.stderr), (want("out"), want("err")));
     // -d -i: what attach sends is the container's stdin; its end is not the container's.
     run_d(&root, &["-i", "--name", "at2", "app", "sh", "-c", "while read l; do echo got $l; done; echo eof"]);
@@ -747,8 +749,10 @@ fn a_full_disk_drops_log_lines_but_never_the_container() {
     {
         use std::io::Write;
         let mut f = std::fs::File::create(&filler).unwrap();
-        let chunk = vec![0u8; 1 << 16];
-        while f.write_all(&chunk).is_ok() {}
+        for size in [1 << 16, 512] {
+            let chunk = vec![0u8; size];
+            while f.write_all(&chunk).is_ok() {}
+        }
     }
     let during = counted(&root, "full");
     std::thread::sleep(Duration::from_millis(1000));

@@ -632,7 +632,7 @@ pub fn cmd_ps(store: &Store, all: bool, format: crate::images::ListFormat) -> Re
 
 /// Removes a container; a running one only with `force` (its processes are killed).
 pub fn remove(store: &Store, c: &Container, force: bool) -> Result<()> {
-    crate::monitor::end_policy_for_rm(store, c, force)?;
+    crate::monitor::before_rm(store, c, force)?;
     if c.is_running() {
         if !force {
             bail!("container {} is running: stop it first, or use rm -f", c.name);

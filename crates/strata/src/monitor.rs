@@ -68,9 +68,15 @@ fn should_restart(c: &Container, code: i32) -> bool {
     }
 }
 
-/// Before `rm`: a restarting container is refused without `force` (Docker's words);
-/// with it, its monitor is told not to run it again.
-pub fn end_policy_for_rm(store: &Store, c: &Container, force: bool) -> Result<()> {
+/// Before `rm`: a paused or restarting container is refused without `force` (Docker's
+/// words); with it, its monitor is told not to run it again.
+pub fn before_rm(store: &Store, c: &Container, force: bool) -> Result<()> {
+    if !force && crate::manage::paused(c) {
+        bail!(
+            "You cannot remove a paused container {}. Unpause and then stop the container before attempting removal or force remove",
+            c.id
+        );
+    }
     if !c.monitor_alive() || c.state.monitor_pid == std::process::id() as i32 {
         return Ok(());
     }

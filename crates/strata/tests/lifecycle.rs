@@ -430,8 +430,11 @@ fn pause_freezes_every_process_and_unpause_resumes() {
     let o = go(&root, &["pause", "p2"]);
     assert_eq!(o.code, 1);
     assert!(o.stderr.contains("is not running"), "{}", o.stderr);
-    // kill of a paused container: SIGKILL delivered once thawed.
+    // rm of a paused container: only with -f (Docker's words).
     sh(st(&root).args(["pause", "p1"]));
+    let o = go(&root, &["rm", "p1"]);
+    assert!(o.code == 1 && o.stderr.contains("You cannot remove a paused container"), "{}", o.stderr);
+    // kill of a paused container: SIGKILL delivered once thawed.
     sh(st(&root).args(["kill", "p1"]));
     assert_eq!(sh(st(&root).args(["wait", "p1"])), "137\n");
     assert_eq!(cgroup_dirs(&id), Vec::<PathBuf>::new());

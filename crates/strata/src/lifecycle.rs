@@ -103,8 +103,18 @@ fn wait_exit(fd: &OwnedFd, limit: Duration) -> bool {
 /// or by `strata run` in the foreground; [`reap`]ed when neither is left to do it).
 fn wait_ended(store: &Store, id: &str) -> Result<Container> {
     let mut gone_since: Option<Instant> = None;
+    let mut last: Option<Container> = None;
     loop {
-        let c = container::find(store, id)?;
+        let c = match (container::find(store, id), last) {
+            (Ok(c), _) => c,
+            // `--rm`: its monitor removed it once it had ended; its end as last seen.
+            (Err(strata_store::StoreError::NoSuchContainer(_)), Some(l)) if l.config.keep.auto_remove => return Ok(l),
+            (Err(e), _) => return Err(e.into()),
+        };
+        // `--rm`: its end is recorded before its monitor removes it.
+        if c.config.keep.auto_remove && c.state.status == "exited" && c.state.exit_code.is_some() {
+            return Ok(c);
+        }
         // A created container is waited for until it has run, unless it failed to start.
         if !live(&c) && (c.state.status != "created" || c.state.error.is_some()) {
             let since = *gone_since.get_or_insert_with(Instant::now);
@@ -112,6 +122,7 @@ fn wait_ended(store: &Store, id: &str) -> Result<Container> {
                 return reap(store, &c);
             }
         }
+        last = Some(c);
         std::thread::sleep(Duration::from_millis(20));
     }
 }

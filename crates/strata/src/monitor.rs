@@ -214,6 +214,8 @@ pub fn cmd_monitor(store: &Store, id: &str) -> Result<ExitCode> {
     let c = container::find(store, id)?;
     let _ = std::fs::remove_file(c.dir(store).join(crate::attach::SOCKET));
     if c.config.keep.auto_remove && result.is_ok() {
+        // Its end stays in the record a moment, for a `wait` (polling every 20 ms) to read.
+        std::thread::sleep(Duration::from_millis(200));
         // Not ours to wait for any more: `remove` waits for a live monitor.
         let c = container::update(store, id, |c| c.state.monitor_pid = 0)?;
         crate::containers::remove(store, &c, true)?;

@@ -687,6 +687,20 @@ fn run_d_rm_removes_the_container_when_it_ends() {
     assert!(!is_mounted(&root.join("mnt").join(&id)));
     assert!(!root.join("diff").join(&id).exists());
     assert_eq!(cgroup_dirs(&id), Vec::<PathBuf>::new());
+    // wait gives its status (seen before it goes); stop of one works and removes it.
+    let id = run_d(&root, &["--rm", "--name", "w", "app", "sh", "-c", "sleep 0.5; exit 9"]);
+    assert_eq!(sh(st(&root).args(["wait", "w"])), "9\n");
+    let id2 = run_d(&root, &["--rm", "--name", "s", "app", "sleep", "300"]);
+    let o = go(&root, &["stop", "-t", "1", "s"]);
+    assert_eq!((o.code, o.stdout.as_str()), (0, "s\n"), "{}", o.stderr);
+    for i in [&id, &id2] {
+        let t0 = Instant::now();
+        while root.join("containers").join(i).exists() {
+            assert!(t0.elapsed() < Duration::from_secs(30), "not removed");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(!is_mounted(&root.join("mnt").join(i)));
+    }
     // One that ends at once is removed too (run -d still printed its ID).
     let id = run_d(&root, &["--rm", "app", "true"]);
     let t0 = Instant::now();

@@ -255,3 +255,45 @@ pub fn wait_monitor(store: &Store, id: &str, limit: Duration) -> bool {
     }
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(policy: &str, count: u32, stopped: bool) -> Container {
+        let mut c: Container = serde_json::from_value(serde_json::json!({
+            "id": "0".repeat(64), "name": "c", "image": "sha256:x", "image_name": "x", "image_layers": [],
+            "created": "2026-12-07T00:00:00Z"}))
+        .expect("a record");
+        c.config.keep.restart = policy.into();
+        c.state.restart_count = count;
+        c.state.manually_stopped = stopped;
+        c
+    }
+
+    #[test]
+    fn restart_policies_as_docker_reads_them() {
+        for ok in ["no", "always", "unless-stopped", "on-failure", "on-failure:3"] {
+            assert_eq!(parse_policy(ok).as_deref(), Ok(ok));
+        }
+        assert!(parse_policy("on-failure:x").is_err_and(|e| e.contains("maximum retry count must be a number")));
+        assert!(parse_policy("always:2").is_err_and(|e| e.contains("cannot be used with restart policy 'always'")));
+        assert!(parse_policy("sometimes").is_err());
+        assert_eq!(policy_json("on-failure:2"), serde_json::json!({"Name": "on-failure", "MaximumRetryCount": 2}));
+        assert_eq!(policy_json(""), serde_json::json!({"Name": "no", "MaximumRetryCount": 0}));
+    }
+
+    #[test]
+    fn when_the_monitor_runs_a_container_again() {
+        assert!(!should_restart(&with("", 0, false), 1));
+        assert!(!should_restart(&with("no", 0, false), 1));
+        assert!(should_restart(&with("always", 7, false), 0));
+        assert!(should_restart(&with("unless-stopped", 0, false), 0));
+        assert!(!should_restart(&with("always", 0, true), 1), "stopped by the user");
+        assert!(!should_restart(&with("on-failure", 0, false), 0));
+        assert!(should_restart(&with("on-failure", 50, false), 2), "no maximum");
+        assert!(should_restart(&with("on-failure:2", 1, false), 2));
+        assert!(!should_restart(&with("on-failure:2", 2, false), 2), "two restarts at most");
+        assert!(check_run("always", true).is_err() && check_run("no", true).is_ok());
+    }
+}

@@ -650,6 +650,19 @@ fn restart_policies_are_applied_by_the_monitor() {
     let id = container(&ps_json(&root), "al")["Id"].as_str().unwrap().to_string();
     assert!(!is_mounted(&root.join("mnt").join(&id)));
     assert_eq!(cgroup_dirs(&id), Vec::<PathBuf>::new());
+    // `restart`: the policy applies again, its count from 0.
+    sh(st(&root).args(["restart", "al"]));
+    let t0 = Instant::now();
+    while runs(&root, "al") < after + 2 {
+        assert!(t0.elapsed() < Duration::from_secs(30), "{}", go(&root, &["logs", "al"]).stdout);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let count = inspect(&root, "al")["RestartCount"].as_u64().unwrap() as usize;
+    let since = runs(&root, "al") - after;
+    // Counted from 0 again: at most one restart fewer than the runs since (without the
+    // reset it would carry the `after - 1` restarts before).
+    assert!(count >= 1 && count <= since, "count {count}, runs since restart {since}, before {after}");
+    sh(st(&root).args(["stop", "al"]));
     // rm -f of a container that restarts: its monitor gives up, nothing is left.
     let rr = run_d(&root, &["--restart", "always", "--name", "rr", "app", "sh", "-c", "echo run; exit 1"]);
     let t0 = Instant::now();

@@ -244,19 +244,77 @@ pub struct AttachArgs {
     /// Pass the signals we get to the container (without a terminal)
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub sig_proxy: bool,
+    /// The keys that detach (with a terminal): `ctrl-<a-z@[\\]^_>` or single characters, comma separated
+    #[arg(long, default_value = "ctrl-p,ctrl-q", value_parser = parse_detach_keys)]
+    pub detach_keys: DetachKeys,
     pub container: String,
 }
 
-/// Ctrl-P Ctrl-Q, Docker's default detach keys.
-const DETACH: [u8; 2] = [0x10, 0x11];
+/// The bytes of a detach sequence.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DetachKeys(Vec<u8>);
 
-/// Copies our stdin to the socket; with a terminal, Ctrl-P Ctrl-Q detaches. Returns true
+/// Docker's `--detach-keys`: `ctrl-p,ctrl-q`, `ctrl-@`, `a,b`...
+fn parse_detach_keys(s: &str) -> Result<DetachKeys, String> {
+    let bad = || format!("Invalid detach keys ({s}) provided");
+    let mut keys = Vec::new();
+    for key in s.split(',') {
+        let lower = key.to_ascii_lowercase();
+        let byte = match lower.strip_prefix("ctrl-") {
+            Some(c) if c.len() == 1 => match c.as_bytes()[0] {
+                b @ b'a'..=b'z' => b - b'a' + 1,
+                b'@' => 0,
+                b @ (b'[' | b'\\' | b']' | b'^' | b'_') => b - b'[' + 27,
+                _ => return Err(bad()),
+            },
+            Some(_) => return Err(bad()),
+            None if key.len() == 1 => key.as_bytes()[0],
+            None => return Err(bad()),
+        };
+        keys.push(byte);
+    }
+    Ok(DetachKeys(keys))
+}
+
+/// Finds a detach sequence in typed input, holding back a partial match until the next
+/// keys tell whether it is one.
+struct Escape<'a> {
+    keys: &'a [u8],
+    matched: usize,
+}
+
+impl Escape<'_> {
+    /// Appends to `out` what goes to the container; true once the sequence was typed.
+    fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> bool {
+        for &b in input {
+            if b == self.keys[self.matched] {
+                self.matched += 1;
+                if self.matched == self.keys.len() {
+                    return true;
+                }
+                continue;
+            }
+            // Not the sequence: what was held goes through, and this key may begin it.
+            out.extend_from_slice(&self.keys[..self.matched]);
+            self.matched = 0;
+            if b == self.keys[0] && self.keys.len() > 1 {
+                self.matched = 1;
+            } else if b == self.keys[0] {
+                return true;
+            } else {
+                out.push(b);
+            }
+        }
+        false
+    }
+}
+
+/// Copies our stdin to the socket; with a terminal, the detach keys detach. Returns true
 /// on a detach.
-fn send_stdin(mut socket: UnixStream, tty: bool) -> bool {
+fn send_stdin(mut socket: UnixStream, detach: Option<&[u8]>) -> bool {
     let mut input = io::stdin();
     let mut buf = [0u8; 4096];
-    // A Ctrl-P held back until the next key tells whether it is the sequence.
-    let mut held = false;
+    let mut escape = detach.filter(|k| !k.is_empty()).map(|keys| Escape { keys, matched: 0 });
     loop {
         let n = match input.read(&mut buf) {
             Ok(0) | Err(_) => {
@@ -265,28 +323,19 @@ fn send_stdin(mut socket: UnixStream, tty: bool) -> bool {
             }
             Ok(n) => n,
         };
-        let mut out = Vec::with_capacity(n + 1);
-        for &b in &buf[..n] {
-            if !tty {
-                out.push(b);
-            } else if held && b == DETACH[1] {
-                let _ = socket.write_all(&out);
-                return true;
-            } else if b == DETACH[0] {
-                if held {
-                    out.push(DETACH[0]);
-                }
-                held = true;
-            } else {
-                if held {
-                    out.push(DETACH[0]);
-                    held = false;
-                }
-                out.push(b);
+        let mut out = Vec::with_capacity(n + 2);
+        let detached = match escape.as_mut() {
+            Some(e) => e.feed(&buf[..n], &mut out),
+            None => {
+                out.extend_from_slice(&buf[..n]);
+                false
             }
-        }
+        };
         if socket.write_all(&out).is_err() {
             return false;
+        }
+        if detached {
+            return true;
         }
     }
 }
@@ -372,8 +421,9 @@ pub fn cmd_attach(store: &Store, args: &AttachArgs) -> Result<ExitCode> {
     let detached = std::sync::Arc::new(AtomicBool::new(false));
     if stdin {
         let (w, flag, r) = (socket.try_clone().context("attach socket")?, detached.clone(), socket.try_clone()?);
+        let keys = args.detach_keys.0.clone();
         std::thread::spawn(move || {
-            if send_stdin(w, tty) {
+            if send_stdin(w, tty.then_some(keys.as_slice())) {
                 flag.store(true, Ordering::SeqCst);
                 // Ends the reading below.
                 let _ = r.shutdown(std::net::Shutdown::Both);
@@ -407,6 +457,24 @@ pub fn cmd_attach(store: &Store, args: &AttachArgs) -> Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn detach_keys_as_docker_reads_them() {
+        assert_eq!(parse_detach_keys("ctrl-p,ctrl-q"), Ok(DetachKeys(vec![0x10, 0x11])));
+        assert_eq!(parse_detach_keys("ctrl-@,ctrl-[,ctrl-_,a"), Ok(DetachKeys(vec![0, 27, 31, b'a'])));
+        assert!(parse_detach_keys("ctrl-pp").is_err_and(|e| e == "Invalid detach keys (ctrl-pp) provided"));
+        assert!(parse_detach_keys("ab").is_err());
+        let keys = [0x10, 0x11];
+        let mut e = Escape { keys: &keys, matched: 0 };
+        let mut out = Vec::new();
+        // A Ctrl-P alone goes through once the next key is not Ctrl-Q; one split across
+        // reads still detaches.
+        assert!(!e.feed(b"a\x10b\x10\x10", &mut out));
+        assert_eq!(out, b"a\x10b\x10");
+        out.clear();
+        assert!(e.feed(b"\x11", &mut out));
+        assert!(out.is_empty());
+    }
 
     #[test]
     fn clients_get_framed_output_and_feed_stdin() {

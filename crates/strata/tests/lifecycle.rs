@@ -594,6 +594,20 @@ fn attach_streams_the_output_and_feeds_stdin() {
     assert!(code.success(), "{code:?}");
     assert_eq!(wait_running(&root, "at3")["State"], "running");
     assert!(go(&root, &["logs", "at3"]).stdout.contains("mark 42"));
+    // Keys of the user's: Ctrl-X then `q`.
+    let mut t = st(&root)
+        .args(["attach", "--detach-keys", "ctrl-x,q", "at3"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out_t = reader(t.stdout.take().unwrap());
+    let mut input = t.stdin.take().unwrap();
+    input.write_all(b"echo again $((6*8))\n").unwrap();
+    wait_text(&out_t, |t| t.contains("again 48"));
+    input.write_all(b"\x18q").unwrap();
+    assert!(t.wait().unwrap().success());
+    assert_eq!(wait_running(&root, "at3")["State"], "running");
     // Docker's refusals: a stopped container; a paused one; a foreground run.
     sh(st(&root).args(["stop", "-t", "1", "at1"]));
     let o = go(&root, &["attach", "at1"]);

@@ -42,6 +42,9 @@ pub struct RunConfig {
     /// Published ports, DNS and extra hosts (`-p`, `-P`, `--dns`, `--add-host`).
     #[serde(default)]
     pub networking: Networking,
+    /// How a detached container is run and kept: `--restart`, `--rm`, `-i`, `-t`.
+    #[serde(default)]
+    pub keep: Keep,
 }
 
 /// A container's network options, as given (checked at create).
@@ -58,6 +61,23 @@ pub struct Networking {
     /// `--add-host NAME:IP`.
     #[serde(default)]
     pub add_hosts: Vec<String>,
+}
+
+/// Docker's `HostConfig.RestartPolicy` and `AutoRemove`, `Config.OpenStdin` and `Tty`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Keep {
+    /// `no` (empty), `on-failure[:N]`, `always` or `unless-stopped`.
+    #[serde(default)]
+    pub restart: String,
+    /// Removed by its monitor once it has ended (`run -d --rm`).
+    #[serde(default)]
+    pub auto_remove: bool,
+    /// Its stdin is a pipe that `attach` writes to (`run -d -i`).
+    #[serde(default)]
+    pub open_stdin: bool,
+    /// It runs on a pseudo-terminal that `attach` relays (`run -d -t`).
+    #[serde(default)]
+    pub tty: bool,
 }
 
 /// Docker's options that change a container's confinement, as given. The default (all
@@ -106,6 +126,12 @@ pub struct State {
     /// Why the last start failed before the command ran (Docker's `State.Error`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Restarts its monitor made under its restart policy since it was last started.
+    #[serde(default)]
+    pub restart_count: u32,
+    /// Stopped (or killed) by the user: its restart policy no longer applies.
+    #[serde(default)]
+    pub manually_stopped: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -429,6 +455,30 @@ fn lines(v: &[String]) -> String {
     v.iter().map(|l| format!("{l}\n")).collect()
 }
 
+/// Renames a container, refusing a name another container has (Docker's words).
+pub fn rename(store: &Store, reference: &str, new: &str) -> Result<Container> {
+    if !valid_name(new) {
+        return Err(StoreError::Format(format!(
+            "Invalid container name ({new}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+        )));
+    }
+    let _lock = store.lock(true)?;
+    let mut c = find_locked(store, reference)?;
+    if c.name == new {
+        return Err(StoreError::Conflict("Renaming a container with the same name as its current name".into()));
+    }
+    if let Some(other) = list(store)?.iter().find(|o| o.name == new) {
+        return Err(StoreError::Conflict(format!(
+            "Conflict. The container name \"/{new}\" is already in use by container \"{}\". \
+             You have to remove (or rename) that container to be able to reuse that name.",
+            other.id
+        )));
+    }
+    c.name = new.to_string();
+    write_record(store, &c)?;
+    Ok(c)
+}
+
 /// Removes a stopped container: its record first, then its layers and files.
 pub fn remove(store: &Store, c: &Container) -> Result<()> {
     let _lock = store.lock(true)?;
@@ -476,7 +526,8 @@ pub fn check(store: &Store) -> Result<Vec<String>> {
     }
     for mut c in list(store)? {
         // A live monitor is recording its container's end itself.
-        if c.state.status == "running" && !c.is_running() && !c.monitor_alive() {
+        let ran = c.state.status == "running" || c.state.status == "restarting";
+        if ran && !c.is_running() && !c.monitor_alive() {
             c.state.status = "exited".into();
             c.state.finished_at = Some(now_rfc3339());
             write_record(store, &c)?;

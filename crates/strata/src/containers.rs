@@ -46,6 +46,8 @@ pub struct CreateArgs {
     pub security: SecurityArgs,
     #[command(flatten)]
     pub pull: crate::registry::RunPullArgs,
+    #[command(flatten)]
+    pub restart: crate::monitor::RestartArg,
     /// The image, then the command and its arguments (default: the image's)
     #[arg(required = true, trailing_var_arg = true, value_name = "IMAGE [COMMAND [ARG...]]")]
     pub image_and_cmd: Vec<String>,
@@ -183,14 +185,18 @@ pub fn inspect_value(store: &Store, c: &Container) -> Result<serde_json::Value> 
     }
     Ok(serde_json::json!({
         "Id": c.id, "Name": c.name, "Created": c.created, "Image": c.image, "ImageName": c.image_name,
-        "State": {"Status": c.state.status, "Running": c.is_running(), "Pid": c.state.pid, "ExitCode": c.state.exit_code,
+        "State": {"Status": state(c), "Running": c.is_running(), "Paused": crate::manage::paused(c),
+                  "Restarting": state(c) == "restarting", "Pid": c.state.pid, "ExitCode": c.state.exit_code,
                   "StartedAt": c.state.started_at, "FinishedAt": c.state.finished_at},
+        "RestartCount": c.state.restart_count,
         "Config": {"Cmd": c.config.args, "Env": c.config.env, "WorkingDir": c.config.cwd, "User": c.config.user,
-                   "Hostname": c.config.hostname},
+                   "Hostname": c.config.hostname, "OpenStdin": c.config.keep.open_stdin, "Tty": c.config.keep.tty},
         "HostConfig": {"Privileged": sec.privileged, "CapAdd": sec.cap_add, "CapDrop": sec.cap_drop,
                        "SecurityOpt": sec.security_opt, "Devices": sec.devices, "ReadonlyRootfs": sec.read_only,
                        "Init": sec.init, "NetworkMode": c.config.network, "Memory": c.config.memory,
-                       "PidsLimit": c.config.pids, "NanoCpus": c.config.cpus.map(|c| (c * 1e9) as u64)},
+                       "PidsLimit": c.config.pids, "NanoCpus": c.config.cpus.map(|c| (c * 1e9) as u64),
+                       "RestartPolicy": crate::monitor::policy_json(&c.config.keep.restart),
+                       "AutoRemove": c.config.keep.auto_remove},
         "Confinement": {"Capabilities": confine::capability_names(conf.capabilities),
                         "NonRootCapabilities": [], "Seccomp": seccomp, "NoNewPrivileges": conf.no_new_privs,
                         "MaskedPaths": abs(masked), "ReadonlyPaths": abs(read_only),
@@ -295,6 +301,7 @@ pub fn create(store: &Store, args: &CreateArgs) -> Result<Container> {
         volumes: mounts.volumes,
         tmpfs: mounts.tmpfs,
         networking,
+        keep: container::Keep { restart: args.restart.restart.clone(), ..container::Keep::default() },
     };
     container::create(store, &image, image_ref, args.name.as_deref(), config, profile.as_deref()).map_err(|e| {
         crate::volumes::discard(store, &mounts.made);
@@ -449,7 +456,7 @@ pub fn start(store: &Store, c: &Container, stdin: bool, tty: bool) -> Result<i32
     }
     spec.tty = tty;
     // Without a terminal, the output is kept in the container's log too.
-    let capture = if tty { None } else { Some(crate::logs::capture(&crate::logs::log_path(store, c))?) };
+    let capture = crate::logs::capture_for(store, c, tty)?;
     let raw = tty.then(crate::terminal::RawMode::enter);
     let id = c.id.clone();
     let res = strata_runtime::run(&spec, |pid| {
@@ -501,14 +508,10 @@ pub fn cmd_run(
     tty: bool,
     detach: bool,
 ) -> Result<ExitCode> {
-    if detach && (rm || interactive || tty) {
-        bail!("-d cannot be combined with --rm, -i or -t yet (there is no `attach`)");
-    }
+    crate::monitor::check_run(&args.restart.restart, rm)?;
     let c = create(store, args)?;
     if detach {
-        crate::monitor::start_detached(store, &c)?;
-        println!("{}", c.id);
-        return Ok(ExitCode::SUCCESS);
+        return crate::monitor::run_detached(store, &c, rm, interactive, tty);
     }
     let res = start(store, &c, interactive, tty);
     if rm {
@@ -556,6 +559,9 @@ pub fn cmd_exec(store: &Store, args: &ExecArgs) -> Result<ExitCode> {
     if !c.is_running() {
         bail!("container {} is not running", c.name);
     }
+    if crate::manage::paused(&c) {
+        bail!("Container {} is paused, unpause the container before exec", c.id);
+    }
     c.config.args = args.command.clone();
     if let Some(w) = &args.workdir {
         c.config.cwd = w.clone();
@@ -575,8 +581,13 @@ pub fn cmd_exec(store: &Store, args: &ExecArgs) -> Result<ExitCode> {
 }
 
 fn status(c: &Container) -> String {
-    if c.is_running() {
+    if crate::manage::paused(c) {
+        format!("Up {} (Paused)", crate::ui::human_duration(c.state.started_at.as_deref()))
+    } else if c.is_running() {
         format!("Up {}", crate::ui::human_duration(c.state.started_at.as_deref()))
+    } else if c.state.status == "restarting" && c.monitor_alive() {
+        let code = c.state.exit_code.map_or("unknown".into(), |n| n.to_string());
+        format!("Restarting ({code}) {} ago", crate::ui::human_duration(c.state.finished_at.as_deref()))
     } else if c.state.status == "created" {
         "Created".into()
     } else {
@@ -594,12 +605,18 @@ fn status(c: &Container) -> String {
 fn state(c: &Container) -> &str {
     match c.state.status.as_str() {
         "running" if !c.is_running() => "exited",
+        "running" if crate::manage::paused(c) => "paused",
+        "restarting" if !c.monitor_alive() => "exited",
         s => s,
     }
 }
 
 pub fn cmd_ps(store: &Store, all: bool, format: crate::images::ListFormat) -> Result<ExitCode> {
-    let list: Vec<Container> = container::list(store)?.into_iter().filter(|c| all || c.is_running()).collect();
+    // Docker's default list: running, paused and restarting ones.
+    let list: Vec<Container> = container::list(store)?
+        .into_iter()
+        .filter(|c| all || c.is_running() || (c.state.status == "restarting" && c.monitor_alive()))
+        .collect();
     match format {
         crate::images::ListFormat::Json => {
             let v: Vec<serde_json::Value> = list
@@ -639,12 +656,15 @@ pub fn cmd_ps(store: &Store, all: bool, format: crate::images::ListFormat) -> Re
 
 /// Removes a container; a running one only with `force` (its processes are killed).
 pub fn remove(store: &Store, c: &Container, force: bool) -> Result<()> {
+    crate::monitor::before_rm(store, c, force)?;
     if c.is_running() {
         if !force {
             bail!("container {} is running: stop it first, or use rm -f", c.name);
         }
         // SAFETY: kill(2) of the container's init, whose pid and start time were checked.
         unsafe { libc::kill(c.state.pid, libc::SIGKILL) };
+        // A paused one gets it once thawed.
+        crate::manage::thaw_after_signal(c);
         for _ in 0..250 {
             if container::pid_start_time(c.state.pid) != Some(c.state.pid_start) {
                 break;

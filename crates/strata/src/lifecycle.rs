@@ -12,6 +12,7 @@ use anyhow::{Result, anyhow, bail};
 use strata_store::Store;
 use strata_store::container::{self, Container};
 
+use crate::manage::each;
 use crate::monitor::{live, reap};
 
 const SIGNALS: [(&str, i32); 31] = [
@@ -68,14 +69,14 @@ fn stop_signal(store: &Store, c: &Container) -> i32 {
 }
 
 /// The container's pid 1 as a pidfd, if it runs.
-fn pid1(c: &Container) -> Option<OwnedFd> {
+pub(crate) fn pid1(c: &Container) -> Option<OwnedFd> {
     let pid = rustix::process::Pid::from_raw(c.state.pid)?;
     let fd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()?;
     // Checked once the descriptor is open: it then names the recorded process.
     c.is_running().then_some(fd)
 }
 
-fn send(fd: &OwnedFd, sig: i32) -> Result<()> {
+pub(crate) fn send(fd: &OwnedFd, sig: i32) -> Result<()> {
     let signal = rustix::process::Signal::from_named_raw(sig).ok_or_else(|| anyhow!("invalid signal {sig}"))?;
     match rustix::process::pidfd_send_signal(fd, signal) {
         Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
@@ -102,8 +103,18 @@ fn wait_exit(fd: &OwnedFd, limit: Duration) -> bool {
 /// or by `strata run` in the foreground; [`reap`]ed when neither is left to do it).
 fn wait_ended(store: &Store, id: &str) -> Result<Container> {
     let mut gone_since: Option<Instant> = None;
+    let mut last: Option<Container> = None;
     loop {
-        let c = container::find(store, id)?;
+        let c = match (container::find(store, id), last) {
+            (Ok(c), _) => c,
+            // `--rm`: its monitor removed it once it had ended; its end as last seen.
+            (Err(strata_store::StoreError::NoSuchContainer(_)), Some(l)) if l.config.keep.auto_remove => return Ok(l),
+            (Err(e), _) => return Err(e.into()),
+        };
+        // `--rm`: its end is recorded before its monitor removes it.
+        if c.config.keep.auto_remove && c.state.status == "exited" && c.state.exit_code.is_some() {
+            return Ok(c);
+        }
         // A created container is waited for until it has run, unless it failed to start.
         if !live(&c) && (c.state.status != "created" || c.state.error.is_some()) {
             let since = *gone_since.get_or_insert_with(Instant::now);
@@ -111,18 +122,26 @@ fn wait_ended(store: &Store, id: &str) -> Result<Container> {
                 return reap(store, &c);
             }
         }
+        last = Some(c);
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 /// Stops a running container: its stop signal, then SIGKILL after `timeout`. False if
-/// it was not running.
+/// it was not running. Its restart policy no longer applies (Docker's manual stop); a
+/// paused one is thawed once signalled, so that it gets the signal.
 pub fn stop(store: &Store, c: &Container, timeout: Duration) -> Result<bool> {
+    if live(c) {
+        container::update(store, &c.id, |c| c.state.manually_stopped = true)?;
+    }
     let Some(fd) = pid1(c) else {
+        // Restarting: its monitor ends on seeing the flag.
+        crate::monitor::wait_monitor(store, &c.id, Duration::from_secs(10));
         reap(store, c)?;
         return Ok(false);
     };
     send(&fd, stop_signal(store, c))?;
+    crate::manage::thaw_after_signal(c);
     if !wait_exit(&fd, timeout) {
         tracing::info!("container {} did not stop within {timeout:?}: SIGKILL", c.name);
         send(&fd, libc::SIGKILL)?;
@@ -134,36 +153,27 @@ pub fn stop(store: &Store, c: &Container, timeout: Duration) -> Result<bool> {
     Ok(true)
 }
 
-/// Runs `f` for each container named, printing the name on success, as Docker does;
-/// exit status 1 if any failed.
-fn each(store: &Store, refs: &[String], mut f: impl FnMut(&Container) -> Result<()>) -> ExitCode {
-    let mut failed = false;
-    for r in refs {
-        match container::find(store, r).map_err(anyhow::Error::from).and_then(|c| f(&c)) {
-            Ok(()) => println!("{r}"),
-            Err(e) => {
-                eprintln!("strata: {e:#}");
-                failed = true;
-            }
-        }
-    }
-    if failed { ExitCode::from(1) } else { ExitCode::SUCCESS }
-}
-
 pub fn cmd_stop(store: &Store, refs: &[String], secs: u64) -> Result<ExitCode> {
-    Ok(each(store, refs, |c| {
-        if !stop(store, c, Duration::from_secs(secs))? {
-            // Docker's exit status (0) for a container already stopped, with a note.
-            eprintln!("strata: container {} is not running", c.name);
-        }
-        Ok(())
-    }))
+    // A container already stopped: only its name, exit status 0, as Docker.
+    Ok(each(store, refs, |c| stop(store, c, Duration::from_secs(secs)).map(|_| ())))
 }
 
 pub fn cmd_kill(store: &Store, refs: &[String], signal: &str) -> Result<ExitCode> {
     let sig = parse_signal(signal)?;
     Ok(each(store, refs, |c| match pid1(c) {
-        Some(fd) => send(&fd, sig),
+        Some(fd) => {
+            // SIGKILL or its stop signal: its restart policy no longer applies (Docker's
+            // kill); a paused container is thawed to get it.
+            let ends = sig == libc::SIGKILL || sig == stop_signal(store, c);
+            if ends {
+                container::update(store, &c.id, |c| c.state.manually_stopped = true)?;
+            }
+            send(&fd, sig)?;
+            if ends {
+                crate::manage::thaw_after_signal(c);
+            }
+            Ok(())
+        }
         None => bail!("cannot kill container: {}: container {} is not running", c.name, c.id),
     }))
 }

@@ -74,7 +74,12 @@ impl LogWriter {
             self.file = open_append(&self.path)?;
             self.size = 0;
         }
-        self.file.write_all(&text)?;
+        if let Err(e) = self.file.write_all(&text) {
+            // A full disk: no piece of the entry stays, so that the next one (once there
+            // is room) starts a line of its own and the log stays JSON lines.
+            let _ = self.file.set_len(self.size);
+            return Err(e);
+        }
         self.size += text.len() as u64;
         Ok(())
     }
@@ -114,15 +119,31 @@ impl Lines {
 /// While it lives, our stdout and stderr are the pipes of a copier process (see the
 /// module's comment); dropping it gives them back and waits until the log is complete.
 pub struct Capture {
-    saved: [OwnedFd; 2],
+    saved: [OwnedFd; 3],
     copier: i32,
 }
 
+/// The capture a run of container `c` needs: none for a terminal in the foreground
+/// (the output goes to ours as it is); in a monitor, one that serves `attach` too.
+pub fn capture_for(store: &Store, c: &Container, tty: bool) -> Result<Option<Capture>> {
+    if tty && crate::attach::serving().is_none() {
+        return Ok(None);
+    }
+    capture(&log_path(store, c)).map(Some)
+}
+
 /// Starts copying our stdout and stderr to the log at `path` (and to where they went).
+/// In a monitor the copier also serves the attach socket, and with `-i` our stdin
+/// becomes a pipe it writes what attached clients send to.
 pub fn capture(path: &Path) -> Result<Capture> {
     use rustix::pipe::{PipeFlags, pipe_with};
     let (out_r, out_w) = pipe_with(PipeFlags::CLOEXEC).context("pipe")?;
     let (err_r, err_w) = pipe_with(PipeFlags::CLOEXEC).context("pipe")?;
+    let serving = crate::attach::serving();
+    let stdin = match serving {
+        Some(s) if s.stdin => Some(pipe_with(PipeFlags::CLOEXEC).context("pipe")?),
+        _ => None,
+    };
     let _ = io::stdout().flush();
     // SAFETY: the CLI is single-threaded here; the child only copies, then _exits.
     let pid = unsafe { libc::fork() };
@@ -131,16 +152,25 @@ pub fn capture(path: &Path) -> Result<Capture> {
     }
     if pid == 0 {
         drop((out_w, err_w));
-        copier(out_r, err_r, path);
+        let hub = serving.and_then(|s| {
+            crate::attach::Hub::new(s, stdin.map(|(_, w)| w))
+                .map_err(|e| tracing::warn!("the attach socket is not served: {e}"))
+                .ok()
+        });
+        copier(out_r, err_r, path, hub);
     }
     drop((out_r, err_r));
     let saved = [
         rustix::io::fcntl_dupfd_cloexec(io::stdout(), 3).context("dup")?,
         rustix::io::fcntl_dupfd_cloexec(io::stderr(), 3).context("dup")?,
+        rustix::io::fcntl_dupfd_cloexec(io::stdin(), 3).context("dup")?,
     ];
     let capture = Capture { saved, copier: pid };
     rustix::stdio::dup2_stdout(&out_w).context("dup2")?;
     rustix::stdio::dup2_stderr(&err_w).context("dup2")?;
+    if let Some((r, _)) = &stdin {
+        rustix::stdio::dup2_stdin(r).context("dup2")?;
+    }
     Ok(capture)
 }
 
@@ -150,6 +180,7 @@ impl Drop for Capture {
         // read everything, and the log is complete when it exits.
         let _ = rustix::stdio::dup2_stdout(&self.saved[0]);
         let _ = rustix::stdio::dup2_stderr(&self.saved[1]);
+        let _ = rustix::stdio::dup2_stdin(&self.saved[2]);
         let mut status = 0;
         // SAFETY: waitpid on our own child, retried on EINTR.
         while unsafe { libc::waitpid(self.copier, &mut status, 0) } < 0
@@ -159,7 +190,7 @@ impl Drop for Capture {
 }
 
 /// The copier process: never returns.
-fn copier(out: OwnedFd, err: OwnedFd, path: &Path) -> ! {
+fn copier(out: OwnedFd, err: OwnedFd, path: &Path, mut hub: Option<crate::attach::Hub>) -> ! {
     // Ctrl-C and the signals a monitor forwards are for the container: the copier ends
     // when the container's output does.
     for sig in [libc::SIGINT, libc::SIGQUIT, libc::SIGTERM, libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2] {
@@ -177,7 +208,7 @@ fn copier(out: OwnedFd, err: OwnedFd, path: &Path) -> ! {
     let mut sources = [(Some(out), "stdout", Lines::default(), true), (Some(err), "stderr", Lines::default(), true)];
     let mut buf = vec![0u8; 64 << 10];
     loop {
-        let ready: Vec<usize> = {
+        let (ready, hub_events): (Vec<usize>, Vec<rustix::event::PollFlags>) = {
             let open: Vec<usize> = (0..2).filter(|i| sources[*i].0.is_some()).collect();
             if open.is_empty() {
                 break;
@@ -187,11 +218,16 @@ fn copier(out: OwnedFd, err: OwnedFd, path: &Path) -> ! {
                 .filter_map(|i| sources[*i].0.as_ref())
                 .map(|fd| rustix::event::PollFd::new(fd, rustix::event::PollFlags::IN))
                 .collect();
+            fds.extend(hub.as_ref().map(|h| h.poll_fds()).unwrap_or_default());
             if rustix::event::poll(&mut fds, None).is_err() {
                 continue;
             }
-            open.iter().zip(&fds).filter(|(_, f)| !f.revents().is_empty()).map(|(i, _)| *i).collect()
+            let hub_events = fds[open.len()..].iter().map(|f| f.revents()).collect();
+            (open.iter().zip(&fds).filter(|(_, f)| !f.revents().is_empty()).map(|(i, _)| *i).collect(), hub_events)
         };
+        if let Some(h) = hub.as_mut() {
+            h.handle(&hub_events);
+        }
         for i in ready {
             let (fd, stream, lines, tee) = &mut sources[i];
             let Some(f) = fd.as_ref() else { continue };
@@ -217,11 +253,17 @@ fn copier(out: OwnedFd, err: OwnedFd, path: &Path) -> ! {
                 continue;
             }
             lines.push(&buf[..n], &mut emit);
+            if let Some(h) = hub.as_mut() {
+                h.broadcast(i as u8 + 1, &buf[..n]);
+            }
             if *tee && write_all(i, &buf[..n]).is_err() {
                 // Our stdout was closed (a `| head`): the log goes on.
                 *tee = false;
             }
         }
+    }
+    if let Some(h) = hub {
+        h.finish();
     }
     // SAFETY: _exit only ends the process (no atexit handlers of the parent).
     unsafe { libc::_exit(0) }

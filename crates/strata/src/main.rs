@@ -1,5 +1,6 @@
 //! `strata`: the command line. Thin: parses, calls the libraries, prints.
 
+mod attach;
 mod build;
 mod cni;
 mod containers;
@@ -8,6 +9,7 @@ mod daemon;
 mod images;
 mod lifecycle;
 mod logs;
+mod manage;
 mod monitor;
 mod network;
 mod registry;
@@ -175,6 +177,34 @@ enum Command {
     Wait {
         #[arg(required = true)]
         containers: Vec<String>,
+    },
+    /// Freeze every process of running containers (cgroup freezer)
+    Pause {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Thaw paused containers
+    Unpause {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Rename a container
+    Rename { container: String, new_name: String },
+    /// The processes of a running container, as the host's `ps` shows them (default -ef)
+    Top {
+        container: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "PS OPTIONS")]
+        ps_args: Vec<String>,
+    },
+    /// CPU, memory, network, block I/O and pids of containers, from their cgroups
+    Stats {
+        #[command(flatten)]
+        args: manage::StatsArgs,
+    },
+    /// Attach to a detached container's output (and its stdin, if started with -i)
+    Attach {
+        #[command(flatten)]
+        args: attach::AttachArgs,
     },
     /// Print a container's output (stdout and stderr), kept in its log
     Logs {
@@ -449,6 +479,12 @@ fn store_cmd(root: &Path, command: Command) -> anyhow::Result<ExitCode> {
         Command::Restart { time, containers: list } => return lifecycle::cmd_restart(&store, &list, time),
         Command::Wait { containers: list } => return lifecycle::cmd_wait(&store, &list),
         Command::Logs { args } => return logs::cmd_logs(&store, &args),
+        Command::Pause { containers: list } => return manage::cmd_pause(&store, &list),
+        Command::Unpause { containers: list } => return manage::cmd_unpause(&store, &list),
+        Command::Rename { container, new_name } => return manage::cmd_rename(&store, &container, &new_name),
+        Command::Top { container, ps_args } => return manage::cmd_top(&store, &container, &ps_args),
+        Command::Stats { args } => return manage::cmd_stats(&store, &args),
+        Command::Attach { args } => return attach::cmd_attach(&store, &args),
         Command::Monitor { container } => return monitor::cmd_monitor(&store, &container),
         Command::Exec { args } => return containers::cmd_exec(&store, &args),
         Command::Ps { all, format } => return containers::cmd_ps(&store, all, format),

@@ -108,10 +108,9 @@ fn a_detached_container_runs_logs_execs_and_stops() {
     assert!(!Path::new(&format!("/proc/{monitor}/exe")).exists(), "the monitor ended");
     assert!(!is_mounted(&root.join("mnt").join(&id)));
     assert_eq!(cgroup_dirs(&id), Vec::<PathBuf>::new());
-    // Stopping a stopped container: Docker's exit status (0), with a note.
+    // Stopping a stopped container: only its name, exit status 0, as Docker.
     let o = go(&root, &["stop", "d1"]);
-    assert_eq!((o.code, o.stdout.as_str()), (0, "d1\n"));
-    assert!(o.stderr.contains("container d1 is not running"), "{}", o.stderr);
+    assert_eq!((o.code, o.stdout.as_str(), o.stderr.as_str()), (0, "d1\n", ""));
     let o = go(&root, &["kill", "d1"]);
     assert_eq!(o.code, 1);
     assert!(o.stderr.contains(&format!("cannot kill container: d1: container {id} is not running")), "{}", o.stderr);
@@ -363,4 +362,461 @@ fn the_log_is_rotated_at_its_cap_and_logs_reads_both_files() {
     assert!(first > 1, "older lines were dropped with the oldest file");
     assert_eq!(nums, (first..=3000).collect::<Vec<_>>());
     assert_eq!(sh(st(&root).args(["logs", "--tail", "3", "big"])), "2998\n2999\n3000\n");
+}
+
+/// The numbers a counter container printed so far (one a line in its log).
+fn counted(root: &Path, name: &str) -> Vec<u64> {
+    go(root, &["logs", name]).stdout.lines().filter_map(|l| l.split(' ').next()?.trim().parse().ok()).collect()
+}
+
+fn inspect(root: &Path, name: &str) -> serde_json::Value {
+    let v: serde_json::Value = serde_json::from_str(&sh(st(root).args(["inspect", name]))).unwrap();
+    v[0].clone()
+}
+
+const COUNTER: &str = "i=0; while true; do i=$((i+1)); echo $i; sleep 0.05; done";
+
+#[test]
+fn pause_freezes_every_process_and_unpause_resumes() {
+    let s = Scratch::new();
+    let Some(root) = store_with_app(&s) else { return };
+    let _c = Cleanup(&root, &["p1", "p2"]);
+    let id = run_d(&root, &["--name", "p1", "app", "sh", "-c", COUNTER]);
+    wait_log(&root, "p1", |out| out.lines().count() >= 3);
+    assert_eq!(sh(st(&root).args(["pause", "p1"])), "p1\n");
+    // Frozen: the counter no longer advances (a line written just before may still be on
+    // its way to the log).
+    std::thread::sleep(Duration::from_millis(200));
+    let frozen = counted(&root, "p1");
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(counted(&root, "p1"), frozen, "the counter advanced while paused");
+    let c = container(&ps_json(&root), "p1").clone();
+    assert_eq!(c["State"], "paused", "{c}");
+    assert!(c["Status"].as_str().unwrap().ends_with(" (Paused)"), "{c}");
+    let table = sh(st(&root).arg("ps"));
+    assert!(table.lines().any(|l| l.contains("p1") && l.contains("(Paused)")), "{table}");
+    assert_eq!(inspect(&root, "p1")["State"]["Paused"], true);
+    // The kernel's own view: every process of its cgroup frozen.
+    let freezer = Path::new("/sys/fs/cgroup/freezer/strata").join(&id).join("freezer.state");
+    if freezer.exists() {
+        assert_eq!(read(&freezer).trim(), "FROZEN");
+    }
+    let o = go(&root, &["pause", "p1"]);
+    assert_eq!(o.code, 1);
+    assert!(o.stderr.contains("is already paused"), "{}", o.stderr);
+    let o = go(&root, &["exec", "p1", "true"]);
+    assert!(o.code != 0 && o.stderr.contains("is paused, unpause the container before exec"), "{}", o.stderr);
+    // Thawed: it counts on from where it was.
+    assert_eq!(sh(st(&root).args(["unpause", "p1"])), "p1\n");
+    wait_log(&root, "p1", |out| out.lines().count() > frozen.len() + 3);
+    let after = counted(&root, "p1");
+    assert_eq!(after[..frozen.len()], frozen[..]);
+    assert_eq!(after[frozen.len()], frozen.last().unwrap() + 1, "resumed, nothing skipped");
+    assert_eq!(wait_running(&root, "p1")["State"], "running");
+    let o = go(&root, &["unpause", "p1"]);
+    assert_eq!(o.code, 1);
+    assert!(o.stderr.contains("is not paused"), "{}", o.stderr);
+    // A paused container stops: its stop signal is delivered once thawed (the handler
+    // runs, well before the timeout).
+    let script = "trap 'echo got TERM; exit 7' TERM; echo ready; while true; do sleep 0.05; done";
+    run_d(&root, &["--name", "p2", "app", "sh", "-c", script]);
+    wait_log(&root, "p2", |out| out == "ready\n");
+    sh(st(&root).args(["pause", "p2"]));
+    let t0 = Instant::now();
+    assert_eq!(sh(st(&root).args(["stop", "-t", "20", "p2"])), "p2\n");
+    assert!(t0.elapsed() < Duration::from_secs(10), "stop took {:?}", t0.elapsed());
+    assert_eq!(sh(st(&root).args(["wait", "p2"])), "7\n");
+    // Pausing a container that does not run: an error.
+    let o = go(&root, &["pause", "p2"]);
+    assert_eq!(o.code, 1);
+    assert!(o.stderr.contains("is not running"), "{}", o.stderr);
+    // rm of a paused container: only with -f (Docker's words).
+    sh(st(&root).args(["pause", "p1"]));
+    let o = go(&root, &["rm", "p1"]);
+    assert!(o.code == 1 && o.stderr.contains("You cannot remove a paused container"), "{}", o.stderr);
+    // kill of a paused container: SIGKILL delivered once thawed.
+    sh(st(&root).args(["kill", "p1"]));
+    assert_eq!(sh(st(&root).args(["wait", "p1"])), "137\n");
+    assert_eq!(cgroup_dirs(&id), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn rename_top_and_stats() {
+    let s = Scratch::new();
+    let Some(root) = store_with_app(&s) else { return };
+    let _c = Cleanup(&root, &["n1", "n2", "taken", "busy"]);
+    let id = run_d(&root, &["--name", "n1", "-m", "64m", "app", "sh", "-c", "sleep 300 & exec sleep 301"]);
+    sh(st(&root).args(["create", "--name", "taken", "app", "true"]));
+    // rename: the new name is the container's; a taken one is refused, in Docker's words.
+    assert_eq!(sh(st(&root).args(["rename", "n1", "n2"])), "");
+    let c = wait_running(&root, "n2");
+    assert_eq!(c["Id"], id.as_str());
+    assert!(go(&root, &["inspect", "n1"]).code != 0);
+    let o = go(&root, &["rename", "n2", "taken"]);
+    assert_eq!(o.code, 1);
+    let taken = container(&ps_json(&root), "taken")["Id"].as_str().unwrap().to_string();
+    let want = format!("Conflict. The container name \"/taken\" is already in use by container \"{taken}\"");
+    assert!(o.stderr.contains(&want), "{}", o.stderr);
+    let o = go(&root, &["rename", "n2", "bad/name"]);
+    assert!(o.code == 1 && o.stderr.contains("Invalid container name (bad/name)"), "{}", o.stderr);
+    // top: ps -ef's columns, the container's processes only, with host pids.
+    let wait_two = Instant::now();
+    let pid1 = record(&root, &id)["state"]["pid"].as_i64().unwrap();
+    let top = loop {
+        let top = sh(st(&root).args(["top", "n2"]));
+        if top.lines().count() == 3 {
+            break top;
+        }
+        assert!(wait_two.elapsed() < Duration::from_secs(10), "{top}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut lines = top.lines();
+    let titles: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(titles, ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]);
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split_whitespace().collect()).collect();
+    let pid1_row = rows.iter().find(|r| r[1] == pid1.to_string()).unwrap_or_else(|| panic!("{top}"));
+    assert_eq!(pid1_row[7..].join(" "), "sleep 301");
+    let child = rows.iter().find(|r| r[1] != pid1.to_string()).unwrap();
+    assert_eq!((child[2], child[7..].join(" ")), (pid1.to_string().as_str(), "sleep 300".to_string()), "{top}");
+    // ps options of the user's.
+    let top = sh(st(&root).args(["top", "n2", "-o", "pid,comm"]));
+    assert_eq!(top.lines().next().unwrap().split_whitespace().collect::<Vec<_>>(), ["PID", "COMMAND"]);
+    assert_eq!(top.lines().skip(1).filter(|l| l.ends_with("sleep")).count(), 2, "{top}");
+    let o = go(&root, &["top", "n2", "-o", "comm"]);
+    assert!(o.code == 1 && o.stderr.contains("Couldn't find PID field in ps output"), "{}", o.stderr);
+    // stats: the memory limit, at least its two processes, the columns of Docker's.
+    let o = go(&root, &["stats", "--no-stream", "n2"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let mut lines = o.stdout.lines();
+    let header = lines.next().unwrap();
+    assert!(header.starts_with("CONTAINER ID") && header.ends_with("PIDS"), "{}", o.stdout);
+    let row = lines.next().unwrap();
+    assert!(row.starts_with(&id[..12]) && row.contains(" n2 "), "{row}");
+    assert!(row.contains(" / 64MiB "), "{row}");
+    let pids: u64 = row.split_whitespace().last().unwrap().parse().unwrap();
+    assert!(pids >= 2, "{row}");
+    let cpu = row.split_whitespace().nth(2).unwrap();
+    assert!(cpu.ends_with('%') && cpu.trim_end_matches('%').parse::<f64>().is_ok(), "{row}");
+    // CPU %: a busy loop held to half a CPU is seen using about that (Docker's formula),
+    // less when the machine is busy.
+    run_d(&root, &["--name", "busy", "--cpus", "0.5", "app", "sh", "-c", "while true; do :; done"]);
+    wait_running(&root, "busy");
+    let o = go(&root, &["stats", "--no-stream", "busy"]);
+    let row = o.stdout.lines().nth(1).unwrap().to_string();
+    let cpu: f64 = row.split_whitespace().nth(2).unwrap().trim_end_matches('%').parse().unwrap();
+    assert!(cpu > 5.0 && cpu < 70.0, "{row}");
+    sh(st(&root).args(["rm", "-f", "busy"]));
+    // Not running: top refuses; stats shows zeros.
+    sh(st(&root).args(["kill", "n2"]));
+    sh(st(&root).args(["wait", "n2"]));
+    let o = go(&root, &["top", "n2"]);
+    assert!(o.code == 1 && o.stderr.contains("is not running"), "{}", o.stderr);
+}
+
+/// Reads a child's stdout on a thread; the text so far.
+fn reader(mut from: impl Read + Send + 'static) -> std::sync::Arc<std::sync::Mutex<String>> {
+    let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let t = text.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            t.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    text
+}
+
+fn wait_text(text: &std::sync::Mutex<String>, f: impl Fn(&str) -> bool) -> String {
+    let t0 = Instant::now();
+    loop {
+        let now = text.lock().unwrap().clone();
+        if f(&now) {
+            return now;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "{now:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn attach_streams_the_output_and_feeds_stdin() {
+    use std::io::Write;
+    let s = Scratch::new();
+    let Some(root) = store_with_app(&s) else { return };
+    let _c = Cleanup(&root, &["at1", "at2", "at3", "fg"]);
+    // Output produced after attaching, stdout and stderr apart, then the exit status.
+    let script =
+        "sleep 2; i=0; while [ $i -lt 20 ]; do i=$((i+1)); echo out $i; echo err $i >&2; sleep 0.05; done; exit 6";
+    run_d(&root, &["--name", "at1", "app", "sh", "-c", script]);
+    wait_running(&root, "at1");
+    let o = go(&root, &["attach", "at1"]);
+    assert_eq!(o.code, 6, "{}", o.stderr);
+    let want = |s: &str| (1..=20).map(|i| format!("{s} {i}\n")).collect::<String>();
+    // It attached before the first line (two seconds of sleep): every line.
+    assert_eq!((o.stdout, o.stderr), (want("out"), want("err")));
+    // -d -i: what attach sends is the container's stdin; its end is not the container's.
+    run_d(&root, &["-i", "--name", "at2", "app", "sh", "-c", "while read l; do echo got $l; done; echo eof"]);
+    wait_running(&root, "at2");
+    let mut a = st(&root).args(["attach", "at2"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let out = reader(a.stdout.take().unwrap());
+    let mut input = a.stdin.take().unwrap();
+    input.write_all(b"one\n").unwrap();
+    wait_text(&out, |t| t == "got one\n");
+    input.write_all(b"two\n").unwrap();
+    wait_text(&out, |t| t == "got one\ngot two\n");
+    drop(input);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(wait_running(&root, "at2")["State"], "running", "stdin stays open for the next attach");
+    // A second client feeds it too; both see the output.
+    let mut b = st(&root).args(["attach", "at2"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let out_b = reader(b.stdout.take().unwrap());
+    std::thread::sleep(Duration::from_millis(300));
+    b.stdin.as_mut().unwrap().write_all(b"three\n").unwrap();
+    wait_text(&out_b, |t| t == "got three\n");
+    wait_text(&out, |t| t == "got one\ngot two\ngot three\n");
+    sh(st(&root).args(["kill", "at2"]));
+    assert_eq!(a.wait().unwrap().code(), Some(137));
+    assert_eq!(b.wait().unwrap().code(), Some(137));
+    // -d -i -t: a terminal; Ctrl-P Ctrl-Q detaches, the container runs on.
+    run_d(&root, &["-i", "-t", "--name", "at3", "app", "sh"]);
+    wait_running(&root, "at3");
+    let mut t = st(&root).args(["attach", "at3"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let out_t = reader(t.stdout.take().unwrap());
+    let mut input = t.stdin.take().unwrap();
+    input.write_all(b"tty; echo mark $((6*7))\n").unwrap();
+    let seen = wait_text(&out_t, |t| t.contains("mark 42"));
+    assert!(seen.contains("/dev/pts/0"), "{seen:?}");
+    input.write_all(b"\x10\x11").unwrap();
+    let code = t.wait().unwrap();
+    assert!(code.success(), "{code:?}");
+    assert_eq!(wait_running(&root, "at3")["State"], "running");
+    assert!(go(&root, &["logs", "at3"]).stdout.contains("mark 42"));
+    // Keys of the user's: Ctrl-X then `q`.
+    let mut t = st(&root)
+        .args(["attach", "--detach-keys", "ctrl-x,q", "at3"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out_t = reader(t.stdout.take().unwrap());
+    let mut input = t.stdin.take().unwrap();
+    input.write_all(b"echo again $((6*8))\n").unwrap();
+    wait_text(&out_t, |t| t.contains("again 48"));
+    input.write_all(b"\x18q").unwrap();
+    assert!(t.wait().unwrap().success());
+    assert_eq!(wait_running(&root, "at3")["State"], "running");
+    // Docker's refusals: a stopped container; a paused one; a foreground run.
+    sh(st(&root).args(["stop", "-t", "1", "at1"]));
+    let o = go(&root, &["attach", "at1"]);
+    assert!(o.code == 1 && o.stderr.contains("You cannot attach to a stopped container"), "{}", o.stderr);
+    sh(st(&root).args(["pause", "at3"]));
+    let o = go(&root, &["attach", "at3"]);
+    assert!(o.code == 1 && o.stderr.contains("You cannot attach to a paused container"), "{}", o.stderr);
+    let mut fg = spawn_run(&root, &["--name", "fg", "app", "sleep", "300"]);
+    wait_running(&root, "fg");
+    let o = go(&root, &["attach", "fg"]);
+    assert!(o.code == 1 && o.stderr.contains("no monitor serves it"), "{}", o.stderr);
+    sh(st(&root).args(["kill", "fg"]));
+    let _ = fg.wait();
+}
+
+/// How many times `name` ran: "run" lines in its log.
+fn runs(root: &Path, name: &str) -> usize {
+    go(root, &["logs", name]).stdout.lines().filter(|l| *l == "run").count()
+}
+
+#[test]
+fn restart_policies_are_applied_by_the_monitor() {
+    let s = Scratch::new();
+    let Some(root) = store_with_app(&s) else { return };
+    let _c = Cleanup(&root, &["of", "al", "ok", "rr"]);
+    // on-failure:2: two restarts, then it stays exited with its status.
+    run_d(&root, &["--restart", "on-failure:2", "--name", "of", "app", "sh", "-c", "echo run; exit 3"]);
+    assert_eq!(sh(st(&root).args(["wait", "of"])), "3\n");
+    assert_eq!(runs(&root, "of"), 3);
+    let i = inspect(&root, "of");
+    assert_eq!(i["RestartCount"], 2, "{i}");
+    assert_eq!(i["HostConfig"]["RestartPolicy"], serde_json::json!({"Name": "on-failure", "MaximumRetryCount": 2}));
+    assert_eq!(container(&ps_json(&root), "of")["State"], "exited");
+    // on-failure: a success is not restarted.
+    run_d(&root, &["--restart", "on-failure", "--name", "ok", "app", "sh", "-c", "echo run"]);
+    assert_eq!(sh(st(&root).args(["wait", "ok"])), "0\n");
+    assert_eq!((runs(&root, "ok"), inspect(&root, "ok")["RestartCount"].as_u64()), (1, Some(0)));
+    // always: again and again (also after a success), until `stop`.
+    run_d(&root, &["--restart", "always", "--name", "al", "app", "sh", "-c", "echo run; sleep 0.2"]);
+    let t0 = Instant::now();
+    while runs(&root, "al") < 3 {
+        assert!(t0.elapsed() < Duration::from_secs(30), "{}", go(&root, &["logs", "al"]).stdout);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(inspect(&root, "al")["RestartCount"].as_u64().unwrap() >= 2);
+    // While it runs or waits to run again, it is listed (a restarting one says so).
+    let state = container(&ps_json(&root), "al")["State"].as_str().unwrap().to_string();
+    assert!(state == "running" || state == "restarting", "{state}");
+    assert_eq!(sh(st(&root).args(["stop", "al"])), "al\n");
+    let after = runs(&root, "al");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(runs(&root, "al"), after, "restarted after stop");
+    assert_eq!(container(&ps_json(&root), "al")["State"], "exited");
+    let id = container(&ps_json(&root), "al")["Id"].as_str().unwrap().to_string();
+    assert!(!is_mounted(&root.join("mnt").join(&id)));
+    assert_eq!(cgroup_dirs(&id), Vec::<PathBuf>::new());
+    // `restart`: the policy applies again, its count from 0.
+    sh(st(&root).args(["restart", "al"]));
+    let t0 = Instant::now();
+    while runs(&root, "al") < after + 2 {
+        assert!(t0.elapsed() < Duration::from_secs(30), "{}", go(&root, &["logs", "al"]).stdout);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let count = inspect(&root, "al")["RestartCount"].as_u64().unwrap() as usize;
+    let since = runs(&root, "al") - after;
+    // Counted from 0 again: at most one restart fewer than the runs since (without the
+    // reset it would carry the `after - 1` restarts before).
+    assert!(count >= 1 && count <= since, "count {count}, runs since restart {since}, before {after}");
+    sh(st(&root).args(["stop", "al"]));
+    // rm -f of a container that restarts: its monitor gives up, nothing is left.
+    let rr = run_d(&root, &["--restart", "always", "--name", "rr", "app", "sh", "-c", "echo run; exit 1"]);
+    let t0 = Instant::now();
+    while runs(&root, "rr") < 2 {
+        assert!(t0.elapsed() < Duration::from_secs(30), "{}", go(&root, &["logs", "rr"]).stdout);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let monitor = record(&root, &rr)["state"]["monitor_pid"].as_i64().unwrap();
+    assert_eq!(sh(st(&root).args(["rm", "-f", "rr"])), "rr\n");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!Path::new(&format!("/proc/{monitor}/exe")).exists(), "the monitor ended");
+    assert!(!root.join("containers").join(&rr).exists());
+    assert!(!is_mounted(&root.join("mnt").join(&rr)));
+    assert_eq!(cgroup_dirs(&rr), Vec::<PathBuf>::new());
+    // Bad policies, and one with --rm, are refused before anything exists.
+    let o = go(&root, &["run", "-d", "--restart", "sometimes", "app", "true"]);
+    assert!(o.code == 2 && o.stderr.contains("invalid restart policy"), "{}", o.stderr);
+    let o = go(&root, &["run", "-d", "--rm", "--restart", "always", "app", "true"]);
+    assert!(o.code == 1 && o.stderr.contains("Conflicting options: --restart and --rm"), "{}", o.stderr);
+    assert_eq!(ps_json(&root).as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn run_d_rm_removes_the_container_when_it_ends() {
+    let s = Scratch::new();
+    let Some(root) = store_with_app(&s) else { return };
+    let id = run_d(&root, &["--rm", "app", "sh", "-c", "echo bye; sleep 0.5"]);
+    assert!(root.join("containers").join(&id).exists(), "removed only once it has ended");
+    let t0 = Instant::now();
+    while root.join("containers").join(&id).exists() {
+        assert!(t0.elapsed() < Duration::from_secs(30), "not removed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(ps_json(&root).as_array().unwrap().len(), 0);
+    assert!(!is_mounted(&root.join("mnt").join(&id)));
+    assert!(!root.join("diff").join(&id).exists());
+    assert_eq!(cgroup_dirs(&id), Vec::<PathBuf>::new());
+    // wait gives its status (seen before it goes); stop of one works and removes it.
+    let id = run_d(&root, &["--rm", "--name", "w", "app", "sh", "-c", "sleep 0.5; exit 9"]);
+    assert_eq!(sh(st(&root).args(["wait", "w"])), "9\n");
+    let id2 = run_d(&root, &["--rm", "--name", "s", "app", "sleep", "300"]);
+    let o = go(&root, &["stop", "-t", "1", "s"]);
+    assert_eq!((o.code, o.stdout.as_str()), (0, "s\n"), "{}", o.stderr);
+    for i in [&id, &id2] {
+        let t0 = Instant::now();
+        while root.join("containers").join(i).exists() {
+            assert!(t0.elapsed() < Duration::from_secs(30), "not removed");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(!is_mounted(&root.join("mnt").join(i)));
+    }
+    // One that ends at once is removed too (run -d still printed its ID).
+    let id = run_d(&root, &["--rm", "app", "true"]);
+    let t0 = Instant::now();
+    while root.join("containers").join(&id).exists() {
+        assert!(t0.elapsed() < Duration::from_secs(30), "not removed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_paused_container_whose_monitor_was_killed_is_removed_cleanly() {
+    let s = Scratch::new();
+    let Some(root) = store_with_app(&s) else { return };
+    let _c = Cleanup(&root, &["pk"]);
+    let id = run_d(&root, &["--name", "pk", "app", "sh", "-c", COUNTER]);
+    wait_log(&root, "pk", |out| !out.is_empty());
+    sh(st(&root).args(["pause", "pk"]));
+    let monitor = record(&root, &id)["state"]["monitor_pid"].as_i64().unwrap() as i32;
+    // SAFETY: killing the test's own container's monitor.
+    unsafe { libc::kill(monitor, libc::SIGKILL) };
+    std::thread::sleep(Duration::from_millis(200));
+    // Still seen as it is: running, paused.
+    assert_eq!(container(&ps_json(&root), "pk")["State"], "paused");
+    assert_eq!(sh(st(&root).args(["rm", "-f", "pk"])), "pk\n");
+    let mounts = read("/proc/mounts");
+    assert!(!mounts.contains(&id), "{mounts}");
+    assert_eq!(cgroup_dirs(&id), Vec::<PathBuf>::new());
+    assert!(!root.join("containers").join(&id).exists());
+}
+
+/// A small tmpfs of the test's own, unmounted (lazily) when dropped.
+struct SmallFs(PathBuf);
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_drops_log_lines_but_never_the_container() {
+    let s = Scratch::new();
+    if store_with_app(&s).is_none() {
+        return;
+    }
+    let fs = SmallFs(s.mkdir("small"));
+    let o = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=48m,mode=755", "tmpfs"])
+        .arg(&fs.0)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let root = fs.0.join("store");
+    sh(st(&root).args(["load", "-i"]).arg(fixture_images().unwrap().join("app.docker.tar")));
+    sh(st(&root).args(["tag", "fixtures/app", "app"]));
+    let _c = Cleanup(&root, &["full"]);
+    // Lines of 4 KiB: each needs a page of its own on the tmpfs.
+    let script = "p=$(printf '%04096d' 0); i=0; while true; do i=$((i+1)); echo $i $p; sleep 0.02; done";
+    let id = run_d(&root, &["--name", "full", "app", "sh", "-c", script]);
+    wait_log(&root, "full", |out| out.lines().count() >= 5);
+    // The disk fills up.
+    let filler = fs.0.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        for size in [1 << 16, 512] {
+            let chunk = vec![0u8; size];
+            while f.write_all(&chunk).is_ok() {}
+        }
+    }
+    let during = counted(&root, "full");
+    std::thread::sleep(Duration::from_millis(1000));
+    // Lines are dropped, the container runs on.
+    let c = wait_running(&root, "full");
+    assert_eq!(c["Id"], id.as_str());
+    // Room again: the log goes on, and every line of it is a whole JSON entry.
+    std::fs::remove_file(&filler).unwrap();
+    let t0 = Instant::now();
+    while counted(&root, "full").len() <= during.len() + 5 {
+        assert!(t0.elapsed() < Duration::from_secs(30), "the log did not go on");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    sh(st(&root).args(["stop", "-t", "1", "full"]));
+    let raw = read(root.join("containers").join(&id).join("json.log"));
+    for line in raw.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+        assert!(v["log"].as_str().unwrap().ends_with('\n'), "{line}");
+    }
+    let nums = counted(&root, "full");
+    assert!(nums.windows(2).all(|w| w[0] < w[1]), "in order");
+    assert!(nums.windows(2).any(|w| w[1] > w[0] + 5), "lines written while the disk was full were dropped: {nums:?}");
 }

@@ -74,3 +74,46 @@ pub fn remember(store: &Store, diff_id: &Digest, c: PushCompression, digest: &Di
         tracing::debug!("cannot remember the blob of {diff_id}: {e}");
     }
 }
+
+/// For `strata check`: removes the scratch files (`.tmp-*`) a killed process left in
+/// `ROOT/registry`, the ones older than an hour (a younger one may be another process's
+/// record in the middle of its write). Returns what was removed.
+pub fn clean_leftovers(store: &Store) -> Vec<String> {
+    let dir = store.root().join("registry");
+    let Ok(entries) = std::fs::read_dir(&dir) else { return Vec::new() };
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    let mut removed = Vec::new();
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Ok(md) = e.metadata() else { continue };
+        let scratch = name.to_string_lossy().starts_with(".tmp-") && md.is_file();
+        if scratch && md.modified().is_ok_and(|t| t < hour_ago) && std::fs::remove_file(e.path()).is_ok() {
+            removed.push(format!("removed leftover {}", e.path().display()));
+        }
+    }
+    removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_old_scratch_files_are_removed() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(root.path()).expect("store");
+        let dir = store.root().join("registry");
+        std::fs::create_dir_all(&dir).expect("registry dir");
+        let (old, young, record) = (dir.join(".tmp-aaaaaa"), dir.join(".tmp-bbbbbb"), dir.join("abc.gzip"));
+        for p in [&old, &young, &record] {
+            std::fs::write(p, "{}").expect("write");
+        }
+        let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        for p in [&old, &record] {
+            std::fs::File::options().write(true).open(p).and_then(|f| f.set_modified(two_hours_ago)).expect("mtime");
+        }
+        let removed = clean_leftovers(&store);
+        assert_eq!(removed, [format!("removed leftover {}", old.display())]);
+        assert!(!old.exists() && young.exists() && record.exists());
+    }
+}

@@ -215,6 +215,7 @@ pub fn cmd_check(store: &Store) -> Result<bool> {
     let mut report = store.check()?;
     crate::containers::check_cgroups(store, &mut report.repaired, &mut report.problems)?;
     crate::network::check(store, &mut report.repaired, &mut report.problems)?;
+    report.repaired.extend(strata_registry::blobs::clean_leftovers(store));
     for r in &report.repaired {
         println!("repaired: {r}");
     }

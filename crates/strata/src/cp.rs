@@ -8,7 +8,9 @@
 //! resolved inside that root (`openat2(RESOLVE_IN_ROOT)`: a link to `/etc` means the
 //! container's `/etc`), and the copy itself is a tar stream written and read by the
 //! store's own code ([`strata_store::pack::pack_tree`], [`strata_store::apply::extract`]),
-//! which never follows a link: a link pointing out of the root is copied as a link.
+//! which never follows a link: a link pointing out of the root is copied as a link, and
+//! both walk below the resolved path through directory descriptors (`O_NOFOLLOW`), so a
+//! running container swapping a directory for a link midway cannot lead them out.
 
 use std::ffi::{OsStr, OsString};
 use std::io::{BufReader, BufWriter, IsTerminal, Write};

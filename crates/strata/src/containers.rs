@@ -438,9 +438,10 @@ fn spec_for(store: &Store, c: &Container, rootfs: &Path, user_root: &Path, stdin
 
 /// Runs a created or exited container in the foreground; returns its exit status.
 pub fn start(store: &Store, c: &Container, stdin: bool, tty: bool) -> Result<i32> {
-    if c.is_running() {
+    if c.is_running() || (c.monitor_alive() && c.state.monitor_pid != std::process::id() as i32) {
         bail!("container {} is already running", c.name);
     }
+    let _run = crate::monitor::run_lock(store, c)?;
     let mnt = ensure_mounted(store, c)?;
     crate::volumes::populate(store, c, &mnt)?;
     // Torn down (CNI DEL, namespace removed) when dropped, once the container ended.

@@ -443,21 +443,24 @@ pub fn start(store: &Store, c: &Container, stdin: bool, tty: bool) -> Result<i32
     }
     let _run = crate::monitor::run_lock(store, c)?;
     let mnt = ensure_mounted(store, c)?;
-    crate::volumes::populate(store, c, &mnt)?;
-    // Torn down (CNI DEL, namespace removed) when dropped, once the container ended.
-    // A failure is the runtime's (exit status 125, as Docker's).
-    let network = crate::network::setup(store, c).map_err(|e| {
-        unmount(store, c);
-        strata_runtime::RuntimeError::Other(format!("{e:#}"))
-    })?;
-    let mut spec = spec_for(store, c, &mnt, &mnt, stdin)?;
-    let cdir = c.dir(store);
-    for b in spec.binds.iter_mut() {
-        b.0 = cdir.join(&b.0);
-    }
-    spec.tty = tty;
-    // Without a terminal, the output is kept in the container's log too.
-    let capture = crate::logs::capture_for(store, c, tty)?;
+    let prepared = (|| -> Result<_> {
+        crate::volumes::populate(store, c, &mnt)?;
+        // Torn down (CNI DEL, namespace removed) when dropped, once the container ended.
+        // A failure is the runtime's (exit status 125, as Docker's).
+        let network =
+            crate::network::setup(store, c).map_err(|e| strata_runtime::RuntimeError::Other(format!("{e:#}")))?;
+        let mut spec = spec_for(store, c, &mnt, &mnt, stdin)?;
+        let cdir = c.dir(store);
+        for b in spec.binds.iter_mut() {
+            b.0 = cdir.join(&b.0);
+        }
+        spec.tty = tty;
+        // Without a terminal, the output is kept in the container's log too.
+        let capture = crate::logs::capture_for(store, c, tty)?;
+        Ok((network, spec, capture))
+    })();
+    // A failure before the container runs leaves no mount (nor network) behind.
+    let (network, spec, capture) = prepared.inspect_err(|_| unmount(store, c))?;
     let raw = tty.then(crate::terminal::RawMode::enter);
     let id = c.id.clone();
     let res = strata_runtime::run(&spec, |pid| {

@@ -860,3 +860,22 @@ fn two_starts_at_once_run_the_container_once() {
     assert!(o.stderr.contains("already running"), "{}", o.stderr);
     sh(st(&root).args(["stop", "-t", "1", "once"]));
 }
+
+#[test]
+fn a_container_that_cannot_start_leaves_no_mount() {
+    let s = Scratch::new();
+    let Some(root) = store_with_app(&s) else { return };
+    let _c = Cleanup(&root, &["nouser", "nouser-d"]);
+    // Its user is not in the image: found out after the union is mounted for it.
+    let id = sh(st(&root).args(["create", "--network", "none", "--name", "nouser", "-u", "nosuchuser", "app", "true"]));
+    let o = go(&root, &["start", "nouser"]);
+    assert_ne!(o.code, 0);
+    assert!(o.stderr.contains("nosuchuser"), "{}", o.stderr);
+    assert!(!is_mounted(&root.join("mnt").join(id.trim())));
+    // Detached: its monitor gives up the same way.
+    let o = go(&root, &["run", "-d", "--network", "none", "--name", "nouser-d", "-u", "nosuchuser", "app", "true"]);
+    assert_ne!(o.code, 0);
+    let rec: serde_json::Value = serde_json::from_str(&sh(st(&root).args(["inspect", "nouser-d"]))).unwrap();
+    let id = rec[0]["Id"].as_str().unwrap().to_string();
+    assert!(!is_mounted(&root.join("mnt").join(&id)));
+}

@@ -665,8 +665,10 @@ pub fn remove(store: &Store, c: &Container, force: bool) -> Result<()> {
         if !force {
             bail!("container {} is running: stop it first, or use rm -f", c.name);
         }
-        // SAFETY: kill(2) of the container's init, whose pid and start time were checked.
-        unsafe { libc::kill(c.state.pid, libc::SIGKILL) };
+        // Through a pidfd opened while its start time matched: never a reused pid.
+        if let Some(pid1) = crate::lifecycle::pid1(c) {
+            crate::lifecycle::send(&pid1, libc::SIGKILL)?;
+        }
         // A paused one gets it once thawed.
         crate::manage::thaw_after_signal(c);
         for _ in 0..250 {

@@ -553,8 +553,9 @@ pub fn setup<'a>(store: &'a Store, c: &Container) -> Result<Option<Session<'a>>>
         write_hosts_file(store, c, None, &[])?;
         return Ok(None);
     }
-    let net = load(store, &c.config.network)?;
+    // Under the lock: a `network rm` meanwhile either sees this container or has run.
     let _lock = lock(store)?;
+    let net = load(store, &c.config.network)?;
     // Whatever a killed run left is released first.
     if attachment_path(store, &c.id).exists() || netns_path(store, &c.id).exists() {
         teardown_locked(store, &c.id)?;
@@ -995,8 +996,8 @@ fn remove(store: &Store, name: &str) -> Result<()> {
     if ["bridge", "host", "none"].contains(&name) {
         bail!("{name} is a pre-defined network and cannot be removed");
     }
-    let net = load(store, name)?;
     let _lock = lock(store)?;
+    let net = load(store, name)?;
     let users = attached(store, &net.name)?;
     if !users.is_empty() {
         let names: Vec<&str> = users.iter().map(|(c, _)| c.name.as_str()).collect();

@@ -373,13 +373,27 @@ pub fn freeze(name: &str, frozen: bool) -> Result<(), RuntimeError> {
         }
         return Ok(());
     }
-    match (v1, v2) {
-        (Some(d), _) => freeze_v1(&d, true),
-        (None, Some(d)) => freeze_v2(&d, true),
-        (None, None) => Err(RuntimeError::Cgroup(format!(
-            "no freezer for container {name}: no v1 freezer hierarchy and no cgroup.freeze"
-        ))),
+    let res = match (&v1, &v2) {
+        (Some(d), _) => freeze_v1(d, true),
+        (None, Some(d)) => freeze_v2(d, true),
+        (None, None) => {
+            return Err(RuntimeError::Cgroup(format!(
+                "no freezer for container {name}: no v1 freezer hierarchy and no cgroup.freeze"
+            )));
+        }
+    };
+    // A freeze that did not settle is undone (as runc does): not left half frozen.
+    if res.is_err() {
+        let thawed = match (&v1, &v2) {
+            (Some(d), _) => freeze_v1(d, false),
+            (None, Some(d)) => freeze_v2(d, false),
+            (None, None) => Ok(()),
+        };
+        if let Err(e) = thawed {
+            tracing::warn!("container {name}: thawing after a failed freeze: {e}");
+        }
     }
+    res
 }
 
 /// Writes `value` to `file` until `done` (up to 5 s): v1 may stay FREEZING while a

@@ -202,17 +202,22 @@ impl Container {
 /// Is process `pid`, started at `start`, alive? A zombie is not (its parent, once the
 /// `strata` that spawned a monitor has exited, may be slow to reap it).
 pub fn alive_since(pid: i32, start: u64) -> bool {
-    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
-    let Some((_, after)) = stat.rsplit_once(") ") else { return false };
-    let fields: Vec<&str> = after.split(' ').collect();
-    !matches!(fields.first(), Some(&"Z" | &"X")) && fields.get(19).and_then(|f| f.parse().ok()) == Some(start)
+    proc_stat(pid).is_some_and(|(state, started)| state != 'Z' && state != 'X' && started == start)
 }
 
 /// Field 22 of /proc/PID/stat: when the process started.
 pub fn pid_start_time(pid: i32) -> Option<u64> {
+    proc_stat(pid).map(|(_, started)| started)
+}
+
+/// The state letter (field 3) and start time (field 22) of process `pid`: after the
+/// parenthesised command name, which may itself hold spaces and parentheses.
+fn proc_stat(pid: i32) -> Option<(char, u64)> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 2..];
-    after.split(' ').nth(19)?.parse().ok()
+    let (_, after) = stat.rsplit_once(") ")?;
+    let mut fields = after.split(' ');
+    let state = fields.next()?.chars().next()?;
+    Some((state, fields.nth(18)?.parse().ok()?))
 }
 
 /// Every container record in the store.
@@ -535,4 +540,25 @@ pub fn check(store: &Store) -> Result<Vec<String>> {
         }
     }
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_is_alive_only_with_its_start_time() {
+        let me = std::process::id() as i32;
+        let start = pid_start_time(me).expect("our own start time");
+        assert!(alive_since(me, start));
+        assert!(!alive_since(me, start + 1));
+        // A zombie is not alive: a child that exited and is not reaped yet.
+        let mut child = std::process::Command::new("true").spawn().expect("spawn true");
+        let pid = child.id() as i32;
+        let started = pid_start_time(pid).expect("the child's start time");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert!(!alive_since(pid, started));
+        child.wait().expect("reaped");
+        assert!(!alive_since(pid, started));
+    }
 }

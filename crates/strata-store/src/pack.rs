@@ -45,16 +45,16 @@ pub fn pack_tree(path: &Path, name: Option<&Path>, out: impl Write, progress: &d
     match name {
         Some(name) => {
             p.prefix = Some(name.to_path_buf());
-            p.entry(Path::new(""), path, None)?;
+            p.entry(Path::new(""), path, path, None)?;
         }
-        None => p.walk(Path::new(""))?,
+        None => p.walk(Path::new(""), path)?,
     }
     p.builder.into_inner().at(path)?.flush().at(path)
 }
 
 fn pack(dir: &Path, view: Option<&View>, out: impl Write, progress: &dyn Progress) -> Result<()> {
     let mut p = Packer::new(dir, view, out, progress);
-    p.walk(Path::new(""))?;
+    p.walk(Path::new(""), dir)?;
     p.builder.into_inner().at(dir)?.flush().at(dir)
 }
 
@@ -93,11 +93,16 @@ impl<'a, W: Write> Packer<'a, W> {
         }
     }
 
-    fn walk(&mut self, rel: &Path) -> Result<()> {
-        let dir = self.root.join(rel);
-        let fd = sys::open_at(CWD, &dir, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).at(&dir)?;
-        let mut names = sys::dir_names(&fd).at(&dir)?;
+    /// Emits the entries of directory `rel`, reached at `dir` (the root, or a name in its
+    /// parent's open descriptor). Each entry is reached through its directory's descriptor
+    /// (`/proc/self/fd/N/NAME`, the last name never followed): a directory that a running
+    /// container swaps for a link meanwhile fails, it never leads out of the tree.
+    fn walk(&mut self, rel: &Path, dir: &Path) -> Result<()> {
+        let shown = self.root.join(rel);
+        let fd = sys::open_at(CWD, dir, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).at(&shown)?;
+        let mut names = sys::dir_names(&fd).at(&shown)?;
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        let here = sys::proc_path(&fd);
         for name in names {
             let bytes = name.as_bytes();
             // The union's bookkeeping (work and state dirs), never content.
@@ -105,16 +110,16 @@ impl<'a, W: Write> Packer<'a, W> {
                 continue;
             }
             let child = rel.join(&name);
-            let full = self.root.join(&child);
-            self.entry(&child, &full, None)?;
+            self.entry(&child, &here.join(&name), &shown.join(&name), None)?;
         }
         Ok(())
     }
 
-    /// Emits `rel`, read from `full`; `merged` is set when the entry comes from the
-    /// union view (inside a renamed directory) rather than from the layer itself.
-    fn entry(&mut self, rel: &Path, full: &Path, merged: Option<&ViewDir>) -> Result<()> {
-        let st = sys::lstat(CWD, full).at(full)?;
+    /// Emits `rel`, read from `full` (named `shown` in errors); `merged` is set when the
+    /// entry comes from the union view (inside a renamed directory) rather than from the
+    /// layer itself.
+    fn entry(&mut self, rel: &Path, full: &Path, shown: &Path, merged: Option<&ViewDir>) -> Result<()> {
+        let st = sys::lstat(CWD, full).at(shown)?;
         let kind = sys::file_type_bits(&st);
         let mut h = header_of(&st);
         let name = self.name(rel);
@@ -125,82 +130,84 @@ impl<'a, W: Write> Packer<'a, W> {
             let path = rel.with_file_name(wh);
             h.set_entry_type(tar::EntryType::Regular);
             h.set_mode(0o600);
-            return self.builder.append_data(&mut h, &path, io::empty()).at(full);
+            return self.builder.append_data(&mut h, &path, io::empty()).at(shown);
         }
         if kind != libc::S_IFDIR && st.st_nlink > 1 {
             if let Some(first) = self.links.get(&(st.st_dev, st.st_ino)) {
                 h.set_entry_type(tar::EntryType::Link);
                 let first = first.clone();
-                return self.builder.append_link(&mut h, &name, &first).at(full);
+                return self.builder.append_link(&mut h, &name, &first).at(shown);
             }
             self.links.insert((st.st_dev, st.st_ino), name.clone());
         }
-        let entry = PathFd::open(CWD, full).at(full)?;
+        let entry = PathFd::open(CWD, full).at(shown)?;
         // A tree keeps times to the nanosecond (a PAX mtime); a layer keeps the header's
         // seconds, so that its bytes, and diff ID, stay what they were.
         let mtime = (self.tree && st.st_mtime_nsec != 0).then(|| format!("{}.{:09}", st.st_mtime, st.st_mtime_nsec));
-        self.xattrs(&entry.proc, full, mtime)?;
+        self.xattrs(&entry.proc, shown, mtime)?;
         if kind == libc::S_IFDIR {
             h.set_entry_type(tar::EntryType::Directory);
-            self.builder.append_data(&mut h, &name, io::empty()).at(full)?;
+            self.builder.append_data(&mut h, &name, io::empty()).at(shown)?;
             if self.tree {
-                return self.walk(rel);
+                return self.walk(rel, full);
             }
             let xattr = |name: &str| get_xattr(&entry.proc, OsStr::new(name)).ok().flatten();
             let redirected = self.view.is_some() && xattr(OVL_REDIRECT_XATTRS[0]).is_some();
             let opaque = redirected || OVL_OPAQUE_XATTRS.iter().any(|x| xattr(x).is_some_and(|v| v == b"y"));
-            if opaque && (redirected || sys::lstat_opt(CWD, full.join(AUFS_OPAQUE)).at(full)?.is_none()) {
+            if opaque && (redirected || sys::lstat_opt(CWD, full.join(AUFS_OPAQUE)).at(shown)?.is_none()) {
                 let mut o = header_of(&st);
                 o.set_entry_type(tar::EntryType::Regular);
-                self.builder.append_data(&mut o, rel.join(AUFS_OPAQUE), io::empty()).at(full)?;
+                self.builder.append_data(&mut o, rel.join(AUFS_OPAQUE), io::empty()).at(shown)?;
             }
             let merged = match (merged, self.view) {
                 (Some(d), _) => Some(d.clone()),
-                (None, Some(view)) if redirected => Some(lookup_dir(view, rel).at(full)?),
+                (None, Some(view)) if redirected => Some(lookup_dir(view, rel).at(shown)?),
                 _ => None,
             };
             return match merged {
                 Some(dir) => self.merged(rel, &dir),
-                None => self.walk(rel),
+                None => self.walk(rel, full),
             };
         }
         if kind == libc::S_IFLNK {
-            let target = sys::readlinkat(CWD, full, Vec::new()).at(full)?;
+            let target = sys::readlinkat(CWD, full, Vec::new()).at(shown)?;
             h.set_entry_type(tar::EntryType::Symlink);
-            return self.builder.append_link(&mut h, &name, OsStr::from_bytes(target.as_bytes())).at(full);
+            return self.builder.append_link(&mut h, &name, OsStr::from_bytes(target.as_bytes())).at(shown);
         }
         if kind == libc::S_IFREG {
             let len = st.st_size as u64;
             h.set_entry_type(tar::EntryType::Regular);
             h.set_size(len);
-            let f = File::from(sys::open_at(CWD, full, OFlags::RDONLY, Mode::empty()).at(full)?);
+            // Non-blocking: a FIFO swapped in meanwhile reads as a file that shrank, it
+            // does not hang the copy.
+            let f = File::from(sys::open_at(CWD, full, OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty()).at(shown)?);
             self.progress.advance(len);
             // Exactly the size the header says: a file growing meanwhile (a running
             // container) must not spill bytes that would parse as further entries.
-            let exact = Exact { inner: f.take(len), path: full };
-            return self.builder.append_data(&mut h, &name, exact).at(full);
+            let exact = Exact { inner: f.take(len), path: shown };
+            return self.builder.append_data(&mut h, &name, exact).at(shown);
         }
         let entry_type = match kind {
             libc::S_IFCHR => tar::EntryType::Char,
             libc::S_IFBLK => tar::EntryType::Block,
             libc::S_IFIFO => tar::EntryType::Fifo,
             _ => {
-                tracing::warn!("{}: sockets cannot go into a layer; skipped", full.display());
+                tracing::warn!("{}: sockets cannot go into a layer; skipped", shown.display());
                 return Ok(());
             }
         };
         h.set_entry_type(entry_type);
         let dev = st.st_rdev;
-        h.set_device_major(rustix::fs::major(dev)).at(full)?;
-        h.set_device_minor(rustix::fs::minor(dev)).at(full)?;
-        self.builder.append_data(&mut h, &name, io::empty()).at(full)
+        h.set_device_major(rustix::fs::major(dev)).at(shown)?;
+        h.set_device_minor(rustix::fs::minor(dev)).at(shown)?;
+        self.builder.append_data(&mut h, &name, io::empty()).at(shown)
     }
 
     /// Emits everything the union shows in `dir` (entries of any layer).
     fn merged(&mut self, rel: &Path, dir: &ViewDir) -> Result<()> {
         let Some(view) = self.view else { return Ok(()) };
         for e in view.entries(dir).at(&self.root)? {
-            self.entry(&rel.join(&e.name), &e.disk_path, e.dir.as_ref())?;
+            self.entry(&rel.join(&e.name), &e.disk_path, &e.disk_path, e.dir.as_ref())?;
         }
         Ok(())
     }
@@ -265,4 +272,51 @@ fn lookup_dir(view: &View, rel: &Path) -> io::Result<ViewDir> {
         })?;
     }
     Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// A directory swapped for a link to the outside while trees are packed (a running
+    /// container under `cp`/`export`): the outside's content never shows up in a tar.
+    #[test]
+    fn a_directory_swapped_for_a_link_is_never_followed() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (root, outside) = (tmp.path().join("root"), tmp.path().join("outside"));
+        std::fs::create_dir_all(root.join("d")).expect("mkdir");
+        std::fs::create_dir(&outside).expect("mkdir");
+        // The same names outside: a walk that follows `d` midway finds them.
+        for i in 0..50 {
+            std::fs::write(root.join("d").join(format!("f{i}")), "inside").expect("write");
+            std::fs::write(outside.join(format!("f{i}")), "SECRET-OF-THE-HOST").expect("write");
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let swapper = {
+            let (root, outside, stop) = (root.clone(), outside.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = std::fs::rename(root.join("d"), root.join("d.real"));
+                    let _ = std::os::unix::fs::symlink(&outside, root.join("d"));
+                    std::thread::yield_now();
+                    let _ = std::fs::remove_file(root.join("d"));
+                    let _ = std::fs::rename(root.join("d.real"), root.join("d"));
+                }
+            })
+        };
+        let mut leaked = 0;
+        for _ in 0..200 {
+            let mut out = Vec::new();
+            // Failing is fine (the tree changed under the walk); following is not.
+            let _ = pack_tree(&root, Some(Path::new(".")), &mut out, &crate::Quiet);
+            if out.windows(18).any(|w| w == b"SECRET-OF-THE-HOST") {
+                leaked += 1;
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        swapper.join().expect("swapper");
+        assert_eq!(leaked, 0, "the outside's file was packed {leaked} times");
+    }
 }

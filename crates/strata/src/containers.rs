@@ -438,25 +438,29 @@ fn spec_for(store: &Store, c: &Container, rootfs: &Path, user_root: &Path, stdin
 
 /// Runs a created or exited container in the foreground; returns its exit status.
 pub fn start(store: &Store, c: &Container, stdin: bool, tty: bool) -> Result<i32> {
-    if c.is_running() {
+    if c.is_running() || (c.monitor_alive() && c.state.monitor_pid != std::process::id() as i32) {
         bail!("container {} is already running", c.name);
     }
+    let _run = crate::monitor::run_lock(store, c)?;
     let mnt = ensure_mounted(store, c)?;
-    crate::volumes::populate(store, c, &mnt)?;
-    // Torn down (CNI DEL, namespace removed) when dropped, once the container ended.
-    // A failure is the runtime's (exit status 125, as Docker's).
-    let network = crate::network::setup(store, c).map_err(|e| {
-        unmount(store, c);
-        strata_runtime::RuntimeError::Other(format!("{e:#}"))
-    })?;
-    let mut spec = spec_for(store, c, &mnt, &mnt, stdin)?;
-    let cdir = c.dir(store);
-    for b in spec.binds.iter_mut() {
-        b.0 = cdir.join(&b.0);
-    }
-    spec.tty = tty;
-    // Without a terminal, the output is kept in the container's log too.
-    let capture = crate::logs::capture_for(store, c, tty)?;
+    let prepared = (|| -> Result<_> {
+        crate::volumes::populate(store, c, &mnt)?;
+        // Torn down (CNI DEL, namespace removed) when dropped, once the container ended.
+        // A failure is the runtime's (exit status 125, as Docker's).
+        let network =
+            crate::network::setup(store, c).map_err(|e| strata_runtime::RuntimeError::Other(format!("{e:#}")))?;
+        let mut spec = spec_for(store, c, &mnt, &mnt, stdin)?;
+        let cdir = c.dir(store);
+        for b in spec.binds.iter_mut() {
+            b.0 = cdir.join(&b.0);
+        }
+        spec.tty = tty;
+        // Without a terminal, the output is kept in the container's log too.
+        let capture = crate::logs::capture_for(store, c, tty)?;
+        Ok((network, spec, capture))
+    })();
+    // A failure before the container runs leaves no mount (nor network) behind.
+    let (network, spec, capture) = prepared.inspect_err(|_| unmount(store, c))?;
     let raw = tty.then(crate::terminal::RawMode::enter);
     let id = c.id.clone();
     let res = strata_runtime::run(&spec, |pid| {
@@ -661,8 +665,10 @@ pub fn remove(store: &Store, c: &Container, force: bool) -> Result<()> {
         if !force {
             bail!("container {} is running: stop it first, or use rm -f", c.name);
         }
-        // SAFETY: kill(2) of the container's init, whose pid and start time were checked.
-        unsafe { libc::kill(c.state.pid, libc::SIGKILL) };
+        // Through a pidfd opened while its start time matched: never a reused pid.
+        if let Some(pid1) = crate::lifecycle::pid1(c) {
+            crate::lifecycle::send(&pid1, libc::SIGKILL)?;
+        }
         // A paused one gets it once thawed.
         crate::manage::thaw_after_signal(c);
         for _ in 0..250 {

@@ -8,7 +8,9 @@
 //! resolved inside that root (`openat2(RESOLVE_IN_ROOT)`: a link to `/etc` means the
 //! container's `/etc`), and the copy itself is a tar stream written and read by the
 //! store's own code ([`strata_store::pack::pack_tree`], [`strata_store::apply::extract`]),
-//! which never follows a link: a link pointing out of the root is copied as a link.
+//! which never follows a link: a link pointing out of the root is copied as a link, and
+//! both walk below the resolved path through directory descriptors (`O_NOFOLLOW`), so a
+//! running container swapping a directory for a link midway cannot lead them out.
 
 use std::ffi::{OsStr, OsString};
 use std::io::{BufReader, BufWriter, IsTerminal, Write};
@@ -86,6 +88,8 @@ impl Drop for Mounted<'_> {
         if !self.ours {
             return;
         }
+        // Not while someone starts it (it holds the run lock, the union is its now).
+        let Ok(Some(_starting)) = crate::monitor::run_lock(self.store, &self.c) else { return };
         match container::find(self.store, &self.c.id) {
             Ok(c) if !c.is_running() && !c.monitor_alive() => crate::containers::unmount(self.store, &c),
             _ => {}
@@ -262,7 +266,16 @@ fn in_volume(store: &Store, c: &Container, path: &Path) -> Result<Option<(PathBu
 fn root_of(store: &Store, c: &Container, union: &Path, path: &str) -> Result<(OwnedFd, String)> {
     // A running container's own root: the same union, with its volumes and tmpfs.
     if c.is_running() {
-        return Ok((open_dir(Path::new(&format!("/proc/{}/root", c.state.pid)))?, path.to_string()));
+        // Its pid 1 held by a pidfd while its root is opened: a pid reused meanwhile (the
+        // container ended) must not give another process's root, or the host's.
+        let pid1 = crate::lifecycle::pid1(c).ok_or_else(|| anyhow!("container {} is not running", c.name))?;
+        let root = open_dir(Path::new(&format!("/proc/{}/root", c.state.pid)))?;
+        let mut polled = [rustix::event::PollFd::new(&pid1, rustix::event::PollFlags::IN)];
+        let zero = rustix::event::Timespec { tv_sec: 0, tv_nsec: 0 };
+        if rustix::event::poll(&mut polled, Some(&zero)).context("polling the container's pidfd")? > 0 {
+            bail!("container {} stopped while it was being opened", c.name);
+        }
+        return Ok((root, path.to_string()));
     }
     match in_volume(store, c, &clean(path))? {
         Some((host, rest)) => {

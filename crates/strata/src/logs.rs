@@ -71,7 +71,15 @@ impl LogWriter {
         text.push(b'\n');
         if self.size > 0 && self.size + text.len() as u64 > self.max {
             std::fs::rename(&self.path, rotated(&self.path))?;
-            self.file = open_append(&self.path)?;
+            match open_append(&self.path) {
+                Ok(f) => self.file = f,
+                Err(e) => {
+                    // Named back: the file still written to stays the log, and the next
+                    // entry tries the rotation again.
+                    let _ = std::fs::rename(rotated(&self.path), &self.path);
+                    return Err(e);
+                }
+            }
             self.size = 0;
         }
         if let Err(e) = self.file.write_all(&text) {

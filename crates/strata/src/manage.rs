@@ -10,6 +10,8 @@ use strata_runtime::cgroup;
 use strata_store::Store;
 use strata_store::container::{self, Container};
 
+use crate::ui;
+
 /// Runs `f` for each container named, printing the name on success, as Docker does;
 /// exit status 1 if any failed.
 pub fn each(store: &Store, refs: &[String], mut f: impl FnMut(&Container) -> Result<()>) -> ExitCode {
@@ -199,35 +201,6 @@ fn host_memory() -> u64 {
     kb * 1024
 }
 
-/// Go's `%.4g` of a value, trailing zeros dropped (go-units' sizes).
-fn g4(v: f64) -> String {
-    if v == 0.0 {
-        return "0".into();
-    }
-    let digits = 3 - v.abs().log10().floor() as i32;
-    let text = format!("{v:.prec$}", prec = digits.max(0) as usize);
-    if text.contains('.') { text.trim_end_matches('0').trim_end_matches('.').to_string() } else { text }
-}
-
-/// go-units' `BytesSize` (binary units: `12.5MiB`).
-pub fn bytes_size(n: u64) -> String {
-    scaled(n as f64, 1024.0, &["B", "KiB", "MiB", "GiB", "TiB", "PiB"])
-}
-
-/// go-units' `HumanSizeWithPrecision(n, 4)` (decimal units: `1.23kB`).
-pub fn human_size4(n: u64) -> String {
-    scaled(n as f64, 1000.0, &["B", "kB", "MB", "GB", "TB", "PB"])
-}
-
-fn scaled(mut v: f64, base: f64, units: &[&str]) -> String {
-    let mut i = 0;
-    while v >= base && i + 1 < units.len() {
-        v /= base;
-        i += 1;
-    }
-    format!("{}{}", g4(v), units[i])
-}
-
 /// One row of `stats` from two samples of a container.
 fn row(c: &Container, before: &Sample, after: &Sample, host_mem: u64, cpus: f64) -> Vec<String> {
     let cpu_delta = after.usage.cpu_ns.saturating_sub(before.usage.cpu_ns) as f64;
@@ -241,10 +214,11 @@ fn row(c: &Container, before: &Sample, after: &Sample, host_mem: u64, cpus: f64)
         c.short_id().to_string(),
         c.name.clone(),
         format!("{cpu:.2}%"),
-        format!("{} / {}", bytes_size(u.memory), bytes_size(limit)),
+        format!("{} / {}", ui::bytes_size(u.memory), ui::bytes_size(limit)),
         format!("{mem_pct:.2}%"),
-        format!("{} / {}", human_size4(after.net.0), human_size4(after.net.1)),
-        format!("{} / {}", human_size4(u.block_read), human_size4(u.block_write)),
+        // Docker's stats: HumanSizeWithPrecision(n, 3).
+        format!("{} / {}", ui::human_size(after.net.0), ui::human_size(after.net.1)),
+        format!("{} / {}", ui::human_size(u.block_read), ui::human_size(u.block_write)),
         u.pids.to_string(),
     ]
 }
@@ -312,17 +286,6 @@ pub fn cmd_stats(store: &Store, args: &StatsArgs) -> Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_read_like_go_units() {
-        assert_eq!(bytes_size(0), "0B");
-        assert_eq!(bytes_size(3_240_000), "3.09MiB");
-        assert_eq!(bytes_size(2_087_354_368), "1.944GiB");
-        assert_eq!(bytes_size(64 << 20), "64MiB");
-        assert_eq!(human_size4(648), "648B");
-        assert_eq!(human_size4(1234), "1.234kB");
-        assert_eq!(human_size4(12_000), "12kB");
-    }
 
     #[test]
     fn ps_rows_of_the_container_only() {

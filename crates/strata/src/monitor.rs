@@ -140,6 +140,10 @@ pub fn start_detached(store: &Store, c: &Container) -> Result<()> {
             Err(e) => return Err(e.into()),
         };
         if ended {
+            // Another monitor had it already (two `start`s at once): ours never took it.
+            if now.state.monitor_pid != monitor && live(&now) {
+                bail!("container {} is already running", c.name);
+            }
             return match now.state.error {
                 // What kept the container from starting: Docker's exit status 125.
                 Some(e) => Err(strata_runtime::RuntimeError::Other(e).into()),
@@ -165,6 +169,12 @@ pub fn cmd_monitor(store: &Store, id: &str) -> Result<ExitCode> {
     // started it reach it; and no directory of the user's is kept busy.
     let _ = rustix::process::setsid();
     let _ = std::env::set_current_dir("/");
+    // Another monitor (a second `start` at the same time) runs it already: that one's
+    // record is left as it is.
+    let c = container::find(store, id)?;
+    if let Some(lock) = run_lock(store, &c)? {
+        HELD.lock().unwrap_or_else(|e| e.into_inner()).push((c.id.clone(), lock));
+    }
     let me = std::process::id() as i32;
     let start = container::pid_start_time(me).unwrap_or(0);
     let c = container::update(store, id, |c| {
@@ -246,6 +256,36 @@ pub fn reap(store: &Store, c: &Container) -> Result<Container> {
         }
     })?)
 }
+
+/// The container's run lock, `containers/ID/run.lock`: held by whoever runs the container
+/// (its monitor for its whole life, restarts included, or a foreground `start`), so two
+/// `start`s of one container at once cannot both run it (nor the second one, failing,
+/// unmount the first one's union). `None`: this process holds it already (a monitor).
+pub fn run_lock(store: &Store, c: &Container) -> Result<Option<std::fs::File>> {
+    if HELD.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|(id, _)| *id == c.id) {
+        return Ok(None);
+    }
+    let path = c.dir(store).join("run.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("{}", path.display()))?;
+    // A POSIX record lock, not `flock`: the children this process forks (its FUSE daemon,
+    // log copier, the runtime's keeper) do not hold it, so a monitor killed with SIGKILL
+    // leaves no lock behind.
+    match rustix::fs::fcntl_lock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(Some(f)),
+        Err(rustix::io::Errno::AGAIN | rustix::io::Errno::ACCESS) => {
+            bail!("container {} is already running", c.name)
+        }
+        Err(e) => Err(e).with_context(|| format!("locking {}", path.display())),
+    }
+}
+
+/// Run locks this process holds for its whole life (a monitor's container).
+static HELD: std::sync::Mutex<Vec<(String, std::fs::File)>> = std::sync::Mutex::new(Vec::new());
 
 /// Waits (up to `limit`) until the container's monitor has finished; true if it has.
 pub fn wait_monitor(store: &Store, id: &str, limit: Duration) -> bool {

@@ -498,10 +498,19 @@ fn read_attachment(store: &Store, id: &str) -> Option<Attachment> {
 }
 
 fn write_attachment(store: &Store, id: &str, a: &Attachment) -> Result<()> {
-    let path = attachment_path(store, id);
+    write_json(&attachment_path(store, id), a)
+}
+
+/// Writes a record whole or not at all (a temporary file renamed over it; removed when
+/// it could not be written). Under the networks' lock.
+fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
     let tmp = path.with_extension("json.tmp");
-    fs::write(&tmp, serde_json::to_vec_pretty(a)?).with_context(|| format!("{}", tmp.display()))?;
-    fs::rename(&tmp, &path).with_context(|| format!("{}", path.display()))
+    let res = fs::write(&tmp, serde_json::to_vec_pretty(value)?).with_context(|| format!("{}", tmp.display()));
+    if res.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    res?;
+    fs::rename(&tmp, path).with_context(|| format!("{}", path.display()))
 }
 
 /// The container's IPv4 address from an `ADD` result.
@@ -544,8 +553,9 @@ pub fn setup<'a>(store: &'a Store, c: &Container) -> Result<Option<Session<'a>>>
         write_hosts_file(store, c, None, &[])?;
         return Ok(None);
     }
-    let net = load(store, &c.config.network)?;
+    // Under the lock: a `network rm` meanwhile either sees this container or has run.
     let _lock = lock(store)?;
+    let net = load(store, &c.config.network)?;
     // Whatever a killed run left is released first.
     if attachment_path(store, &c.id).exists() || netns_path(store, &c.id).exists() {
         teardown_locked(store, &c.id)?;
@@ -967,10 +977,7 @@ fn create(store: &Store, name: &str, subnet: Option<&str>) -> Result<NetworkReco
         subnet: subnet.to_string(),
         gateway: subnet.gateway().to_string(),
     };
-    let path = record_path(store, name);
-    let tmp = path.with_extension("json.tmp");
-    fs::write(&tmp, serde_json::to_vec_pretty(&net)?).with_context(|| format!("{}", tmp.display()))?;
-    fs::rename(&tmp, &path).with_context(|| format!("{}", path.display()))?;
+    write_json(&record_path(store, name), &net)?;
     Ok(net)
 }
 
@@ -989,8 +996,8 @@ fn remove(store: &Store, name: &str) -> Result<()> {
     if ["bridge", "host", "none"].contains(&name) {
         bail!("{name} is a pre-defined network and cannot be removed");
     }
-    let net = load(store, name)?;
     let _lock = lock(store)?;
+    let net = load(store, name)?;
     let users = attached(store, &net.name)?;
     if !users.is_empty() {
         let names: Vec<&str> = users.iter().map(|(c, _)| c.name.as_str()).collect();

@@ -78,24 +78,35 @@ impl Progress for Bars {
     }
 }
 
-/// `docker`'s human sizes: decimal units, three significant digits (`2.15MB`).
+/// `docker`'s human sizes: decimal units, three significant digits (`2.15MB`): go-units'
+/// `HumanSizeWithPrecision(n, 3)`, what `images`, `system df` and `stats`' I/O show.
 pub fn human_size(bytes: u64) -> String {
-    let units = ["B", "kB", "MB", "GB", "TB", "PB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u + 1 < units.len() {
-        v /= 1000.0;
-        u += 1;
+    scaled(bytes as f64, 1000.0, &["B", "kB", "MB", "GB", "TB", "PB"], 3)
+}
+
+/// go-units' `BytesSize` (binary units, four significant digits: `12.5MiB`), what
+/// `stats` shows of memory.
+pub fn bytes_size(n: u64) -> String {
+    scaled(n as f64, 1024.0, &["B", "KiB", "MiB", "GiB", "TiB", "PiB"], 4)
+}
+
+fn scaled(mut v: f64, base: f64, units: &[&str], precision: i32) -> String {
+    let mut i = 0;
+    while v >= base && i + 1 < units.len() {
+        v /= base;
+        i += 1;
     }
-    let text = if v >= 100.0 {
-        format!("{v:.0}")
-    } else if v >= 10.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.2}")
-    };
-    let text = if text.contains('.') { text.trim_end_matches('0').trim_end_matches('.').to_string() } else { text };
-    format!("{text}{}", units[u])
+    format!("{}{}", go_g(v, precision), units[i])
+}
+
+/// Go's `%.{precision}g` of a value below 10^precision, trailing zeros dropped.
+fn go_g(v: f64, precision: i32) -> String {
+    if v == 0.0 {
+        return "0".into();
+    }
+    let digits = precision - 1 - v.abs().log10().floor() as i32;
+    let text = format!("{v:.prec$}", prec = digits.max(0) as usize);
+    if text.contains('.') { text.trim_end_matches('0').trim_end_matches('.').to_string() } else { text }
 }
 
 /// "3 days ago", from an RFC 3339 time; the raw text when it does not parse.
@@ -171,5 +182,11 @@ mod tests {
         assert_eq!(human_size(2_150_000), "2.15MB");
         assert_eq!(human_size(21_500_000), "21.5MB");
         assert_eq!(human_size(1_000_000), "1MB");
+        assert_eq!(human_size(1234), "1.23kB");
+        assert_eq!(human_size(9_996), "10kB");
+        assert_eq!(bytes_size(0), "0B");
+        assert_eq!(bytes_size(3_240_000), "3.09MiB");
+        assert_eq!(bytes_size(2_087_354_368), "1.944GiB");
+        assert_eq!(bytes_size(64 << 20), "64MiB");
     }
 }

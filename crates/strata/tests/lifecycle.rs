@@ -820,3 +820,62 @@ fn a_full_disk_drops_log_lines_but_never_the_container() {
     assert!(nums.windows(2).all(|w| w[0] < w[1]), "in order");
     assert!(nums.windows(2).any(|w| w[1] > w[0] + 5), "lines written while the disk was full were dropped: {nums:?}");
 }
+
+#[test]
+fn two_starts_at_once_run_the_container_once() {
+    let s = Scratch::new();
+    let Some(root) = store_with_app(&s) else { return };
+    let _c = Cleanup(&root, &["once"]);
+    let data = s.mkdir("data");
+    let bind = format!("{}:/data", data.display());
+    let script = "echo run >> /data/runs; exec sleep 300";
+    sh(st(&root).args(["create", "--network", "none", "--name", "once", "-v", &bind, "app", "sh", "-c", script]));
+    // Both at once: each sees the container stopped.
+    let starts: Vec<_> = (0..2)
+        .map(|_| st(&root).args(["start", "-d", "once"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap())
+        .collect();
+    let mut ok = 0;
+    for child in starts {
+        let o = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        if o.status.success() {
+            ok += 1;
+        } else {
+            assert!(err.contains("container once is already running"), "{err}");
+        }
+    }
+    assert_eq!(ok, 1, "one start runs it, the other is told it runs");
+    wait_running(&root, "once");
+    // A second run would have appended its line by now.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(read(data.join("runs")), "run\n");
+    // Its union is still there for it (a failed second start unmounted nothing).
+    let o = go(&root, &["exec", "once", "cat", "/data/runs"]);
+    assert_eq!((o.code, o.stdout.as_str()), (0, "run\n"), "{}", o.stderr);
+    let o = go(&root, &["exec", "once", "ls", "/bin/sh"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    // A foreground start while it runs is refused.
+    let o = go(&root, &["start", "once"]);
+    assert_ne!(o.code, 0);
+    assert!(o.stderr.contains("already running"), "{}", o.stderr);
+    sh(st(&root).args(["stop", "-t", "1", "once"]));
+}
+
+#[test]
+fn a_container_that_cannot_start_leaves_no_mount() {
+    let s = Scratch::new();
+    let Some(root) = store_with_app(&s) else { return };
+    let _c = Cleanup(&root, &["nouser", "nouser-d"]);
+    // Its user is not in the image: found out after the union is mounted for it.
+    let id = sh(st(&root).args(["create", "--network", "none", "--name", "nouser", "-u", "nosuchuser", "app", "true"]));
+    let o = go(&root, &["start", "nouser"]);
+    assert_ne!(o.code, 0);
+    assert!(o.stderr.contains("nosuchuser"), "{}", o.stderr);
+    assert!(!is_mounted(&root.join("mnt").join(id.trim())));
+    // Detached: its monitor gives up the same way.
+    let o = go(&root, &["run", "-d", "--network", "none", "--name", "nouser-d", "-u", "nosuchuser", "app", "true"]);
+    assert_ne!(o.code, 0);
+    let rec: serde_json::Value = serde_json::from_str(&sh(st(&root).args(["inspect", "nouser-d"]))).unwrap();
+    let id = rec[0]["Id"].as_str().unwrap().to_string();
+    assert!(!is_mounted(&root.join("mnt").join(&id)));
+}

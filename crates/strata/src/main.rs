@@ -140,7 +140,7 @@ enum Command {
     },
     /// Run a created or exited container again, keeping its read-write layer
     Start {
-        /// In the background under a monitor process (Docker's default); prints the name
+        /// In the background under a monitor process (what `docker start` does without -a); prints the name
         #[arg(short = 'd', long)]
         detach: bool,
         #[arg(short = 'i', long)]

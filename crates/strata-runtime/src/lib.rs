@@ -31,7 +31,7 @@ mod tty;
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use rustix::fs::Mode;
 use std::path::{Path, PathBuf};
@@ -519,9 +519,16 @@ fn close_from(first: u32, keep: &[u32]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Has the process of `pidfd` ended? (Its pidfd polls readable then.)
+pub fn pidfd_ended(pidfd: BorrowedFd<'_>) -> std::io::Result<bool> {
+    let mut polled = [rustix::event::PollFd::new(&pidfd, rustix::event::PollFlags::IN)];
+    let zero = rustix::event::Timespec { tv_sec: 0, tv_nsec: 0 };
+    Ok(rustix::event::poll(&mut polled, Some(&zero))? > 0)
+}
+
 /// Runs a command in the namespaces and cgroup of the running container whose pid 1 has
-/// host pid `init`, confined as the container is. Returns its exit status.
-pub fn exec_in(init: i32, cgroup: &str, spec: &RunSpec) -> Result<i32, RuntimeError> {
+/// host pid `init` (held by `pidfd`), confined as the container is. Returns its exit status.
+pub fn exec_in(init: i32, pidfd: BorrowedFd<'_>, cgroup: &str, spec: &RunSpec) -> Result<i32, RuntimeError> {
     let spec = &*without_unfiltered_mknod(spec);
     let filter = seccomp::compile(&spec.confinement.seccomp, spec.confinement.capabilities)?;
     let ns: Vec<(&str, OwnedFd)> = ["cgroup", "ipc", "uts", "net", "pid", "mnt"]
@@ -542,6 +549,12 @@ pub fn exec_in(init: i32, cgroup: &str, spec: &RunSpec) -> Result<i32, RuntimeEr
         Mode::empty(),
     )
     .map_err(sys(root_path))?;
+    // All opened through /proc/<init>: if the process `pidfd` holds still runs now, the pid
+    // named it all along (a pid is reused only once its process has ended), never another
+    // process's namespaces or the host's root.
+    if pidfd_ended(pidfd).map_err(|e| RuntimeError::Other(format!("polling the container's pidfd: {e}")))? {
+        return Err(RuntimeError::Other("the container's pid 1 ended while its namespaces were opened".into()));
+    }
     let (go_r, mut go_w) = pipe()?;
     let terminal = if spec.tty { Some(terminal_channel()?) } else { None };
     let child = fork()?;

@@ -22,6 +22,10 @@ pub const PLUGIN_DIRS: [&str; 3] = ["/usr/lib/cni", "/opt/cni/bin", "/usr/libexe
 
 pub const VERSION: &str = "1.0.0";
 
+/// How long one plugin may run: they take milliseconds, or seconds when iptables waits
+/// for its lock; one that hangs is killed rather than hanging `run`, `stop` or `rm`.
+const PLUGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The container a command is about.
 pub struct Target<'a> {
     pub container_id: &'a str,
@@ -66,12 +70,27 @@ pub fn invoke(command: &str, config: &Value, t: &Target<'_>) -> Result<Option<Va
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("running CNI plugin {}", exe.display()))?;
+    // Opened before anything can reap the plugin: a kill through it never reaches a
+    // process that took its pid.
+    let pidfd = rustix::process::Pid::from_raw(child.id() as i32)
+        .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok());
     let input = serde_json::to_vec(config)?;
-    if let Some(mut stdin) = child.stdin.take() {
+    let written = match child.stdin.take() {
         // The configuration is small: it fits the pipe, the plugin reads it first.
-        stdin.write_all(&input).with_context(|| format!("writing to CNI plugin {kind}"))?;
-    }
-    let out = child.wait_with_output().with_context(|| format!("waiting for CNI plugin {kind}"))?;
+        Some(mut stdin) => stdin.write_all(&input),
+        None => Ok(()),
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    let out = match rx.recv_timeout(PLUGIN_TIMEOUT) {
+        Ok(out) => out.with_context(|| format!("waiting for CNI plugin {kind}"))?,
+        Err(_) => {
+            if let Some(fd) = &pidfd {
+                let _ = rustix::process::pidfd_send_signal(fd, rustix::process::Signal::KILL);
+            }
+            bail!("CNI plugin {kind} {command} did not finish in {} s: killed", PLUGIN_TIMEOUT.as_secs());
+        }
+    };
     tracing::debug!(
         "CNI {kind} {command} {}: {} {}",
         t.container_id,
@@ -87,6 +106,8 @@ pub fn invoke(command: &str, config: &Value, t: &Target<'_>) -> Result<Option<Va
         let details = err.get("details").and_then(Value::as_str).filter(|d| !d.is_empty());
         bail!("CNI plugin {kind} {command} failed: {msg}{}", details.map(|d| format!(" ({d})")).unwrap_or_default());
     }
+    // A plugin that succeeded without reading all its configuration is not trusted.
+    written.with_context(|| format!("writing to CNI plugin {kind}"))?;
     if command != "ADD" {
         return Ok(None);
     }

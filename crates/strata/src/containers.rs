@@ -1,6 +1,7 @@
 //! The container commands: create, run, start, exec, ps, rm, diff, commit, and mounting
 //! a container's union.
 
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -574,11 +575,13 @@ pub fn cmd_exec(store: &Store, args: &ExecArgs) -> Result<ExitCode> {
         c.config.user = u.clone();
     }
     c.config.env.extend(args.env.iter().cloned());
+    // Held while the runtime opens the container's namespaces and root by its pid.
+    let pid1 = crate::lifecycle::pid1(&c).ok_or_else(|| anyhow!("container {} is not running", c.name))?;
     let root = PathBuf::from(format!("/proc/{}/root", c.state.pid));
     let mut spec = spec_for(store, &c, Path::new("/"), &root, interactive)?;
     spec.tty = tty;
     let raw = tty.then(crate::terminal::RawMode::enter);
-    let res = strata_runtime::exec_in(c.state.pid, &c.id, &spec);
+    let res = strata_runtime::exec_in(c.state.pid, pid1.as_fd(), &c.id, &spec);
     drop(raw);
     let code = res.context("container runtime")?;
     Ok(exit_status(code))

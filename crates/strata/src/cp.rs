@@ -14,7 +14,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io::{BufReader, BufWriter, IsTerminal, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::process::ExitCode;
@@ -270,9 +270,7 @@ fn root_of(store: &Store, c: &Container, union: &Path, path: &str) -> Result<(Ow
         // container ended) must not give another process's root, or the host's.
         let pid1 = crate::lifecycle::pid1(c).ok_or_else(|| anyhow!("container {} is not running", c.name))?;
         let root = open_dir(Path::new(&format!("/proc/{}/root", c.state.pid)))?;
-        let mut polled = [rustix::event::PollFd::new(&pid1, rustix::event::PollFlags::IN)];
-        let zero = rustix::event::Timespec { tv_sec: 0, tv_nsec: 0 };
-        if rustix::event::poll(&mut polled, Some(&zero)).context("polling the container's pidfd")? > 0 {
+        if strata_runtime::pidfd_ended(pid1.as_fd()).context("polling the container's pidfd")? {
             bail!("container {} stopped while it was being opened", c.name);
         }
         return Ok((root, path.to_string()));

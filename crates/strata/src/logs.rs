@@ -307,6 +307,9 @@ pub struct LogsArgs {
     /// Only lines since a time (RFC 3339, e.g. 2026-12-07T03:00:00Z) or for a while (10m, 1h30m)
     #[arg(long, value_name = "TIME", value_parser = parse_since)]
     pub since: Option<SystemTime>,
+    /// Only lines before a time (RFC 3339) or before a while ago (10m)
+    #[arg(long, value_name = "TIME", value_parser = parse_since)]
+    pub until: Option<SystemTime>,
     pub container: String,
 }
 
@@ -347,7 +350,7 @@ impl Reader {
     }
 }
 
-/// `--since`: a time, or a duration back from now.
+/// `--since` and `--until`: a time, or a duration back from now.
 fn parse_since(s: &str) -> Result<SystemTime, String> {
     if let Ok(t) = humantime::parse_rfc3339_weak(s) {
         return Ok(t);
@@ -356,11 +359,16 @@ fn parse_since(s: &str) -> Result<SystemTime, String> {
     Ok(SystemTime::now().checked_sub(ago).unwrap_or(SystemTime::UNIX_EPOCH))
 }
 
-/// Whether a log entry is from `since` on.
-fn after(entry: &str, since: Option<SystemTime>) -> bool {
-    let Some(since) = since else { return true };
+/// Whether a log entry's time is from `since` on and before `until` (Docker's bounds).
+fn within(entry: &str, since: Option<SystemTime>, until: Option<SystemTime>) -> bool {
+    if since.is_none() && until.is_none() {
+        return true;
+    }
     let v: serde_json::Value = serde_json::from_str(entry).unwrap_or_default();
-    v["time"].as_str().and_then(|t| humantime::parse_rfc3339(t).ok()).is_some_and(|t| t >= since)
+    v["time"]
+        .as_str()
+        .and_then(|t| humantime::parse_rfc3339(t).ok())
+        .is_some_and(|t| since.is_none_or(|s| t >= s) && until.is_none_or(|u| t < u))
 }
 
 /// Prints log entries to our stdout and stderr; false once our stdout is gone.
@@ -392,7 +400,7 @@ pub fn cmd_logs(store: &Store, args: &LogsArgs) -> Result<ExitCode> {
     let mut reader = Reader::new(&path);
     let mut entries: Vec<String> = old.lines().map(str::to_string).collect();
     entries.extend(reader.lines());
-    entries.retain(|e| after(e, args.since));
+    entries.retain(|e| within(e, args.since, args.until));
     if let Some(n) = tail {
         entries.drain(..entries.len().saturating_sub(n));
     }
@@ -402,7 +410,11 @@ pub fn cmd_logs(store: &Store, args: &LogsArgs) -> Result<ExitCode> {
     loop {
         // Whether it still runs is read before the log: nothing it wrote is missed.
         let live = container::find(store, &c.id).is_ok_and(|c| crate::monitor::live(&c));
-        if !print(&reader.lines(), args.timestamps) || !live {
+        let mut lines = reader.lines();
+        lines.retain(|e| within(e, None, args.until));
+        // Following ends at `--until` too, as Docker's does.
+        let past = args.until.is_some_and(|u| SystemTime::now() >= u);
+        if !print(&lines, args.timestamps) || !live || past {
             return Ok(ExitCode::SUCCESS);
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -419,6 +431,20 @@ mod tests {
             .lines()
             .map(|l| serde_json::from_str(l).expect("a JSON line"))
             .collect()
+    }
+
+    #[test]
+    fn since_and_until_bound_the_entries_by_their_time() {
+        let at = |t: &str| format!(r#"{{"log":"x\n","stream":"stdout","time":"{t}"}}"#);
+        let t = |s: &str| humantime::parse_rfc3339(s).expect("a time");
+        let (early, mid, late) = (at("2026-12-07T01:00:00Z"), at("2026-12-07T02:00:00Z"), at("2026-12-07T03:00:00Z"));
+        let since = Some(t("2026-12-07T02:00:00Z"));
+        let until = Some(t("2026-12-07T03:00:00Z"));
+        let kept: Vec<bool> = [&early, &mid, &late].iter().map(|e| within(e, since, until)).collect();
+        assert_eq!(kept, [false, true, false], "since is inclusive, until exclusive");
+        assert!(within(&early, None, None) && within("not json", None, None));
+        assert!(!within("not json", since, None), "an entry without a time is outside any bound");
+        assert!(parse_since("10m").expect("a duration") < SystemTime::now());
     }
 
     #[test]

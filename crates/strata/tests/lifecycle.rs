@@ -177,6 +177,10 @@ fn logs_follow_a_container_until_it_ends() {
     let o = go(&root, &["logs", "--since", &third, "f1"]);
     assert_eq!((o.stdout.as_str(), o.stderr.as_str()), ("line 3\nline 4\nline 5\n", "bye\n"));
     assert_eq!(go(&root, &["logs", "--since", "1h", "f1"]).stdout.lines().count(), 5);
+    // --until: the lines before a line's own time; nothing before a while ago.
+    let o = go(&root, &["logs", "--until", &third, "f1"]);
+    assert_eq!((o.stdout.as_str(), o.stderr.as_str()), ("line 1\nline 2\n", ""));
+    assert_eq!(go(&root, &["logs", "--until", "1h", "f1"]).stdout, "");
 }
 
 #[test]

@@ -683,6 +683,17 @@ pub fn remove(store: &Store, c: &Container, force: bool) -> Result<()> {
     }
     // A detached container's monitor records its end and unmounts first.
     crate::monitor::wait_monitor(store, &c.id, std::time::Duration::from_secs(10));
+    // Held while the container goes, so that a `start` beginning now fails rather than
+    // run a container whose files are being removed. (A monitor removing its own `--rm`
+    // container holds it already: `None`.)
+    let _run = match crate::monitor::run_lock(store, c) {
+        Ok(lock) => lock,
+        Err(e) if !force => return Err(e.context(format!("cannot remove container {}", c.name))),
+        Err(e) => {
+            tracing::warn!("removing container {} anyway: {e:#}", c.name);
+            None
+        }
+    };
     unmount(store, c);
     // A failure is reported but does not keep the container (`check` finds what is left).
     if let Err(e) = crate::network::teardown(store, &c.id) {

@@ -606,6 +606,7 @@ impl StrataFs {
         make: impl FnOnce(rustix::fd::BorrowedFd<'_>, &OsStr, Mode) -> Result<Option<OwnedFd>, rustix::io::Errno>,
     ) -> Result<(Ino, FileAttr, Option<OwnedFd>), Errno> {
         let _ns = self.union.ns.write();
+        self.union.check_creatable(parent, name)?;
         let (ino, fd) = self.create_with_mode(req, parent, name, is_dir, (requested, umask), make)?;
         Ok((ino, self.entry_attr(ino)?, fd))
     }

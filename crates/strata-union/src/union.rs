@@ -765,15 +765,24 @@ impl Union {
         Ok(true)
     }
 
+    /// Can a new entry `name` be made in `parent`? Not with an invalid name, nor on a
+    /// union with no writable branch (EROFS), nor where the name exists (EEXIST).
+    /// Callers hold `ns` exclusively, and keep it until the entry is made.
+    pub fn check_creatable(&self, parent: Ino, name: &OsStr) -> Result<(), Errno> {
+        check_new_name(name)?;
+        self.wb()?;
+        match self.child_opt(parent, name)? {
+            Some(_) => Err(Errno::EEXIST),
+            None => Ok(()),
+        }
+    }
+
     /// Where a new entry named `name` goes in `parent`, and what must happen to whiteouts
     /// there: the parent is copied up, and any whiteout for the name in the writable
-    /// branch is reported.
+    /// branch is reported. The caller has found the name absent (see
+    /// [`Self::check_creatable`]): it is not resolved again.
     fn prepare_new(&self, parent: Ino, name: &OsStr) -> Result<NewEntry, Errno> {
-        check_new_name(name)?;
         let wb = self.wb()?;
-        if self.child_opt(parent, name)?.is_some() {
-            return Err(Errno::EEXIST);
-        }
         self.copy_up_dir(parent)?;
         let dir = self.table.read().path(parent)?;
         let rel = sys::join(&dir, name);
@@ -788,7 +797,8 @@ impl Union {
     }
 
     /// Creates a new entry with `make(dirfd, name, aside)`, owned by `owner`, replacing any
-    /// whiteout for the name atomically; returns its node. `setid`: the set-id bits the
+    /// whiteout for the name atomically; returns its node. The caller has found the name
+    /// absent (see [`Self::check_creatable`]). `setid`: the set-id bits the
     /// creator asked for (the daemon's `chown` clears a file's; they are put back). `aside` says the entry is made
     /// in the work dir, then moved into place (so the parent's default ACL does not reach
     /// it). Directories created over a whiteout become opaque. Callers hold `ns`
@@ -1170,6 +1180,7 @@ impl Union {
         if self.is_dir(ino)? {
             return Err(Errno::EPERM);
         }
+        self.check_creatable(new_parent, new_name)?;
         let ne = self.prepare_new(new_parent, new_name)?;
         self.copy_up(ino, Data::Copy, None)?;
         let (b, rel) = self.location(ino)?;

@@ -607,15 +607,15 @@ impl StrataFs {
     ) -> Result<(Ino, FileAttr, Option<OwnedFd>), Errno> {
         let _ns = self.union.ns.write();
         self.union.check_creatable(parent, name)?;
-        let (ino, fd) = self.create_with_mode(req, parent, name, is_dir, (requested, umask), make)?;
-        Ok((ino, self.entry_attr(ino)?, fd))
+        self.create_with_mode(req, parent, name, is_dir, (requested, umask), make)
     }
 
     /// `Union::create_entry` with the mode the kernel's own filesystems would give. The
     /// kernel leaves the umask to the daemon (`FUSE_DONT_MASK`) because a parent's default
     /// ACL replaces it: the branch filesystem applies that ACL when the entry is made in
     /// the parent itself. An entry made aside, in the work dir, gets the umask instead
-    /// (no ACL reaches it there: stricter, never looser).
+    /// (no ACL reaches it there: stricter, never looser). Returns the new node, its
+    /// attributes (from the stat its creation took) and the descriptor `make` gave.
     fn create_with_mode(
         &self,
         req: &Request,
@@ -624,13 +624,15 @@ impl StrataFs {
         is_dir: bool,
         (requested, umask): (u32, u32),
         make: impl FnOnce(rustix::fd::BorrowedFd<'_>, &OsStr, Mode) -> Result<Option<OwnedFd>, rustix::io::Errno>,
-    ) -> Result<(Ino, Option<OwnedFd>), Errno> {
+    ) -> Result<(Ino, FileAttr, Option<OwnedFd>), Errno> {
         let acl = self.has_xattr(parent, OsStr::new(DEFAULT_ACL)).unwrap_or(false);
         let setid = requested & (libc::S_ISUID | libc::S_ISGID);
-        self.union.create_entry(parent, name, (req.uid(), req.gid()), is_dir, setid, |dirfd, n, aside| {
-            let mask = if acl && !aside { 0 } else { umask };
-            make(dirfd, n, Mode::from_raw_mode(requested & 0o7777 & !mask))
-        })
+        let (ino, st, fd) =
+            self.union.create_entry(parent, name, (req.uid(), req.gid()), is_dir, setid, |dirfd, n, aside| {
+                let mask = if acl && !aside { 0 } else { umask };
+                make(dirfd, n, Mode::from_raw_mode(requested & 0o7777 & !mask))
+            })?;
+        Ok((ino, self.entry_attr_with(ino, Some(&st))?, fd))
     }
 
     fn branches_text(&self) -> String {
@@ -1373,12 +1375,10 @@ impl Filesystem for StrataFs {
                     }
                     (existing, self.entry_attr(existing)?, None)
                 } else {
-                    let (ino, fd) =
-                        self.create_with_mode(req, parent.0, name, false, (mode, umask), |dirfd, n, m| {
-                            let how = backing_flags(flags) | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
-                            rustix::fs::openat(dirfd, n, how, m).map(Some)
-                        })?;
-                    (ino, self.entry_attr(ino)?, fd)
+                    self.create_with_mode(req, parent.0, name, false, (mode, umask), |dirfd, n, m| {
+                        let how = backing_flags(flags) | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
+                        rustix::fs::openat(dirfd, n, how, m).map(Some)
+                    })?
                 }
             };
             // Keep the namespace shared, never released, until the new file is open.

@@ -797,7 +797,7 @@ impl Union {
     }
 
     /// Creates a new entry with `make(dirfd, name, aside)`, owned by `owner`, replacing any
-    /// whiteout for the name atomically; returns its node. The caller has found the name
+    /// whiteout for the name atomically; returns its node and stat. The caller has found the name
     /// absent (see [`Self::check_creatable`]). `setid`: the set-id bits the
     /// creator asked for (the daemon's `chown` clears a file's; they are put back). `aside` says the entry is made
     /// in the work dir, then moved into place (so the parent's default ACL does not reach
@@ -811,7 +811,7 @@ impl Union {
         is_dir: bool,
         setid: u32,
         make: impl FnOnce(BorrowedFd<'_>, &OsStr, bool) -> Result<Option<OwnedFd>, rustix::io::Errno>,
-    ) -> Result<(Ino, Option<OwnedFd>), Errno> {
+    ) -> Result<(Ino, Stat, Option<OwnedFd>), Errno> {
         let ne = self.prepare_new(parent, name)?;
         let root_fd = self.root(ne.wb);
         let root = root_fd.as_fd();
@@ -881,7 +881,7 @@ impl Union {
         let ino = t.insert(Node::new(parent, name.to_os_string(), file_type(&st), ne.wb, None, dirs));
         drop(t);
         self.name_changed(parent, name, Some(ne.wb));
-        Ok((ino, fd))
+        Ok((ino, st, fd))
     }
 
     /// Removes `name` from `parent` as the union shows it: the entry goes from its branch

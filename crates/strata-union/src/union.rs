@@ -927,13 +927,13 @@ impl Union {
             whiteout::create_whiteout(self.format, root, &dir, name).map_err(errno)?;
         } else if !needs_whiteout {
             if is_dir {
-                clear_meta(root, &rel, self.overlay_whiteouts)?;
+                self.clear_meta(root, &rel)?;
             }
             sys::unlinkat(root, &rel, rm_flags).map_err(errno)?;
         } else if self.format == Format::Aufs && aufs_fits {
             // Whiteout first: if removing then fails, the entry is still hidden, never lost.
             whiteout::create_whiteout(Format::Aufs, root, &dir, name).map_err(errno)?;
-            let removed = if is_dir { clear_meta(root, &rel, self.overlay_whiteouts) } else { Ok(()) }
+            let removed = if is_dir { self.clear_meta(root, &rel) } else { Ok(()) }
                 .and_then(|()| sys::unlinkat(root, &rel, rm_flags).map_err(errno));
             if let Err(e) = removed {
                 let _ = whiteout::remove_aufs_whiteout(root, &dir, name);
@@ -950,7 +950,7 @@ impl Union {
                 return Err(errno(e));
             }
             if is_dir {
-                clear_meta(work, Path::new(&tmp), self.overlay_whiteouts)?;
+                self.clear_meta(work, Path::new(&tmp))?;
             }
             sys::unlinkat(work, &tmp, rm_flags).map_err(errno)?;
         }
@@ -1120,7 +1120,7 @@ impl Union {
             Some(st) if self.is_whiteout_device(&st) && src_dir => {
                 sys::unlinkat(root, &new_rel, AtFlags::empty()).map_err(errno)?;
             }
-            Some(st) if sys::is_dir(&st) => clear_meta(root, &new_rel, self.overlay_whiteouts)?,
+            Some(st) if sys::is_dir(&st) => self.clear_meta(root, &new_rel)?,
             _ => {}
         }
         if src_dir && !redirect && lower_is_dir(&lower_dst) {
@@ -1234,6 +1234,24 @@ impl Union {
         }
         Ok(())
     }
+
+    /// Removes the union's meta entries (whiteouts, opaque marker) from a directory that
+    /// the union shows as empty, so it can be removed or replaced.
+    fn clear_meta(&self, root: BorrowedFd<'_>, rel: &Path) -> Result<(), Errno> {
+        let fd = sys::open_at(root, rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).map_err(errno)?;
+        let names = sys::dir_names(&fd).map_err(errno)?;
+        // All checked before anything is removed.
+        for name in &names {
+            let st = sys::lstat(&fd, Path::new(name)).map_err(errno)?;
+            if !(whiteout::is_meta_name(name) && !sys::is_dir(&st) || self.is_whiteout_device(&st)) {
+                return Err(Errno::ENOTEMPTY);
+            }
+        }
+        for n in names {
+            sys::unlinkat(&fd, &n, AtFlags::empty()).map_err(errno)?;
+        }
+        Ok(())
+    }
 }
 
 /// A copy-up prepared in the work dir by [`Union::stage_copy_up`].
@@ -1250,26 +1268,6 @@ struct NewEntry {
     aufs_wh: bool,
     ovl_wh: bool,
     parent_st: Stat,
-}
-
-/// Removes the union's meta entries (whiteouts, opaque marker) from a directory that the
-/// union shows as empty, so it can be removed or replaced.
-fn clear_meta(root: BorrowedFd<'_>, rel: &Path, overlay_whiteouts: bool) -> Result<(), Errno> {
-    let fd = sys::open_at(root, rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).map_err(errno)?;
-    let names = sys::dir_names(&fd).map_err(errno)?;
-    // All checked before anything is removed.
-    for name in &names {
-        let st = sys::lstat(&fd, Path::new(name)).map_err(errno)?;
-        if !(whiteout::is_meta_name(name) && !sys::is_dir(&st)
-            || overlay_whiteouts && whiteout::is_overlay_whiteout(&st))
-        {
-            return Err(Errno::ENOTEMPTY);
-        }
-    }
-    for n in names {
-        sys::unlinkat(&fd, &n, AtFlags::empty()).map_err(errno)?;
-    }
-    Ok(())
 }
 
 /// `rm -rf` relative to a directory fd, never following symlinks.

@@ -347,7 +347,7 @@ fn nonempty(rel: &str) -> &str {
     if rel.is_empty() { "." } else { rel }
 }
 
-fn join(a: &str, b: &str) -> String {
+pub(super) fn join(a: &str, b: &str) -> String {
     match (a.is_empty(), b.is_empty()) {
         (true, _) => b.to_string(),
         (_, true) => a.to_string(),

@@ -460,7 +460,7 @@ impl<'a> Builder<'a> {
             if into_dir {
                 dst.mkdirs(&dest_rel, owner)?;
             }
-            let target = |name: &str| if into_dir { join(&dest_rel, name) } else { dest_rel.clone() };
+            let target = |name: &str| if into_dir { context::join(&dest_rel, name) } else { dest_rel.clone() };
             for item in &items {
                 let base = item.rel.rsplit('/').next().unwrap_or_default();
                 if item.is_dir {
@@ -529,10 +529,6 @@ fn config_set(bytes: &[u8], config: &Value) -> Result<Vec<u8>> {
 fn set_mode(p: &Path, mode: u32) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).with_context(|| p.display().to_string())
-}
-
-fn join(a: &str, b: &str) -> String {
-    if a.is_empty() { b.to_string() } else { format!("{a}/{b}") }
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -282,7 +282,8 @@ fn generated_name(id: &str, taken: &[Container]) -> String {
     format!("{base}_{}", &id[..6])
 }
 
-fn valid_name(name: &str) -> bool {
+/// Docker's rule for names (of containers, volumes, networks): `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
+pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))

@@ -81,7 +81,7 @@ pub fn cmd_builder(store: &Store, command: BuilderCommand) -> Result<ExitCode> {
 /// Empty image config of `FROM scratch`.
 fn scratch() -> Vec<u8> {
     serde_json::to_vec(&json!({
-        "architecture": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
+        "architecture": strata_store::load::host_arch(),
         "os": "linux",
         "config": {},
         "rootfs": {"type": "layers", "diff_ids": []},

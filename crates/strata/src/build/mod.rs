@@ -201,7 +201,7 @@ impl Drop for Temp<'_> {
 }
 
 fn short(bytes: &[u8]) -> String {
-    Digest::of(bytes).hex()[..12].to_string()
+    Digest::of(bytes).short().to_string()
 }
 
 impl<'a> Builder<'a> {

@@ -540,18 +540,7 @@ pub fn is_archive(src: &Source, rel: &str) -> bool {
     let Ok(fd) = src.open(rel, OFlags::RDONLY, true) else { return false };
     let Ok(mut r) = strata_store::compress::decompress(io::BufReader::new(File::from(fd))) else { return false };
     let mut head = [0u8; 512];
-    matches!(read_up_to(&mut r, &mut head), Ok(512)) && &head[257..262] == b"ustar"
-}
-
-fn read_up_to(f: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
+    r.read_exact(&mut head).is_ok() && &head[257..262] == b"ustar"
 }
 
 /// Opens a file of the source for reading.

@@ -49,34 +49,28 @@ pub struct RunConfig {
 
 /// A container's network options, as given (checked at create).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Networking {
     /// `-p [IP:][HOSTPORT:]CTRPORT[/PROTO]`.
-    #[serde(default)]
     pub publish: Vec<String>,
     /// `-P`: the image's exposed ports on random host ports.
-    #[serde(default)]
     pub publish_all: bool,
-    #[serde(default)]
     pub dns: Vec<String>,
     /// `--add-host NAME:IP`.
-    #[serde(default)]
     pub add_hosts: Vec<String>,
 }
 
 /// Docker's `HostConfig.RestartPolicy` and `AutoRemove`, `Config.OpenStdin` and `Tty`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Keep {
     /// `no` (empty), `on-failure[:N]`, `always` or `unless-stopped`.
-    #[serde(default)]
     pub restart: String,
     /// Removed by its monitor once it has ended (`run -d --rm`).
-    #[serde(default)]
     pub auto_remove: bool,
     /// Its stdin is a pipe that `attach` writes to (`run -d -i`).
-    #[serde(default)]
     pub open_stdin: bool,
     /// It runs on a pseudo-terminal that `attach` relays (`run -d -t`).
-    #[serde(default)]
     pub tty: bool,
 }
 
@@ -288,7 +282,8 @@ fn generated_name(id: &str, taken: &[Container]) -> String {
     format!("{base}_{}", &id[..6])
 }
 
-fn valid_name(name: &str) -> bool {
+/// Docker's rule for names (of containers, volumes, networks): `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
+pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))

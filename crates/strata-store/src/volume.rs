@@ -36,10 +36,7 @@ pub struct VolumeRecord {
 
 /// Docker's rule for volume names: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
 pub fn valid_name(name: &str) -> bool {
-    name.len() >= 2
-        && name.len() <= 255
-        && name.as_bytes()[0].is_ascii_alphanumeric()
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+    (2..=255).contains(&name.len()) && container::valid_name(name)
 }
 
 fn volumes_dir(store: &Store) -> PathBuf {

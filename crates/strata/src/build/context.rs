@@ -347,7 +347,7 @@ fn nonempty(rel: &str) -> &str {
     if rel.is_empty() { "." } else { rel }
 }
 
-fn join(a: &str, b: &str) -> String {
+pub(super) fn join(a: &str, b: &str) -> String {
     match (a.is_empty(), b.is_empty()) {
         (true, _) => b.to_string(),
         (_, true) => a.to_string(),
@@ -435,6 +435,9 @@ pub fn copy_item(src: &Source, item: &Item, dest: &Dest, dest_rel: &str, attrs: 
     };
     let mut n = 0;
     let mut dir_times = Vec::new();
+    // The directory last made or opened, by its path: the files in it that follow are
+    // made through it instead of resolving it again from the root.
+    let mut last_dir: Option<(String, OwnedFd)> = None;
     for sub in src.tree(item)? {
         let from = join(&item.rel, &sub);
         let to = join(dest_rel, &sub);
@@ -461,26 +464,32 @@ pub fn copy_item(src: &Source, item: &Item, dest: &Dest, dest_rel: &str, attrs: 
                 rustix::fs::fchmod(&d, Mode::from_raw_mode(mode)).map_err(io_at(&to))?;
                 dir_times.push((to.clone(), times));
             }
+            last_dir = Some((to.clone(), d));
             n += 1;
             continue;
         }
-        let parent = dest.mkdirs(parent_rel, attrs.owner).map_err(err(parent_rel))?;
+        let parent = match &mut last_dir {
+            Some((rel, fd)) if rel == parent_rel => &*fd,
+            slot => {
+                &slot.insert((parent_rel.to_string(), dest.mkdirs(parent_rel, attrs.owner).map_err(err(parent_rel))?)).1
+            }
+        };
         // Whatever is there (a file, a link) is replaced, never written through.
-        match rustix::fs::statat(&parent, name, AtFlags::SYMLINK_NOFOLLOW) {
+        match rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(old) if rustix::fs::FileType::from_raw_mode(old.st_mode) == rustix::fs::FileType::Directory => {
                 return Err(ContextError::Io {
                     path: to.clone(),
                     cause: io::Error::other("cannot copy a file over a directory"),
                 });
             }
-            Ok(_) => rustix::fs::unlinkat(&parent, name, AtFlags::empty()).map_err(io_at(&to))?,
+            Ok(_) => rustix::fs::unlinkat(parent, name, AtFlags::empty()).map_err(io_at(&to))?,
             Err(_) => {}
         }
         match kind {
             rustix::fs::FileType::RegularFile => {
                 let mut from_f = File::from(src.open(&from, OFlags::RDONLY, follow)?);
                 let out = rustix::fs::openat(
-                    &parent,
+                    parent,
                     name,
                     OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                     Mode::from_raw_mode(0o600),
@@ -494,10 +503,10 @@ pub fn copy_item(src: &Source, item: &Item, dest: &Dest, dest_rel: &str, attrs: 
             }
             rustix::fs::FileType::Symlink => {
                 let target = rustix::fs::readlinkat(&sfd, "", Vec::new()).map_err(io_at(&from))?;
-                rustix::fs::symlinkat(OsStr::from_bytes(target.as_bytes()), &parent, name).map_err(io_at(&to))?;
-                rustix::fs::chownat(&parent, name, Some(uid(owner.0)), Some(gid(owner.1)), AtFlags::SYMLINK_NOFOLLOW)
+                rustix::fs::symlinkat(OsStr::from_bytes(target.as_bytes()), parent, name).map_err(io_at(&to))?;
+                rustix::fs::chownat(parent, name, Some(uid(owner.0)), Some(gid(owner.1)), AtFlags::SYMLINK_NOFOLLOW)
                     .map_err(io_at(&to))?;
-                rustix::fs::utimensat(&parent, name, &times, AtFlags::SYMLINK_NOFOLLOW).map_err(io_at(&to))?;
+                rustix::fs::utimensat(parent, name, &times, AtFlags::SYMLINK_NOFOLLOW).map_err(io_at(&to))?;
             }
             _ => {
                 // Devices, fifos and sockets are not build inputs.
@@ -531,18 +540,7 @@ pub fn is_archive(src: &Source, rel: &str) -> bool {
     let Ok(fd) = src.open(rel, OFlags::RDONLY, true) else { return false };
     let Ok(mut r) = strata_store::compress::decompress(io::BufReader::new(File::from(fd))) else { return false };
     let mut head = [0u8; 512];
-    matches!(read_up_to(&mut r, &mut head), Ok(512)) && &head[257..262] == b"ustar"
-}
-
-fn read_up_to(f: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
+    r.read_exact(&mut head).is_ok() && &head[257..262] == b"ustar"
 }
 
 /// Opens a file of the source for reading.

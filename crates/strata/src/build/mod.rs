@@ -81,7 +81,7 @@ pub fn cmd_builder(store: &Store, command: BuilderCommand) -> Result<ExitCode> {
 /// Empty image config of `FROM scratch`.
 fn scratch() -> Vec<u8> {
     serde_json::to_vec(&json!({
-        "architecture": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
+        "architecture": strata_store::load::host_arch(),
         "os": "linux",
         "config": {},
         "rootfs": {"type": "layers", "diff_ids": []},
@@ -201,7 +201,7 @@ impl Drop for Temp<'_> {
 }
 
 fn short(bytes: &[u8]) -> String {
-    Digest::of(bytes).hex()[..12].to_string()
+    Digest::of(bytes).short().to_string()
 }
 
 impl<'a> Builder<'a> {
@@ -252,6 +252,8 @@ impl<'a> Builder<'a> {
             h.update(format!("\0network={}", self.network));
         }
         let mut content = Sha256::new();
+        // What a COPY from the context copies, as hashed: the copy takes the same items.
+        let mut context_items = None;
         if let Action::Copy { from, sources, heredocs, .. } = &step.action {
             for h in heredocs {
                 content.update(h.body.as_bytes());
@@ -259,7 +261,9 @@ impl<'a> Builder<'a> {
             match from {
                 From::Context => {
                     let ctx = self.context.as_ref().ok_or_else(|| anyhow!("no build context"))?;
-                    ctx.hash(&plan::items(ctx, sources)?, &mut content)?;
+                    let items = plan::items(ctx, sources)?;
+                    ctx.hash(&items, &mut content)?;
+                    context_items = Some(items);
                 }
                 From::Stage(j) => content.update(Digest::of(&results[j]).as_str()),
                 From::Image(id) => content.update(id.as_bytes()),
@@ -286,7 +290,7 @@ impl<'a> Builder<'a> {
         let bytes = match &step.action {
             Action::Meta => self.meta(parent, step)?,
             Action::Run { argv, env } => self.run(parent, step, argv, env)?,
-            Action::Copy { .. } => self.copy(parent, step, &hex(&content), results)?,
+            Action::Copy { .. } => self.copy(parent, step, &hex(&content), context_items, results)?,
         };
         buildcache::put(self.store, &key, &bytes)?;
         self.say(&format!("---> {}", short(&bytes)));
@@ -394,6 +398,7 @@ impl<'a> Builder<'a> {
         parent: &[u8],
         step: &Step,
         content: &str,
+        context_items: Option<Vec<Item>>,
         results: &BTreeMap<usize, Vec<u8>>,
     ) -> Result<Vec<u8>> {
         let Action::Copy { from, sources, heredocs, dest, chown, chmod, add } = &step.action else {
@@ -402,8 +407,8 @@ impl<'a> Builder<'a> {
         let store = self.store;
         let kind = match (sources.len() + heredocs.len(), from) {
             (1, From::Context) if heredocs.is_empty() => {
-                let ctx = self.context.as_ref().ok_or_else(|| anyhow!("no build context"))?;
-                if ctx.items(&sources[0])?.iter().all(|i| !i.is_dir) { "file" } else { "dir" }
+                let items = context_items.as_ref().ok_or_else(|| anyhow!("no build context"))?;
+                if items.iter().all(|i| !i.is_dir) { "file" } else { "dir" }
             }
             (1, _) => "file",
             _ => "multi",
@@ -451,7 +456,10 @@ impl<'a> Builder<'a> {
             let attrs = Attrs { owner, chmod: *chmod, keep_owner: false };
             let dst = Dest::new(&mnt)?;
             let dest_rel = dest.trim_start_matches('/').trim_end_matches('/').to_string();
-            let items = plan::items(src, sources)?;
+            let items = match context_items {
+                Some(items) => items,
+                None => plan::items(src, sources)?,
+            };
             // A glob in another stage is only expanded now.
             if items.len() + heredocs.len() > 1 && !dest.ends_with('/') {
                 bail!("{}: {}", step.shown, plan::MANY);
@@ -460,7 +468,7 @@ impl<'a> Builder<'a> {
             if into_dir {
                 dst.mkdirs(&dest_rel, owner)?;
             }
-            let target = |name: &str| if into_dir { join(&dest_rel, name) } else { dest_rel.clone() };
+            let target = |name: &str| if into_dir { context::join(&dest_rel, name) } else { dest_rel.clone() };
             for item in &items {
                 let base = item.rel.rsplit('/').next().unwrap_or_default();
                 if item.is_dir {
@@ -529,10 +537,6 @@ fn config_set(bytes: &[u8], config: &Value) -> Result<Vec<u8>> {
 fn set_mode(p: &Path, mode: u32) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).with_context(|| p.display().to_string())
-}
-
-fn join(a: &str, b: &str) -> String {
-    if a.is_empty() { b.to_string() } else { format!("{a}/{b}") }
 }
 
 fn hex(bytes: &[u8]) -> String {

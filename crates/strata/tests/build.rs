@@ -551,9 +551,10 @@ fn quiet_prints_only_the_id_and_stdin_takes_a_dockerfile() {
         .spawn()
         .unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(b"FROM app\nRUN echo piped > /p\n").unwrap();
+    // No context: a heredoc is all a COPY may take.
+    child.stdin.take().unwrap().write_all(b"FROM app\nRUN echo piped > /p\nCOPY <<EOF /h\nhere\nEOF\n").unwrap();
     assert!(child.wait_with_output().unwrap().status.success());
-    assert_eq!(image_files(&root, "fromstdin", &["p"]), ["piped\n"]);
+    assert_eq!(image_files(&root, "fromstdin", &["p", "h"]), ["piped\n", "here\n"]);
 }
 
 #[test]

@@ -259,6 +259,8 @@ impl<'a> Builder<'a> {
                 content.update(h.body.as_bytes());
             }
             match from {
+                // Heredocs alone need no context (`strata build -` with `COPY <<EOF`).
+                From::Context if sources.is_empty() => {}
                 From::Context => {
                     let ctx = self.context.as_ref().ok_or_else(|| anyhow!("no build context"))?;
                     let items = plan::items(ctx, sources)?;

@@ -184,10 +184,11 @@ pub fn inspect_value(store: &Store, c: &Container) -> Result<serde_json::Value> 
     if c.config.network != "host" {
         namespaces.push("network");
     }
+    let state = state(c);
     Ok(serde_json::json!({
         "Id": c.id, "Name": c.name, "Created": c.created, "Image": c.image, "ImageName": c.image_name,
-        "State": {"Status": state(c), "Running": c.is_running(), "Paused": crate::manage::paused(c),
-                  "Restarting": state(c) == "restarting", "Pid": c.state.pid, "ExitCode": c.state.exit_code,
+        "State": {"Status": state, "Running": c.is_running(), "Paused": crate::manage::paused(c),
+                  "Restarting": state == "restarting", "Pid": c.state.pid, "ExitCode": c.state.exit_code,
                   "StartedAt": c.state.started_at, "FinishedAt": c.state.finished_at},
         "RestartCount": c.state.restart_count,
         "Config": {"Cmd": c.config.args, "Env": c.config.env, "WorkingDir": c.config.cwd, "User": c.config.user,
@@ -612,7 +613,8 @@ fn status(c: &Container) -> String {
 fn state(c: &Container) -> &str {
     match c.state.status.as_str() {
         "running" if !c.is_running() => "exited",
-        "running" if crate::manage::paused(c) => "paused",
+        // Running, as the arm above found: frozen is paused.
+        "running" if strata_runtime::cgroup::is_frozen(&c.id) => "paused",
         "restarting" if !c.monitor_alive() => "exited",
         s => s,
     }

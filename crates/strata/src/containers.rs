@@ -349,12 +349,11 @@ pub(crate) fn unmount(store: &Store, c: &Container) {
 /// A small regular file of the container, its symlinks resolved inside `root` (an
 /// image's `/etc/passwd -> /dev/zero` or `-> /etc/shadow` must not reach the host's).
 fn read_in_root(root: &Path, rel: &str) -> String {
-    use rustix::fs::{Mode, OFlags, ResolveFlags};
-    let Ok(dir) = rustix::fs::open(root, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()) else {
+    use rustix::fs::OFlags;
+    let Ok(dir) = crate::cp::open_dir(root) else {
         return String::new();
     };
-    let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK;
-    let Ok(fd) = strata_union::sys::openat2(&dir, rel, flags, Mode::empty(), ResolveFlags::IN_ROOT) else {
+    let Ok(fd) = crate::cp::in_root(&dir, Path::new(rel), OFlags::RDONLY | OFlags::NONBLOCK) else {
         return String::new();
     };
     let file = std::fs::File::from(fd);

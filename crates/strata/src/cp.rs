@@ -97,13 +97,13 @@ impl Drop for Mounted<'_> {
     }
 }
 
-fn open_dir(path: &Path) -> Result<OwnedFd> {
+pub(crate) fn open_dir(path: &Path) -> Result<OwnedFd> {
     rustix::fs::open(path, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
         .with_context(|| format!("opening {}", path.display()))
 }
 
 /// `rel` opened inside `root`, its links resolved there.
-fn in_root(root: &OwnedFd, rel: &Path, flags: OFlags) -> Result<OwnedFd, Errno> {
+pub(crate) fn in_root(root: &OwnedFd, rel: &Path, flags: OFlags) -> Result<OwnedFd, Errno> {
     let rel = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
     strata_union::sys::openat2(
         root,

@@ -91,7 +91,7 @@ impl Drop for Mounted<'_> {
         // Not while someone starts it (it holds the run lock, the union is its now).
         let Ok(Some(_starting)) = crate::monitor::run_lock(self.store, &self.c) else { return };
         match container::find(self.store, &self.c.id) {
-            Ok(c) if !c.is_running() && !c.monitor_alive() => crate::containers::unmount(self.store, &c),
+            Ok(c) if !crate::monitor::live(&c) => crate::containers::unmount(self.store, &c),
             _ => {}
         }
     }

@@ -770,7 +770,7 @@ pub fn check(store: &Store, repaired: &mut Vec<String>, problems: &mut Vec<Strin
     let _lock = lock(store)?;
     for c in &containers {
         let Some(a) = read_attachment(store, &c.id) else {
-            if netns_path(store, &c.id).exists() && !c.is_running() && !c.monitor_alive() {
+            if netns_path(store, &c.id).exists() && !crate::monitor::live(c) {
                 remove_netns(&netns_path(store, &c.id));
                 repaired.push(format!("removed the network namespace of container {}, left by a killed run", c.name));
             }

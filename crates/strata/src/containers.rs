@@ -588,10 +588,9 @@ pub fn cmd_exec(store: &Store, args: &ExecArgs) -> Result<ExitCode> {
 }
 
 fn status(c: &Container) -> String {
-    if crate::manage::paused(c) {
-        format!("Up {} (Paused)", crate::ui::human_duration(c.state.started_at.as_deref()))
-    } else if c.is_running() {
-        format!("Up {}", crate::ui::human_duration(c.state.started_at.as_deref()))
+    if c.is_running() {
+        let up = crate::ui::human_duration(c.state.started_at.as_deref());
+        if strata_runtime::cgroup::is_frozen(&c.id) { format!("Up {up} (Paused)") } else { format!("Up {up}") }
     } else if c.state.status == "restarting" && c.monitor_alive() {
         let code = c.state.exit_code.map_or("unknown".into(), |n| n.to_string());
         format!("Restarting ({code}) {} ago", crate::ui::human_duration(c.state.finished_at.as_deref()))

@@ -738,14 +738,8 @@ fn write_hosts_file(store: &Store, c: &Container, ip: Option<&str>, peers: &[(St
 /// Rewrites the hosts file of every container attached to `network` (lock held): on a
 /// user-defined network each lists the others by name.
 fn refresh_hosts(store: &Store, network: &str) -> Result<()> {
-    let attached: Vec<(Container, String)> = container::list(store)?
-        .into_iter()
-        .filter_map(|c| {
-            let a = read_attachment(store, &c.id)?;
-            (a.network == network).then_some(())?;
-            Some((c, a.ip?))
-        })
-        .collect();
+    let attached: Vec<(Container, String)> =
+        attached(store, network)?.into_iter().filter_map(|(c, a)| Some((c, a.ip?))).collect();
     for (c, ip) in &attached {
         let peers: Vec<(String, String, String)> = if network == DEFAULT_NAME {
             Vec::new()

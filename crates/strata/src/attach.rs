@@ -443,7 +443,7 @@ pub fn cmd_attach(store: &Store, args: &AttachArgs) -> Result<ExitCode> {
         if !same_run {
             return Ok(ExitCode::from(now.state.exit_code.unwrap_or(0).clamp(0, 255) as u8));
         }
-        if !now.is_running() && !now.monitor_alive() {
+        if !crate::monitor::live(&now) {
             bail!("container {}: its exit status is unknown (its monitor was killed before it ended)", c.name);
         }
         if t0.elapsed() > Duration::from_secs(30) {

@@ -184,10 +184,11 @@ pub fn inspect_value(store: &Store, c: &Container) -> Result<serde_json::Value> 
     if c.config.network != "host" {
         namespaces.push("network");
     }
+    let state = state(c);
     Ok(serde_json::json!({
         "Id": c.id, "Name": c.name, "Created": c.created, "Image": c.image, "ImageName": c.image_name,
-        "State": {"Status": state(c), "Running": c.is_running(), "Paused": crate::manage::paused(c),
-                  "Restarting": state(c) == "restarting", "Pid": c.state.pid, "ExitCode": c.state.exit_code,
+        "State": {"Status": state, "Running": c.is_running(), "Paused": crate::manage::paused(c),
+                  "Restarting": state == "restarting", "Pid": c.state.pid, "ExitCode": c.state.exit_code,
                   "StartedAt": c.state.started_at, "FinishedAt": c.state.finished_at},
         "RestartCount": c.state.restart_count,
         "Config": {"Cmd": c.config.args, "Env": c.config.env, "WorkingDir": c.config.cwd, "User": c.config.user,
@@ -348,12 +349,11 @@ pub(crate) fn unmount(store: &Store, c: &Container) {
 /// A small regular file of the container, its symlinks resolved inside `root` (an
 /// image's `/etc/passwd -> /dev/zero` or `-> /etc/shadow` must not reach the host's).
 fn read_in_root(root: &Path, rel: &str) -> String {
-    use rustix::fs::{Mode, OFlags, ResolveFlags};
-    let Ok(dir) = rustix::fs::open(root, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()) else {
+    use rustix::fs::OFlags;
+    let Ok(dir) = crate::cp::open_dir(root) else {
         return String::new();
     };
-    let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK;
-    let Ok(fd) = strata_union::sys::openat2(&dir, rel, flags, Mode::empty(), ResolveFlags::IN_ROOT) else {
+    let Ok(fd) = crate::cp::in_root(&dir, Path::new(rel), OFlags::RDONLY | OFlags::NONBLOCK) else {
         return String::new();
     };
     let file = std::fs::File::from(fd);
@@ -588,10 +588,9 @@ pub fn cmd_exec(store: &Store, args: &ExecArgs) -> Result<ExitCode> {
 }
 
 fn status(c: &Container) -> String {
-    if crate::manage::paused(c) {
-        format!("Up {} (Paused)", crate::ui::human_duration(c.state.started_at.as_deref()))
-    } else if c.is_running() {
-        format!("Up {}", crate::ui::human_duration(c.state.started_at.as_deref()))
+    if c.is_running() {
+        let up = crate::ui::human_duration(c.state.started_at.as_deref());
+        if strata_runtime::cgroup::is_frozen(&c.id) { format!("Up {up} (Paused)") } else { format!("Up {up}") }
     } else if c.state.status == "restarting" && c.monitor_alive() {
         let code = c.state.exit_code.map_or("unknown".into(), |n| n.to_string());
         format!("Restarting ({code}) {} ago", crate::ui::human_duration(c.state.finished_at.as_deref()))
@@ -612,7 +611,8 @@ fn status(c: &Container) -> String {
 fn state(c: &Container) -> &str {
     match c.state.status.as_str() {
         "running" if !c.is_running() => "exited",
-        "running" if crate::manage::paused(c) => "paused",
+        // Running, as the arm above found: frozen is paused.
+        "running" if strata_runtime::cgroup::is_frozen(&c.id) => "paused",
         "restarting" if !c.monitor_alive() => "exited",
         s => s,
     }

@@ -91,19 +91,19 @@ impl Drop for Mounted<'_> {
         // Not while someone starts it (it holds the run lock, the union is its now).
         let Ok(Some(_starting)) = crate::monitor::run_lock(self.store, &self.c) else { return };
         match container::find(self.store, &self.c.id) {
-            Ok(c) if !c.is_running() && !c.monitor_alive() => crate::containers::unmount(self.store, &c),
+            Ok(c) if !crate::monitor::live(&c) => crate::containers::unmount(self.store, &c),
             _ => {}
         }
     }
 }
 
-fn open_dir(path: &Path) -> Result<OwnedFd> {
+pub(crate) fn open_dir(path: &Path) -> Result<OwnedFd> {
     rustix::fs::open(path, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
         .with_context(|| format!("opening {}", path.display()))
 }
 
 /// `rel` opened inside `root`, its links resolved there.
-fn in_root(root: &OwnedFd, rel: &Path, flags: OFlags) -> Result<OwnedFd, Errno> {
+pub(crate) fn in_root(root: &OwnedFd, rel: &Path, flags: OFlags) -> Result<OwnedFd, Errno> {
     let rel = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
     strata_union::sys::openat2(
         root,
@@ -262,8 +262,10 @@ fn in_volume(store: &Store, c: &Container, path: &Path) -> Result<Option<(PathBu
     Ok(best.map(|(h, r, _)| (h, r)))
 }
 
-/// Opens the root a container path is reached in and gives the path in it.
-fn root_of(store: &Store, c: &Container, union: &Path, path: &str) -> Result<(OwnedFd, String)> {
+/// Opens the root a container path is reached in and gives the path in it, and what
+/// that root is: the union (a running container's root, or a stopped one's outside its
+/// volumes) or a volume's plain directory.
+fn root_of(store: &Store, c: &Container, union: &Path, path: &str) -> Result<(OwnedFd, String, Target)> {
     // A running container's own root: the same union, with its volumes and tmpfs.
     if c.is_running() {
         // Its pid 1 held by a pidfd while its root is opened: a pid reused meanwhile (the
@@ -273,7 +275,7 @@ fn root_of(store: &Store, c: &Container, union: &Path, path: &str) -> Result<(Ow
         if strata_runtime::pidfd_ended(pid1.as_fd()).context("polling the container's pidfd")? {
             bail!("container {} stopped while it was being opened", c.name);
         }
-        return Ok((root, path.to_string()));
+        return Ok((root, path.to_string(), Target::Union));
     }
     match in_volume(store, c, &clean(path))? {
         Some((host, rest)) => {
@@ -283,9 +285,9 @@ fn root_of(store: &Store, c: &Container, union: &Path, path: &str) -> Result<(Ow
             } else if path.ends_with('/') {
                 rel.push('/');
             }
-            Ok((open_dir(&host)?, format!("/{rel}")))
+            Ok((open_dir(&host)?, format!("/{rel}"), Target::Directory))
         }
-        None => Ok((open_dir(union)?, path.to_string())),
+        None => Ok((open_dir(union)?, path.to_string(), Target::Union)),
     }
 }
 
@@ -359,7 +361,7 @@ pub fn cmd_cp(store: &Store, args: &CpArgs) -> Result<ExitCode> {
         (Side::Container(name, given), dest) => {
             let c = container::find(store, name)?;
             let m = Mounted::new(store, c.clone())?;
-            let (root, path) = root_of(store, &c, &m.mnt, given)?;
+            let (root, path, _) = root_of(store, &c, &m.mnt, given)?;
             let mut src = source_in(&root, &path, args.follow_link, &c)?;
             // A volume's own directory is reached as the root of its host directory.
             if src.base.is_empty()
@@ -398,7 +400,7 @@ pub fn cmd_cp(store: &Store, args: &CpArgs) -> Result<ExitCode> {
                 bail!("container {} rootfs is marked read-only", c.name);
             }
             let m = Mounted::new(store, c.clone())?;
-            let (root, rel) = root_of(store, &c, &m.mnt, path)?;
+            let (root, rel, target) = root_of(store, &c, &m.mnt, path)?;
             // A link the destination is, is followed inside the root (as Docker).
             let (dir, dname) = locate(&root, &rel, true)?;
             let kind = if dname.is_empty() {
@@ -422,12 +424,6 @@ pub fn cmd_cp(store: &Store, args: &CpArgs) -> Result<ExitCode> {
                     Mode::empty(),
                 )
                 .with_context(|| format!("{path} in container {}", c.name))
-            };
-            // Through the union unless the path is in a volume of a stopped container.
-            let target = if c.is_running() || in_volume(store, &c, &clean(path))?.is_none() {
-                Target::Union
-            } else {
-                Target::Directory
             };
             match src_side {
                 Side::Stream => {

@@ -38,7 +38,7 @@ pub fn cmd_pause(store: &Store, refs: &[String]) -> Result<ExitCode> {
         if !c.is_running() {
             bail!("Container {} is not running", c.id);
         }
-        if paused(c) {
+        if cgroup::is_frozen(&c.id) {
             bail!("Container {} is already paused", c.id);
         }
         cgroup::freeze(&c.id, true)?;

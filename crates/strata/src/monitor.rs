@@ -48,9 +48,14 @@ fn parse_policy(s: &str) -> Result<String, String> {
     }
 }
 
+/// A policy's name and maximum retry count (0: none given).
+fn split_policy(policy: &str) -> (&str, u32) {
+    policy.split_once(':').map_or((policy, 0), |(n, m)| (n, m.parse().unwrap_or(0)))
+}
+
 /// Docker's `RestartPolicy` in `inspect`: name and maximum retry count.
 pub fn policy_json(policy: &str) -> serde_json::Value {
-    let (name, max) = policy.split_once(':').map_or((policy, 0), |(n, m)| (n, m.parse().unwrap_or(0)));
+    let (name, max) = split_policy(policy);
     serde_json::json!({"Name": if name.is_empty() { "no" } else { name }, "MaximumRetryCount": max})
 }
 
@@ -59,8 +64,7 @@ fn should_restart(c: &Container, code: i32) -> bool {
     if c.state.manually_stopped {
         return false;
     }
-    let policy = c.config.keep.restart.as_str();
-    let (name, max) = policy.split_once(':').map_or((policy, 0u32), |(n, m)| (n, m.parse().unwrap_or(0)));
+    let (name, max) = split_policy(&c.config.keep.restart);
     match name {
         "always" | "unless-stopped" => true,
         "on-failure" => code != 0 && (max == 0 || c.state.restart_count < max),

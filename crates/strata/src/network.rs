@@ -497,6 +497,11 @@ fn read_attachment(store: &Store, id: &str) -> Option<Attachment> {
     serde_json::from_str(&text).ok()
 }
 
+/// The attachment of `c` while it runs (what it had is stale once it ended).
+fn running_attachment(store: &Store, c: &Container) -> Option<Attachment> {
+    if c.is_running() { read_attachment(store, &c.id) } else { None }
+}
+
 fn write_attachment(store: &Store, id: &str, a: &Attachment) -> Result<()> {
     write_json(&attachment_path(store, id), a)
 }
@@ -738,14 +743,8 @@ fn write_hosts_file(store: &Store, c: &Container, ip: Option<&str>, peers: &[(St
 /// Rewrites the hosts file of every container attached to `network` (lock held): on a
 /// user-defined network each lists the others by name.
 fn refresh_hosts(store: &Store, network: &str) -> Result<()> {
-    let attached: Vec<(Container, String)> = container::list(store)?
-        .into_iter()
-        .filter_map(|c| {
-            let a = read_attachment(store, &c.id)?;
-            (a.network == network).then_some(())?;
-            Some((c, a.ip?))
-        })
-        .collect();
+    let attached: Vec<(Container, String)> =
+        attached(store, network)?.into_iter().filter_map(|(c, a)| Some((c, a.ip?))).collect();
     for (c, ip) in &attached {
         let peers: Vec<(String, String, String)> = if network == DEFAULT_NAME {
             Vec::new()
@@ -770,7 +769,7 @@ pub fn check(store: &Store, repaired: &mut Vec<String>, problems: &mut Vec<Strin
     let _lock = lock(store)?;
     for c in &containers {
         let Some(a) = read_attachment(store, &c.id) else {
-            if netns_path(store, &c.id).exists() && !c.is_running() && !c.monitor_alive() {
+            if netns_path(store, &c.id).exists() && !crate::monitor::live(c) {
                 remove_netns(&netns_path(store, &c.id));
                 repaired.push(format!("removed the network namespace of container {}, left by a killed run", c.name));
             }
@@ -1045,7 +1044,7 @@ fn inspect(store: &Store, net: &NetworkRecord) -> Result<Value> {
 
 /// `inspect` of a container: its network, address and published ports while it runs.
 pub fn inspect_container(store: &Store, c: &Container) -> Value {
-    let a = read_attachment(store, &c.id).filter(|_| c.is_running());
+    let a = running_attachment(store, c);
     let mut ports = serde_json::Map::new();
     for m in a.iter().flat_map(|a| &a.ports) {
         let ip = if m.host_ip.is_empty() { "0.0.0.0" } else { &m.host_ip };
@@ -1068,10 +1067,7 @@ pub fn inspect_container(store: &Store, c: &Container) -> Value {
 
 /// The published ports of a container while it runs, as `ps` shows them.
 pub fn ports_column(store: &Store, c: &Container) -> String {
-    if !c.is_running() {
-        return String::new();
-    }
-    read_attachment(store, &c.id)
+    running_attachment(store, c)
         .map(|a| a.ports.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", "))
         .unwrap_or_default()
 }
@@ -1079,7 +1075,7 @@ pub fn ports_column(store: &Store, c: &Container) -> String {
 /// `port CONTAINER [PORT[/PROTO]]`.
 pub fn cmd_port(store: &Store, reference: &str, port: Option<&str>) -> Result<ExitCode> {
     let c = container::find(store, reference)?;
-    let a = read_attachment(store, &c.id).filter(|_| c.is_running());
+    let a = running_attachment(store, &c);
     let Some(a) = a else { bail!("container {} is not running", c.name) };
     let filter = port.map(|p| {
         let (n, proto) = p.split_once('/').unwrap_or((p, "tcp"));

@@ -243,11 +243,7 @@ fn a_killed_monitor_leaves_the_state_right_and_rm_cleans_up() {
     assert_eq!(sh(st(&root).args(["exec", "m1", "echo", "still"])), "still\n");
     // Then the container ends: seen as exited, with no status to tell.
     sh(st(&root).args(["kill", "m1"]));
-    let t0 = Instant::now();
-    while container(&ps_json(&root), "m1")["State"] != "exited" {
-        assert!(t0.elapsed() < Duration::from_secs(30), "{}", ps_json(&root));
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_while(|| container(&ps_json(&root), "m1")["State"] != "exited", || ps_json(&root).to_string());
     let o = go(&root, &["wait", "m1"]);
     assert_eq!(o.code, 1);
     assert!(o.stderr.contains("exit status is unknown"), "{}", o.stderr);
@@ -283,11 +279,7 @@ fn volumes_are_shared_read_only_on_demand_and_never_in_the_layer() {
     let vol_ro = format!("{}:/deep/shared:ro", shared.display());
     // One container writes, detached; another sees it, read-only.
     run_d(&root, &["--name", "w1", "-v", &vol, "app", "sh", "-c", "echo from-w1 > /data/f; exec sleep 300"]);
-    let t0 = Instant::now();
-    while !shared.join("f").exists() {
-        assert!(t0.elapsed() < Duration::from_secs(30), "{}", go(&root, &["logs", "w1"]).stderr);
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_while(|| !shared.join("f").exists(), || go(&root, &["logs", "w1"]).stderr);
     let o = go(
         &root,
         &["run", "--name", "r1", "-v", &vol_ro, "app", "sh", "-c", "cat /deep/shared/f; touch /deep/shared/g"],
@@ -533,6 +525,15 @@ fn reader(mut from: impl Read + Send + 'static) -> std::sync::Arc<std::sync::Mut
     text
 }
 
+/// Polls every 50 ms while `cond` holds; fails after 30 s with what `why` says then.
+fn wait_while(mut cond: impl FnMut() -> bool, why: impl Fn() -> String) {
+    let t0 = Instant::now();
+    while cond() {
+        assert!(t0.elapsed() < Duration::from_secs(30), "{}", why());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn wait_text(text: &std::sync::Mutex<String>, f: impl Fn(&str) -> bool) -> String {
     let t0 = Instant::now();
     loop {
@@ -651,11 +652,7 @@ fn restart_policies_are_applied_by_the_monitor() {
     assert_eq!((runs(&root, "ok"), inspect(&root, "ok")["RestartCount"].as_u64()), (1, Some(0)));
     // always: again and again (also after a success), until `stop`.
     run_d(&root, &["--restart", "always", "--name", "al", "app", "sh", "-c", "echo run; sleep 0.2"]);
-    let t0 = Instant::now();
-    while runs(&root, "al") < 3 {
-        assert!(t0.elapsed() < Duration::from_secs(30), "{}", go(&root, &["logs", "al"]).stdout);
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_while(|| runs(&root, "al") < 3, || go(&root, &["logs", "al"]).stdout);
     assert!(inspect(&root, "al")["RestartCount"].as_u64().unwrap() >= 2);
     // While it runs or waits to run again, it is listed (a restarting one says so).
     let state = container(&ps_json(&root), "al")["State"].as_str().unwrap().to_string();
@@ -670,11 +667,7 @@ fn restart_policies_are_applied_by_the_monitor() {
     assert_eq!(cgroup_dirs(&id), Vec::<PathBuf>::new());
     // `restart`: the policy applies again, its count from 0.
     sh(st(&root).args(["restart", "al"]));
-    let t0 = Instant::now();
-    while runs(&root, "al") < after + 2 {
-        assert!(t0.elapsed() < Duration::from_secs(30), "{}", go(&root, &["logs", "al"]).stdout);
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_while(|| runs(&root, "al") < after + 2, || go(&root, &["logs", "al"]).stdout);
     let count = inspect(&root, "al")["RestartCount"].as_u64().unwrap() as usize;
     let since = runs(&root, "al") - after;
     // Counted from 0 again: at most one restart fewer than the runs since (without the
@@ -683,11 +676,7 @@ fn restart_policies_are_applied_by_the_monitor() {
     sh(st(&root).args(["stop", "al"]));
     // rm -f of a container that restarts: its monitor gives up, nothing is left.
     let rr = run_d(&root, &["--restart", "always", "--name", "rr", "app", "sh", "-c", "echo run; exit 1"]);
-    let t0 = Instant::now();
-    while runs(&root, "rr") < 2 {
-        assert!(t0.elapsed() < Duration::from_secs(30), "{}", go(&root, &["logs", "rr"]).stdout);
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_while(|| runs(&root, "rr") < 2, || go(&root, &["logs", "rr"]).stdout);
     let monitor = record(&root, &rr)["state"]["monitor_pid"].as_i64().unwrap();
     assert_eq!(sh(st(&root).args(["rm", "-f", "rr"])), "rr\n");
     std::thread::sleep(Duration::from_millis(500));
@@ -709,11 +698,7 @@ fn run_d_rm_removes_the_container_when_it_ends() {
     let Some(root) = store_with_app(&s) else { return };
     let id = run_d(&root, &["--rm", "app", "sh", "-c", "echo bye; sleep 0.5"]);
     assert!(root.join("containers").join(&id).exists(), "removed only once it has ended");
-    let t0 = Instant::now();
-    while root.join("containers").join(&id).exists() {
-        assert!(t0.elapsed() < Duration::from_secs(30), "not removed");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_while(|| root.join("containers").join(&id).exists(), || "not removed".into());
     assert_eq!(ps_json(&root).as_array().unwrap().len(), 0);
     assert!(!is_mounted(&root.join("mnt").join(&id)));
     assert!(!root.join("diff").join(&id).exists());
@@ -725,20 +710,12 @@ fn run_d_rm_removes_the_container_when_it_ends() {
     let o = go(&root, &["stop", "-t", "1", "s"]);
     assert_eq!((o.code, o.stdout.as_str()), (0, "s\n"), "{}", o.stderr);
     for i in [&id, &id2] {
-        let t0 = Instant::now();
-        while root.join("containers").join(i).exists() {
-            assert!(t0.elapsed() < Duration::from_secs(30), "not removed");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_while(|| root.join("containers").join(i).exists(), || "not removed".into());
         assert!(!is_mounted(&root.join("mnt").join(i)));
     }
     // One that ends at once is removed too (run -d still printed its ID).
     let id = run_d(&root, &["--rm", "app", "true"]);
-    let t0 = Instant::now();
-    while root.join("containers").join(&id).exists() {
-        assert!(t0.elapsed() < Duration::from_secs(30), "not removed");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_while(|| root.join("containers").join(&id).exists(), || "not removed".into());
 }
 
 #[test]
@@ -809,11 +786,7 @@ fn a_full_disk_drops_log_lines_but_never_the_container() {
     assert_eq!(c["Id"], id.as_str());
     // Room again: the log goes on, and every line of it is a whole JSON entry.
     std::fs::remove_file(&filler).unwrap();
-    let t0 = Instant::now();
-    while counted(&root, "full").len() <= during.len() + 5 {
-        assert!(t0.elapsed() < Duration::from_secs(30), "the log did not go on");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_while(|| counted(&root, "full").len() <= during.len() + 5, || "the log did not go on".into());
     sh(st(&root).args(["stop", "-t", "1", "full"]));
     let raw = read(root.join("containers").join(&id).join("json.log"));
     for line in raw.lines() {

@@ -43,6 +43,11 @@ fn plugins_present() -> bool {
     there
 }
 
+/// The test's store with the app image, or `None` to skip (no CNI plugins, or no image).
+fn net_store(s: &Scratch) -> Option<PathBuf> {
+    if plugins_present() { store_with_app(s) } else { None }
+}
+
 /// `network create` on a random 10.89.N.0/24 that no route of the host's and no
 /// network of a concurrent run uses (a clash is refused: another N is tried).
 fn create_network(root: &Path, name: &str) -> String {
@@ -119,11 +124,8 @@ fn tcp_read(addr: &str) -> String {
 
 #[test]
 fn two_containers_on_one_network_talk_by_name() {
-    if !plugins_present() {
-        return;
-    }
     let s = Scratch::new();
-    let Some(root) = store_with_app(&s) else { return };
+    let Some(root) = net_store(&s) else { return };
     let _c = Cleanup { root: &root, containers: vec!["srv".into(), "cli".into()], networks: vec!["talk".into()] };
     let subnet = create_network(&root, "talk");
     let prefix = subnet.trim_end_matches("0/24");
@@ -170,11 +172,8 @@ fn two_containers_on_one_network_talk_by_name() {
 
 #[test]
 fn a_published_port_answers_on_the_hosts_loopback() {
-    if !plugins_present() {
-        return;
-    }
     let s = Scratch::new();
-    let Some(root) = store_with_app(&s) else { return };
+    let Some(root) = net_store(&s) else { return };
     let _c = Cleanup { root: &root, containers: vec!["web".into(), "web2".into()], networks: vec!["pub".into()] };
     create_network(&root, "pub");
     let port = free_port();
@@ -205,11 +204,8 @@ fn a_published_port_answers_on_the_hosts_loopback() {
 
 #[test]
 fn publish_all_maps_the_images_exposed_ports() {
-    if !plugins_present() {
-        return;
-    }
     let s = Scratch::new();
-    let Some(root) = store_with_app(&s) else { return };
+    let Some(root) = net_store(&s) else { return };
     let ctx = s.mkdir("ctx");
     std::fs::write(ctx.join("Dockerfile"), "FROM app\nEXPOSE 8080/tcp\n").unwrap();
     sh(st(&root).args(["build", "-t", "exposed"]).arg(&ctx));
@@ -223,11 +219,8 @@ fn publish_all_maps_the_images_exposed_ports() {
 
 #[test]
 fn network_none_has_only_lo_and_bridge_has_eth0() {
-    if !plugins_present() {
-        return;
-    }
     let s = Scratch::new();
-    let Some(root) = store_with_app(&s) else { return };
+    let Some(root) = net_store(&s) else { return };
     let ifaces = "cut -d: -f1 /proc/net/dev | tail -n +3 | tr -d ' ' | sort | tr '\\n' ' '";
     let o = go(&root, &["run", "--rm", "--network", "none", "app", "sh", "-c", ifaces]);
     assert_eq!((o.code, o.stdout.trim()), (0, "lo"), "{}", o.stderr);
@@ -269,11 +262,8 @@ fn network_none_has_only_lo_and_bridge_has_eth0() {
 
 #[test]
 fn rm_and_network_rm_clean_what_they_made() {
-    if !plugins_present() {
-        return;
-    }
     let s = Scratch::new();
-    let Some(root) = store_with_app(&s) else { return };
+    let Some(root) = net_store(&s) else { return };
     let _c = Cleanup { root: &root, containers: vec!["held".into()], networks: vec!["gone".into()] };
     let subnet = create_network(&root, "gone");
     // The same subnet again, or one inside it, is refused.
@@ -314,11 +304,8 @@ fn rm_and_network_rm_clean_what_they_made() {
 
 #[test]
 fn check_releases_the_network_of_a_killed_run() {
-    if !plugins_present() {
-        return;
-    }
     let s = Scratch::new();
-    let Some(root) = store_with_app(&s) else { return };
+    let Some(root) = net_store(&s) else { return };
     let _c = Cleanup { root: &root, containers: vec!["victim".into()], networks: vec!["crash".into()] };
     create_network(&root, "crash");
     let port = free_port();

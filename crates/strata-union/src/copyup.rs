@@ -2,25 +2,35 @@
 //! The caller renames the result into place, so a crash never exposes a half-copied file.
 
 use std::ffi::OsStr;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
-use rustix::fs::{AtFlags, Mode, OFlags, SeekFrom, Stat, Timespec, Timestamps};
+use rustix::fs::{AtFlags, Mode, OFlags, SeekFrom, Stat, Timespec, Timestamps, XattrFlags};
 use rustix::io::Errno;
 
 use crate::sys;
 use crate::whiteout;
 
-/// Whether file data is copied, or the copy starts empty (the caller truncates it anyway).
+/// What a copy-up does with a regular file's data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Data {
+    /// Copied.
     Copy,
+    /// Left out: the copy starts empty (the caller truncates it anyway).
     Skip,
+    /// Left below: the copy is a metadata-only one of the same size, marked as kernel
+    /// overlayfs marks it (`metacopy=on`), for changes that touch metadata only. Mounts
+    /// without `metacopy=on` copy the data instead (see `Union::copy_up`).
+    Meta,
 }
+
+/// Where a regular file's data is read from when not from the entry copied itself.
+pub type DataSource<'a> = Option<(BorrowedFd<'a>, &'a Path)>;
 
 /// Copies `src_rel` (of kind given by `st`) from `src_root` to `dst_name` in `work`, with
 /// owner, mode, xattrs (not the union's private ones) and times. Directories are created
-/// empty. Returns the open file for regular files.
+/// empty. A regular file's data comes from `data_src` when given (a metadata-only copy
+/// below), else from the entry.
 pub fn copy_entry(
     src_root: impl AsFd,
     src_rel: &Path,
@@ -28,6 +38,7 @@ pub fn copy_entry(
     work: impl AsFd,
     dst_name: &OsStr,
     data: Data,
+    data_src: DataSource<'_>,
 ) -> Result<(), Errno> {
     let work = work.as_fd();
     let src_root = src_root.as_fd();
@@ -41,12 +52,26 @@ pub fn copy_entry(
                 Mode::from_raw_mode(0o600),
             )?;
             let src = sys::open_at(src_root, src_rel, OFlags::RDONLY, Mode::empty())?;
-            if data == Data::Copy && st.st_size > 0 {
-                copy_data(&src, &dst, st.st_size as u64)?;
+            match data {
+                Data::Copy if st.st_size > 0 => match data_src {
+                    Some((root, rel)) => {
+                        let below = sys::open_at(root, rel, OFlags::RDONLY, Mode::empty())?;
+                        copy_data(&below, &dst, st.st_size as u64)?;
+                    }
+                    None => copy_data(&src, &dst, st.st_size as u64)?,
+                },
+                Data::Meta => {
+                    rustix::fs::ftruncate(&dst, st.st_size as u64)?;
+                    let dst_path = sys::proc_path(&dst);
+                    rustix::fs::setxattr(&dst_path, whiteout::OVL_METACOPY_XATTR, b"", XattrFlags::empty())?;
+                }
+                _ => {}
             }
             // Through the open files: no path walks, and the fsync covers metadata too.
             copy_file_metadata(&src, st, &dst)?;
-            return rustix::fs::fsync(&dst);
+            // A metadata-only copy holds nothing an fsync would save that the journal
+            // does not (kernel overlayfs does not sync it either).
+            return if data == Data::Meta { Ok(()) } else { rustix::fs::fsync(&dst) };
         }
         libc::S_IFDIR => sys::mkdirat(work, dst_name, Mode::from_raw_mode(0o700))?,
         libc::S_IFLNK => {

@@ -60,6 +60,9 @@ struct OpenFile {
     writer: Option<u32>,
     /// Keeps the passthrough registration alive while this handle is open.
     _backing: Option<Arc<BackingId>>,
+    /// The file read is the data below a metadata-only copy: its own attributes are not
+    /// the node's.
+    data_below: bool,
 }
 
 /// The attribute changes of one `setattr` request.
@@ -277,6 +280,11 @@ impl StrataFs {
         if attr.kind == fuser::FileType::RegularFile && st.st_nlink > 1 {
             attr.nlink = self.union.nlink(ino, st)?;
         }
+        // A metadata-only copy uses the blocks of its data, as on kernel overlayfs.
+        let below = self.union.table.read().get(ino)?.data().cloned();
+        if let Some((b, rel)) = below {
+            attr.blocks = sys::lstat(self.union.root(b), &*rel).map_err(errno)?.st_blocks as u64;
+        }
         if redirected {
             // A merged directory counts 1, as overlayfs's do; a renamed lower directory
             // counts its subdirectories, as the copy that overlayfs makes of it does.
@@ -327,10 +335,10 @@ impl StrataFs {
         uid: u32,
         register: impl FnOnce(&OwnedFd) -> std::io::Result<BackingId>,
     ) -> Result<Opened, Errno> {
-        let (branch, rel) = self.union.location(ino)?;
+        let (branch, rel, data_below) = self.union.data_location(ino)?;
         let how = backing_flags(flags) | self.union.read_flags(branch, false);
         let file = sys::open_at(self.union.root(branch), &rel, how, Mode::empty()).map_err(errno)?;
-        self.register_open(ino, branch, file, wants_write(flags).then_some(uid), register)
+        self.register_open(ino, branch, file, wants_write(flags).then_some(uid), data_below, register)
     }
 
     /// Records an open backing file of `ino` (in `branch`) as a handle, with a passthrough
@@ -342,6 +350,7 @@ impl StrataFs {
         branch: u16,
         file: OwnedFd,
         writer: Option<u32>,
+        data_below: bool,
         register: impl FnOnce(&OwnedFd) -> std::io::Result<BackingId>,
     ) -> Result<Opened, Errno> {
         let mut backing = None;
@@ -386,7 +395,7 @@ impl StrataFs {
         let counter = if backing.is_some() { &self.stats.passthrough_opens } else { &self.stats.daemon_opens };
         counter.fetch_add(1, Ordering::Relaxed);
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.files.lock().insert(fh, Arc::new(OpenFile { ino, file, writer, _backing: backing.clone() }));
+        self.files.lock().insert(fh, Arc::new(OpenFile { ino, file, writer, _backing: backing.clone(), data_below }));
         Ok((fh, backing))
     }
 
@@ -423,7 +432,7 @@ impl StrataFs {
         if flags & libc::O_TRUNC != 0 {
             rustix::fs::ftruncate(&reopened, 0).map_err(errno)?;
         }
-        self.register_open(ino, branch, reopened, write.then_some(uid), register).map(Some)
+        self.register_open(ino, branch, reopened, write.then_some(uid), false, register).map(Some)
     }
 
     /// After an ACL was set on `entry` (a `/proc/self/fd` name): as `chmod`, setting an
@@ -531,7 +540,11 @@ impl StrataFs {
     }
 
     fn do_setattr(&self, ino: Ino, fh: Option<FileHandle>, c: AttrChange, caller: Caller) -> Result<FileAttr, Errno> {
-        let data = if c.size == Some(0) { Data::Skip } else { Data::Copy };
+        let data = match c.size {
+            Some(0) => Data::Skip,
+            Some(_) => Data::Copy,
+            None => Data::Meta,
+        };
         let (_ns, staged) = self.lock_for_change(ino, data)?;
         if let Some(m) = c.mode {
             self.setid_guard(ino, m, caller)?;
@@ -906,7 +919,7 @@ impl Filesystem for StrataFs {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         let open = fh.and_then(|fh| self.file(fh).ok());
-        let attr = match open {
+        let attr = match open.filter(|f| !f.data_below) {
             Some(f) => rustix::fs::fstat(&f.file).map(|st| to_attr(ino.0, &st, false)).map_err(errno),
             None => {
                 let _ns = self.union.ns.read();
@@ -1253,8 +1266,8 @@ impl Filesystem for StrataFs {
         if whiteout::is_private_xattr(name) {
             return reply.error(Errno::EPERM);
         }
-        let r = self.lock_for_change(ino.0, Data::Copy).and_then(|(_ns, staged)| {
-            self.union.copy_up(ino.0, Data::Copy, staged)?;
+        let r = self.lock_for_change(ino.0, Data::Meta).and_then(|(_ns, staged)| {
+            self.union.copy_up(ino.0, Data::Meta, staged)?;
             let p = self.handle(ino.0, true)?;
             let r = rustix::fs::setxattr(&p.proc, name, value, rustix::fs::XattrFlags::from_bits_retain(flags as u32))
                 .map_err(errno);
@@ -1324,8 +1337,8 @@ impl Filesystem for StrataFs {
         if whiteout::is_private_xattr(name) {
             return reply.error(Errno::EPERM);
         }
-        let r = self.lock_for_change(ino.0, Data::Copy).and_then(|(_ns, staged)| {
-            self.union.copy_up(ino.0, Data::Copy, staged)?;
+        let r = self.lock_for_change(ino.0, Data::Meta).and_then(|(_ns, staged)| {
+            self.union.copy_up(ino.0, Data::Meta, staged)?;
             let p = self.handle(ino.0, true)?;
             let r = rustix::fs::removexattr(&p.proc, name).map_err(errno);
             self.xattrs_changed(ino.0);
@@ -1387,7 +1400,7 @@ impl Filesystem for StrataFs {
                 Some(fd) => {
                     // The descriptor from creation carries the caller's flags already.
                     let (b, _) = self.union.location(ino)?;
-                    self.register_open(ino, b, fd, Some(req.uid()), |f| reply.open_backing(f))?
+                    self.register_open(ino, b, fd, Some(req.uid()), false, |f| reply.open_backing(f))?
                 }
                 None => self.open_backing(ino, flags & !libc::O_TRUNC, req.uid(), |f| reply.open_backing(f))?,
             };

@@ -86,6 +86,9 @@ struct Extra {
     /// The backing file once its last name went while the kernel still referenced the
     /// node (see [`Table::set_orphan`]).
     orphan: Option<Orphan>,
+    /// A metadata-only copy (`metacopy=on`): the branch and path of the file holding the
+    /// data, below the one holding the metadata.
+    data: Option<(u16, Arc<Path>)>,
 }
 
 impl Extra {
@@ -95,6 +98,7 @@ impl Extra {
             && self.links.is_none()
             && self.xattr_names.is_none()
             && self.orphan.is_none()
+            && self.data.is_none()
     }
 }
 
@@ -169,6 +173,19 @@ impl Node {
     pub fn set_src(&mut self, src: Option<Arc<Path>>) {
         if src.is_some() || self.extra.is_some() {
             self.extra_mut().src = src;
+            self.trim();
+        }
+    }
+
+    /// Where the data of a metadata-only copy lives (see [`Extra::data`]); `None` when the
+    /// data is in the node's own file.
+    pub fn data(&self) -> Option<&(u16, Arc<Path>)> {
+        self.extra.as_ref().and_then(|e| e.data.as_ref())
+    }
+
+    pub fn set_data(&mut self, data: Option<(u16, Arc<Path>)>) {
+        if data.is_some() || self.extra.is_some() {
+            self.extra_mut().data = data;
             self.trim();
         }
     }
@@ -415,6 +432,7 @@ impl Table {
         let n = self.nodes.get(&old)?;
         let mut fresh = Node::new(n.parent, n.name.to_os_string(), n.kind, n.branch, n.src().cloned(), n.dirs.clone());
         fresh.replace_links(n.links());
+        fresh.set_data(n.data().cloned());
         let new = self.insert(fresh);
         for (p, name) in names.iter().skip(1) {
             self.add_alias(new, *p, name);

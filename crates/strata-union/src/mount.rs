@@ -98,6 +98,7 @@ pub fn prepare(mut spec: MountSpec, mountpoint: &Path) -> Result<Prepared, Mount
     union.overlay_whiteouts = spec.overlay_whiteouts;
     union.noatime_dirs = spec.noatime || spec.nodiratime;
     union.strictatime = spec.strictatime;
+    union.metacopy = spec.metacopy;
     union.clean_work().map_err(|e| MountError::Workdir {
         workdir: PathBuf::from("work"),
         reason: std::io::Error::from_raw_os_error(e.code()).to_string(),

@@ -46,6 +46,9 @@ pub struct MountSpec {
     pub nodiratime: bool,
     /// Every read through the union updates the access time in the upper branch.
     pub strictatime: bool,
+    /// Changes of metadata only (`chmod`, `chown`, `touch`, xattrs) copy a lower file up
+    /// without its data, as kernel overlayfs `metacopy=on`; such copies are read too.
+    pub metacopy: bool,
 }
 
 /// Options FUSE and fuse-overlayfs users commonly pass that change nothing here.
@@ -60,7 +63,6 @@ const FUSE_OVERLAYFS_COMPAT: &[(&str, &[&str])] = &[
     ("writeback", &["0", "1"]),
     ("redirect_dir", &["off", "nofollow"]),
     ("index", &["off"]),
-    ("metacopy", &["off"]),
     ("xino", &["off", "auto", "on"]),
     ("context", &[]),
 ];
@@ -96,6 +98,7 @@ impl MountSpec {
         let (mut nodev, mut nosuid, mut noexec) = (false, false, false);
         let (mut fsname, mut subtype) = (String::from("strata"), String::from("strata"));
         let (mut noatime, mut nodiratime, mut strictatime) = (false, false, false);
+        let mut metacopy = false;
 
         for opt in options.iter().flat_map(|o| split_options(o.as_ref())) {
             let (key, value) = match opt.split_once('=') {
@@ -134,6 +137,8 @@ impl MountSpec {
                 "noatime" if value.is_none() => (noatime, strictatime) = (true, false),
                 "atime" | "relatime" if value.is_none() => (noatime, strictatime) = (false, false),
                 "strictatime" if value.is_none() => (noatime, strictatime) = (false, true),
+                "metacopy" if value == Some("on") => metacopy = true,
+                "metacopy" if value == Some("off") => metacopy = false,
                 "nodiratime" if value.is_none() => nodiratime = true,
                 "diratime" if value.is_none() => nodiratime = false,
                 "fsname" => fsname = mount_name(key, &need(value)?)?,
@@ -172,9 +177,13 @@ impl MountSpec {
         if branches.is_empty() {
             return Err(OptionError::NoBranches);
         }
+        let whiteout = whiteout.unwrap_or(default_format);
+        if metacopy && whiteout != Format::Overlay {
+            return Err(OptionError::MetacopyNeedsOverlay);
+        }
         Ok(MountSpec {
             branches,
-            whiteout: whiteout.unwrap_or(default_format),
+            whiteout,
             overlay_whiteouts,
             workdir,
             read_only,
@@ -190,6 +199,7 @@ impl MountSpec {
             noatime,
             nodiratime,
             strictatime,
+            metacopy,
         })
     }
 

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use fuser::{Errno, FileType};
 use parking_lot::RwLock;
 use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, Stat};
+use tracing::warn;
 
 use crate::branch::{Branch, Perm};
 use crate::copyup::{self, Data};
@@ -33,6 +34,8 @@ pub struct Found {
     pub src: Option<Arc<Path>>,
     /// Directories: the merged parts, top first.
     pub dirs: Box<[Part]>,
+    /// A metadata-only copy (`metacopy=on`): the branch and path of its data.
+    pub data: Option<(u16, Arc<Path>)>,
 }
 
 /// One entry of a merged directory listing.
@@ -59,6 +62,9 @@ pub struct Union {
     /// Every listing of a directory reaches the branches (`strictatime`): none is served
     /// from the kernel's cache, where it would update no access time.
     pub strictatime: bool,
+    /// Metadata-only copy-up (`metacopy=on`, see [`Data::Meta`]); also the only mounts
+    /// that read such copies, as kernel overlayfs.
+    pub metacopy: bool,
     /// Scratch dir on the writable branch's filesystem for atomic copy-up and replace.
     work: Option<OwnedFd>,
     pub table: RwLock<Table>,
@@ -137,6 +143,7 @@ impl Union {
             noatime_files: false,
             strictatime: false,
             noatime_dirs: false,
+            metacopy: false,
             work,
             table: RwLock::new(Table::with_hints(root, hints)),
             ns: RwLock::new(()),
@@ -223,6 +230,9 @@ impl Union {
             candidates.iter().map(|p| (p.branch, sys::join(p.path_or(dir), name))).collect();
         let mut found: Option<Found> = None;
         let mut dirs: Vec<Part> = Vec::new();
+        // A metadata-only copy was found: the next regular file below holds its data.
+        let mut seeking_data = false;
+        let mut data = None;
         let mut i = 0;
         while i < places.len() {
             let (b, rel) = places[i].clone();
@@ -235,10 +245,31 @@ impl Union {
                         break;
                     }
                 }
+                Some(st) if seeking_data => {
+                    if sys::file_type_bits(&st) != libc::S_IFREG {
+                        break;
+                    }
+                    match self.metacopy_redirect(b, &rel)? {
+                        None => {
+                            data = Some((b, Arc::<Path>::from(rel.as_path())));
+                            break;
+                        }
+                        Some(redirect) => self.follow_file_redirect(&mut places, i, b, &rel, redirect),
+                    }
+                }
                 Some(st) => {
                     let st_is_dir = sys::is_dir(&st);
                     if found.is_none() {
-                        found = Some(Found { branch: b, stat: st, src: here.clone(), dirs: Box::new([]) });
+                        let meta = match sys::file_type_bits(&st) == libc::S_IFREG && st.st_size > 0 {
+                            true => self.metacopy_redirect(b, &rel)?,
+                            false => None,
+                        };
+                        found = Some(Found { branch: b, stat: st, src: here.clone(), dirs: Box::new([]), data: None });
+                        if let Some(redirect) = meta {
+                            seeking_data = true;
+                            self.follow_file_redirect(&mut places, i, b, &rel, redirect);
+                            continue;
+                        }
                         if !st_is_dir {
                             break;
                         }
@@ -280,8 +311,46 @@ impl Union {
         }
         if let Some(f) = found.as_mut() {
             f.dirs = dirs.into_boxed_slice();
+            if seeking_data {
+                if data.is_none() {
+                    warn!(path = %own.display(), "metadata-only copy whose data no lower branch holds");
+                    return Err(Errno::EIO);
+                }
+                f.data = data;
+            }
         }
         Ok(found)
+    }
+
+    /// On a `metacopy=on` mount: is regular file `rel` of branch `b` a metadata-only copy,
+    /// and where was it renamed from (its redirect, `None` when at its own path)?
+    fn metacopy_redirect(&self, b: u16, rel: &Path) -> Result<Option<Option<PathBuf>>, Errno> {
+        if !self.metacopy {
+            return Ok(None);
+        }
+        whiteout::metacopy_marks(self.root(b), rel).map_err(errno)
+    }
+
+    /// After a metadata-only copy at `rel` in branch `b`: the places still to search
+    /// (from `next`) become those of its redirect, when it has one.
+    fn follow_file_redirect(
+        &self,
+        places: &mut Vec<(u16, PathBuf)>,
+        next: usize,
+        b: u16,
+        rel: &Path,
+        to: Option<PathBuf>,
+    ) {
+        let Some(target) = to else { return };
+        let target = match target.strip_prefix("/") {
+            Ok(abs) => abs.to_path_buf(),
+            Err(_) => sys::join(rel.parent().unwrap_or(Path::new("")), target.as_os_str()),
+        };
+        let parent = target.parent().unwrap_or(Path::new("")).to_path_buf();
+        places.truncate(next);
+        places.extend(
+            (b + 1..self.branch_count()).filter(|&l| self.plain_dirs_along(l, &parent)).map(|l| (l, target.clone())),
+        );
     }
 
     /// Is every component of `path` in branch `b` a real directory (no symlink, no
@@ -316,6 +385,7 @@ impl Union {
         let n = t.get_mut(ino)?;
         n.branch = found.branch;
         n.set_src(found.src);
+        n.set_data(found.data);
         if n.is_dir() {
             n.dirs = found.dirs;
         }
@@ -428,14 +498,10 @@ impl Union {
             t.add_alias(g, parent, name);
             return g;
         }
-        let ino = t.insert(Node::new(
-            parent,
-            name.to_os_string(),
-            file_type(&found.stat),
-            found.branch,
-            found.src,
-            found.dirs,
-        ));
+        let mut node =
+            Node::new(parent, name.to_os_string(), file_type(&found.stat), found.branch, found.src, found.dirs);
+        node.set_data(found.data);
+        let ino = t.insert(node);
         if multi {
             t.set_links(ino, Some(Links { key, discovered: false }));
         }
@@ -513,6 +579,17 @@ impl Union {
         let (b, rel) = self.location(ino)?;
         let st = sys::lstat(self.root(b), &rel).map_err(errno)?;
         Ok((b, rel, st))
+    }
+
+    /// Where a node's data is read: below it for a metadata-only copy (then `true`), else
+    /// its location.
+    pub fn data_location(&self, ino: Ino) -> Result<(u16, PathBuf, bool), Errno> {
+        self.refresh(ino)?;
+        if let Some((b, rel)) = self.table.read().get(ino)?.data() {
+            return Ok((*b, rel.to_path_buf(), true));
+        }
+        let (b, rel) = self.location(ino)?;
+        Ok((b, rel, false))
     }
 
     pub fn location(&self, ino: Ino) -> Result<(u16, PathBuf), Errno> {
@@ -616,7 +693,7 @@ impl Union {
         let rel = self.table.read().path(ino)?;
         let work = self.work()?;
         let tmp = self.scratch_name();
-        copyup::copy_entry(self.root(src), &src_rel, &st, work, &tmp, Data::Skip).map_err(errno)?;
+        copyup::copy_entry(self.root(src), &src_rel, &st, work, &tmp, Data::Skip, None).map_err(errno)?;
         let placed = self.keeping_parent_times(wb, &rel, || {
             sys::renameat_with(work, &tmp, self.root(wb), &rel, RenameFlags::NOREPLACE)
         });
@@ -659,12 +736,15 @@ impl Union {
     /// changes wait, lookups go on) and upgrade it for the copy-up proper.
     pub fn stage_copy_up(&self, ino: Ino, data: Data) -> Result<Option<Staged>, Errno> {
         self.refresh(ino)?;
-        let (branch, kind, linked) = {
+        let data = self.data_mode(data);
+        let (branch, kind, linked, below) = {
             let t = self.table.read();
             let n = t.get(ino)?;
-            (n.branch, n.kind, n.linked)
+            (n.branch, n.kind, n.linked, n.data().cloned())
         };
+        // A metadata-only copy is quick: made under the lock, in `copy_up`.
         if !linked
+            || data == Data::Meta
             || kind != FileType::RegularFile
             || self.perm(branch).is_writable()
             || self.wb_opt().is_none_or(|wb| branch < wb)
@@ -674,11 +754,44 @@ impl Union {
         let (_, rel, st) = self.stat(ino)?;
         let work = self.work()?;
         let tmp = self.scratch_name();
-        if let Err(e) = copyup::copy_entry(self.root(branch), &rel, &st, work, &tmp, data) {
+        let below_root = below.as_ref().map(|(b, _)| self.root(*b));
+        let data_src = below_root.as_ref().zip(below.as_ref()).map(|(r, (_, p))| (r.as_fd(), &**p));
+        if let Err(e) = copyup::copy_entry(self.root(branch), &rel, &st, work, &tmp, data, data_src) {
             let _ = sys::unlinkat(work, &tmp, AtFlags::empty());
             return Err(errno(e));
         }
         Ok(Some(Staged { ino, tmp }))
+    }
+
+    /// What a copy-up asked to leave the data below does on this mount: that only under
+    /// `metacopy=on`.
+    fn data_mode(&self, data: Data) -> Data {
+        if data == Data::Meta && !self.metacopy { Data::Copy } else { data }
+    }
+
+    /// Gives metadata-only copy `ino` (in writable branch `b`, data at `below`) its own
+    /// data: copied (`Data::Copy`), or none (`Data::Skip`: the caller truncates it). Its
+    /// times stay; the mark goes last, so a crash before leaves a metadata-only copy.
+    fn complete_metacopy(&self, ino: Ino, b: u16, below: &(u16, Arc<Path>), data: Data) -> Result<(), Errno> {
+        let (_, rel) = self.location(ino)?;
+        let dst = sys::open_at(self.root(b), &rel, OFlags::WRONLY, Mode::empty()).map_err(errno)?;
+        let before = rustix::fs::fstat(&dst).map_err(errno)?;
+        if data == Data::Copy && before.st_size > 0 {
+            let how = OFlags::RDONLY | self.read_flags(below.0, false);
+            let src = sys::open_at(self.root(below.0), &*below.1, how, Mode::empty()).map_err(errno)?;
+            copyup::copy_data(&src, &dst, before.st_size as u64).map_err(errno)?;
+            rustix::fs::futimens(&dst, &copyup::times_of(&before)).map_err(errno)?;
+            rustix::fs::fsync(&dst).map_err(errno)?;
+        }
+        let marked = sys::proc_path(&dst);
+        for mark in [whiteout::OVL_METACOPY_XATTR, whiteout::OVL_REDIRECT_XATTRS[0]] {
+            match rustix::fs::removexattr(&marked, mark) {
+                Ok(()) | Err(rustix::io::Errno::NODATA) => {}
+                Err(e) => return Err(errno(e)),
+            }
+        }
+        self.table.write().get_mut(ino)?.set_data(None);
+        Ok(())
     }
 
     /// Makes a node writable: in place when its branch is writable, else by copying it up
@@ -686,10 +799,11 @@ impl Union {
     /// happened. Callers hold `ns` exclusively.
     pub fn copy_up(&self, ino: Ino, data: Data, staged: Option<Staged>) -> Result<bool, Errno> {
         self.refresh(ino)?;
-        let (branch, is_dir, parent, linked) = {
+        let data = self.data_mode(data);
+        let (branch, is_dir, parent, linked, below, has_links) = {
             let t = self.table.read();
             let n = t.get(ino)?;
-            (n.branch, n.is_dir(), n.parent(), n.linked)
+            (n.branch, n.is_dir(), n.parent(), n.linked, n.data().cloned(), n.links().is_some())
         };
         let work = self.work.as_ref().map(|w| w.as_fd());
         let staged = staged.filter(|s| s.ino == ino).map(|s| s.tmp);
@@ -702,6 +816,9 @@ impl Union {
         // `Self::orphan`).
         if self.perm(branch).is_writable() || !linked {
             discard(&staged);
+            if let (true, Some(below)) = (linked && data != Data::Meta, &below) {
+                self.complete_metacopy(ino, branch, below, data)?;
+            }
             return Ok(false);
         }
         let wb = self.wb()?;
@@ -718,13 +835,20 @@ impl Union {
             return Err(e);
         }
         let (_, src_rel, st) = self.stat(ino)?;
+        // Metadata-only: a file with data and one name (several need overlayfs's index).
+        let data = match data {
+            Data::Meta if st.st_size == 0 || st.st_nlink > 1 || has_links => Data::Copy,
+            d => d,
+        };
         let rel = self.table.read().path(ino)?;
         let work = self.work()?;
         let tmp = match staged {
             Some(t) => t,
             None => {
                 let t = self.scratch_name();
-                if let Err(e) = copyup::copy_entry(self.root(branch), &src_rel, &st, work, &t, data) {
+                let below_root = below.as_ref().map(|(b, _)| self.root(*b));
+                let data_src = below_root.as_ref().zip(below.as_ref()).map(|(r, (_, p))| (r.as_fd(), &**p));
+                if let Err(e) = copyup::copy_entry(self.root(branch), &src_rel, &st, work, &t, data, data_src) {
                     let _ = sys::unlinkat(work, &t, AtFlags::empty());
                     return Err(errno(e));
                 }
@@ -743,6 +867,10 @@ impl Union {
         n.branch = wb;
         n.set_src(None);
         n.set_xattr_names(None);
+        n.set_data(match data {
+            Data::Meta => Some(below.unwrap_or_else(|| (branch, Arc::from(src_rel.as_path())))),
+            _ => None,
+        });
         let name = n.name().to_os_string();
         let others: Vec<(Ino, OsString)> = t.names_of(ino).into_iter().skip(1).collect();
         drop(t);
@@ -972,7 +1100,12 @@ impl Union {
                 return Ok(());
             }
         }
-        let (b, rel) = self.location(ino)?;
+        // A metadata-only copy keeps its data below: that file is what stays readable.
+        let below = self.table.read().get(ino)?.data().cloned();
+        let (b, rel) = match below {
+            Some((b, rel)) => (b, rel.to_path_buf()),
+            None => self.location(ino)?,
+        };
         let root = self.root(b);
         let orphan = if self.perm(b).is_writable() {
             Orphan::Open(b, Arc::new(sys::open_at(&*root, &rel, OFlags::PATH, Mode::empty()).map_err(errno)?))

@@ -74,6 +74,21 @@ pub fn has_aufs_whiteout(root: impl AsFd, dir: &Path, name: &OsStr) -> Result<bo
 /// Only the trusted form: a `user.*` redirect could be set by anyone who owns a directory.
 pub const OVL_REDIRECT_XATTRS: [&str; 1] = ["trusted.overlay.redirect"];
 
+/// Marks a metadata-only copy of a regular file (kernel overlayfs `metacopy=on`): the data
+/// is in the file of the same name (or of the file's redirect) in a lower layer.
+pub const OVL_METACOPY_XATTR: &str = "trusted.overlay.metacopy";
+
+/// Is regular file `rel` a metadata-only copy, and where did it come from if it was
+/// renamed (its redirect, as for directories)? `None` when it holds its own data.
+pub fn metacopy_marks(root: impl AsFd, rel: &Path) -> Result<Option<Option<std::path::PathBuf>>, Errno> {
+    let p = sys::PathFd::open(root, rel)?;
+    if sys::get_xattr(&p.proc, OsStr::new(OVL_METACOPY_XATTR))?.is_none() {
+        return Ok(None);
+    }
+    let redirect = sys::get_xattr(&p.proc, OsStr::new(OVL_REDIRECT_XATTRS[0]))?;
+    Ok(Some(redirect.and_then(|v| valid_redirect(OsStr::from_bytes(&v)))))
+}
+
 /// What a branch directory says about the directories below it.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct DirMarks {

@@ -14,26 +14,14 @@ use common::*;
 use proptest::prelude::*;
 
 /// Kernel overlayfs with directory renames by redirect (as Strata does) and without the
-/// hard-link index and metacopy (which Strata does not have).
-fn kernel_overlay(lower: &str, upper: &Path, work: &Path, mnt: &Path) -> KernelMount {
-    fs::create_dir_all(mnt).unwrap();
+/// hard-link index and metacopy (Strata's default).
+fn kernel_overlay(lower: &str, upper: &Path, work: &Path, mnt: &Path) -> KernelOverlay {
     let opts = format!(
         "lowerdir={lower},upperdir={},workdir={},redirect_dir=on,index=off,metacopy=off,xino=off",
         upper.display(),
         work.display()
     );
-    let out =
-        Command::new("mount").args(["-t", "overlay", "overlay", "-o", &opts]).arg(mnt).output().expect("mount(8)");
-    assert!(out.status.success(), "kernel overlay mount: {}", String::from_utf8_lossy(&out.stderr));
-    KernelMount(mnt.to_path_buf())
-}
-
-struct KernelMount(std::path::PathBuf);
-
-impl Drop for KernelMount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
+    KernelOverlay::new(&opts, mnt)
 }
 
 /// Two lowers: shadowing, a whiteout (char device) and an opaque dir in the upper lower.

@@ -91,6 +91,28 @@ impl Drop for Mount {
     }
 }
 
+/// A kernel overlayfs mount (the reference) made by a test; unmounted on drop.
+pub struct KernelOverlay(pub PathBuf);
+
+impl KernelOverlay {
+    pub fn new(options: &str, mnt: &Path) -> KernelOverlay {
+        fs::create_dir_all(mnt).expect("mountpoint");
+        sh(Command::new("mount").args(["-t", "overlay", "overlay", "-o", options]).arg(mnt));
+        KernelOverlay(mnt.to_path_buf())
+    }
+
+    pub fn unmount(self) {
+        sh(Command::new("umount").arg(&self.0));
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for KernelOverlay {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
 pub fn is_mounted(mnt: &Path) -> bool {
     let abs = std::path::absolute(mnt).unwrap();
     fs::read_to_string("/proc/self/mounts").unwrap().lines().any(|l| l.split(' ').nth(1) == Some(abs.to_str().unwrap()))

@@ -1,0 +1,223 @@
+//! Metadata-only copy-up (`metacopy=on`): `chmod`, `chown`, `touch` and xattrs of a lower
+//! file copy no data; the data is copied on the first open for writing. The on-disk form
+//! is kernel overlayfs's, checked both ways against a kernel overlayfs mount.
+
+mod common;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use common::*;
+
+const MARK: &str = "trusted.overlay.metacopy";
+
+/// Data that no filesystem stores as holes: 1 MiB and a bit from a simple generator.
+fn data(seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
+    (0..(1 << 20) + 4321)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+/// A lower branch with `big`, `d/f` and `small`, and empty upper and work dirs.
+fn branches(s: &Scratch) {
+    s.mkdir("lower/d");
+    fs::write(s.path("lower/big"), data(1)).unwrap();
+    fs::write(s.path("lower/d/f"), data(2)).unwrap();
+    fs::write(s.path("lower/small"), "small\n").unwrap();
+    s.mkdir("upper");
+    s.mkdir("work");
+}
+
+fn options(s: &Scratch, extra: &str) -> String {
+    format!(
+        "lowerdir={},upperdir={},workdir={}{extra}",
+        s.path("lower").display(),
+        s.path("upper").display(),
+        s.path("work").display()
+    )
+}
+
+fn is_metacopy(p: &Path) -> bool {
+    match rustix::fs::lgetxattr(p, MARK, &mut [0u8; 64][..]) {
+        Ok(_) => true,
+        Err(rustix::io::Errno::NODATA) => false,
+        Err(e) => panic!("{}: {e}", p.display()),
+    }
+}
+
+#[test]
+fn metadata_changes_leave_the_data_below_in_kernel_form() {
+    let s = Scratch::new();
+    branches(&s);
+    let m = Mount::new(&[&options(&s, ",metacopy=on")], &s.path("mnt"));
+    fs::set_permissions(m.p("big"), fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::chown(m.p("d/f"), Some(5), Some(6)).unwrap();
+    rustix::fs::setxattr(m.p("small"), "user.note", b"kept", rustix::fs::XattrFlags::empty()).unwrap();
+
+    for (name, seed) in [("big", 1), ("d/f", 2)] {
+        let up = fs::metadata(s.path("upper").join(name)).unwrap();
+        assert!(is_metacopy(&s.path("upper").join(name)), "{name}: marked as a metadata-only copy");
+        assert_eq!(up.len(), data(seed).len() as u64, "{name}: same size as the data below");
+        assert_eq!(up.blocks(), 0, "{name}: no data copied");
+        // Through the union: the data from below, the blocks of the data (as overlayfs).
+        assert_eq!(fs::read(m.p(name)).unwrap(), data(seed), "{name}");
+        assert_eq!(
+            fs::metadata(m.p(name)).unwrap().blocks(),
+            fs::metadata(s.path("lower").join(name)).unwrap().blocks()
+        );
+    }
+    assert!(is_metacopy(&s.path("upper/small")));
+    assert_eq!(fs::metadata(m.p("big")).unwrap().mode() & 0o7777, 0o600);
+    assert_eq!((fs::metadata(m.p("d/f")).unwrap().uid(), fs::metadata(m.p("d/f")).unwrap().gid()), (5, 6));
+    let mut v = [0u8; 16];
+    let n = rustix::fs::getxattr(m.p("small"), "user.note", &mut v[..]).unwrap();
+    assert_eq!(&v[..n], b"kept");
+    let mut names = [0u8; 256];
+    let n = rustix::fs::listxattr(m.p("big"), &mut names[..]).unwrap();
+    assert!(!String::from_utf8_lossy(&names[..n]).contains("overlay"), "the mark is never shown");
+    let before = tree(&m.mnt);
+    m.unmount();
+
+    // Kernel overlayfs reads the same tree from these branches.
+    let k = KernelOverlay::new(&options(&s, ",metacopy=on,redirect_dir=on"), &s.path("kmnt"));
+    assert_eq!(tree(&s.path("kmnt")), before, "kernel overlayfs over Strata's metadata-only copies");
+    k.unmount();
+    assert_eq!(fs::read(s.path("lower/big")).unwrap(), data(1), "the lower branch never changes");
+}
+
+#[test]
+fn writing_completes_the_copy_and_keeps_its_times() {
+    let s = Scratch::new();
+    branches(&s);
+    let m = Mount::new(&[&options(&s, ",metacopy=on")], &s.path("mnt"));
+    for name in ["big", "d/f", "small"] {
+        fs::set_permissions(m.p(name), fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(is_metacopy(&s.path("upper").join(name)), "{name}");
+    }
+    let mtime = |p: &Path| fs::metadata(p).unwrap().mtime_nsec() + fs::metadata(p).unwrap().mtime() * 1_000_000_000;
+
+    // Opened for writing, not written: the data is copied, the times stay.
+    let was = mtime(&m.p("big"));
+    drop(fs::OpenOptions::new().write(true).open(m.p("big")).unwrap());
+    assert!(!is_metacopy(&s.path("upper/big")));
+    assert!(fs::metadata(s.path("upper/big")).unwrap().blocks() > 0, "the data is in the upper file now");
+    assert_eq!(mtime(&s.path("upper/big")), was);
+    assert_eq!(fs::read(m.p("big")).unwrap(), data(1));
+
+    // Appended to.
+    fs::OpenOptions::new().append(true).open(m.p("d/f")).unwrap().write_all(b"tail").unwrap();
+    let mut want = data(2);
+    want.extend_from_slice(b"tail");
+    assert_eq!(fs::read(m.p("d/f")).unwrap(), want);
+    assert!(!is_metacopy(&s.path("upper/d/f")));
+
+    // Truncated: to a length, and to nothing.
+    fs::OpenOptions::new().write(true).open(m.p("small")).unwrap().set_len(3).unwrap();
+    assert_eq!(read(m.p("small")), "sma");
+    fs::set_permissions(m.p("d"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(s.path("lower/d/g"), data(3)).unwrap();
+    fs::set_permissions(m.p("d/g"), fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(is_metacopy(&s.path("upper/d/g")));
+    fs::File::create(m.p("d/g")).unwrap();
+    assert_eq!(fs::metadata(m.p("d/g")).unwrap().len(), 0);
+    assert!(!is_metacopy(&s.path("upper/d/g")));
+    assert_eq!(fs::metadata(m.p("d/g")).unwrap().mode() & 0o777, 0o600);
+    m.unmount();
+
+    // What Strata wrote reads the same after a fresh mount.
+    let m = Mount::new(&[&options(&s, ",metacopy=on")], &s.path("mnt"));
+    assert_eq!(fs::read(m.p("d/f")).unwrap(), want);
+    assert_eq!(read(m.p("small")), "sma");
+}
+
+#[test]
+fn renames_links_readers_and_removal() {
+    let s = Scratch::new();
+    branches(&s);
+    let m = Mount::new(&[&options(&s, ",metacopy=on")], &s.path("mnt"));
+    // A reader opened before the copy-up goes on reading; its fstat shows the new mode.
+    let mut reader = fs::File::open(m.p("big")).unwrap();
+    fs::set_permissions(m.p("big"), fs::Permissions::from_mode(0o604)).unwrap();
+    assert!(is_metacopy(&s.path("upper/big")));
+    let mut got = Vec::new();
+    reader.read_to_end(&mut got).unwrap();
+    assert_eq!(got, data(1));
+    let mut late = fs::File::open(m.p("big")).unwrap();
+    assert_eq!(late.metadata().unwrap().mode() & 0o777, 0o604);
+
+    // Removed while open: the open file still reads its data.
+    fs::remove_file(m.p("big")).unwrap();
+    assert!(!m.p("big").exists());
+    let mut got = Vec::new();
+    late.read_to_end(&mut got).unwrap();
+    assert_eq!(got, data(1));
+    drop((reader, late));
+
+    // A rename and a hard link take the data along (the copy is completed first).
+    fs::set_permissions(m.p("d/f"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::rename(m.p("d/f"), m.p("moved")).unwrap();
+    fs::hard_link(m.p("moved"), m.p("d/link")).unwrap();
+    for name in ["moved", "d/link"] {
+        assert_eq!(fs::read(m.p(name)).unwrap(), data(2), "{name}");
+        assert!(!is_metacopy(&s.path("upper").join(name)), "{name}");
+    }
+    m.unmount();
+    let m = Mount::new(&[&options(&s, ",metacopy=on")], &s.path("mnt"));
+    assert_eq!(fs::read(m.p("moved")).unwrap(), data(2));
+    assert!(!m.p("big").exists() && !m.p("d/f").exists());
+}
+
+#[test]
+fn kernel_metadata_only_copies_read_through_strata() {
+    let s = Scratch::new();
+    branches(&s);
+    let kopts = options(&s, ",metacopy=on,redirect_dir=on");
+    let k = KernelOverlay::new(&kopts, &s.path("kmnt"));
+    fs::set_permissions(s.path("kmnt/big"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::set_permissions(s.path("kmnt/d/f"), fs::Permissions::from_mode(0o600)).unwrap();
+    // The kernel records a renamed metadata-only copy's origin with a redirect.
+    fs::rename(s.path("kmnt/d/f"), s.path("kmnt/d/renamed")).unwrap();
+    let before = tree(&s.path("kmnt"));
+    k.unmount();
+    assert!(is_metacopy(&s.path("upper/big")) && is_metacopy(&s.path("upper/d/renamed")));
+
+    let m = Mount::new(&[&options(&s, ",metacopy=on")], &s.path("mnt"));
+    assert_eq!(tree(&m.mnt), before, "Strata over the kernel's metadata-only copies");
+    fs::OpenOptions::new().append(true).open(m.p("d/renamed")).unwrap().write_all(b"!").unwrap();
+    let mut want = data(2);
+    want.push(b'!');
+    assert_eq!(fs::read(m.p("d/renamed")).unwrap(), want);
+    assert!(!is_metacopy(&s.path("upper/d/renamed")));
+    m.unmount();
+
+    // A metadata-only copy whose data is gone is an I/O error, not an empty file.
+    fs::remove_file(s.path("lower/big")).unwrap();
+    let m = Mount::new(&[&options(&s, ",metacopy=on")], &s.path("mnt"));
+    assert_eq!(errno_of(fs::metadata(m.p("big"))), libc::EIO);
+    assert_eq!(fs::read(m.p("d/renamed")).unwrap(), want);
+}
+
+#[test]
+fn metacopy_needs_the_overlay_format() {
+    let s = Scratch::new();
+    branches(&s);
+    let aufs = format!("br={}=rw:{}=ro+wh,metacopy=on", s.path("upper").display(), s.path("lower").display());
+    let err = Mount::try_new(&[&aufs], &s.path("mnt")).err().expect("refused");
+    assert!(err.contains("metacopy=on needs the overlay format"), "{err}");
+    let err = Mount::try_new(&[&options(&s, ",metacopy=maybe")], &s.path("mnt")).err().expect("refused");
+    assert!(err.contains("metacopy=maybe"), "{err}");
+
+    // Without it (the default), a metadata change copies the data as before.
+    let m = Mount::new(&[&options(&s, "")], &s.path("mnt"));
+    fs::set_permissions(m.p("big"), fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(!is_metacopy(&s.path("upper/big")));
+    assert_eq!(fs::read(s.path("upper/big")).unwrap(), data(1));
+}

@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{CWD, Mode, OFlags, Stat};
 use strata_union::sys::{self, PathFd, get_xattr, list_xattrs};
 use strata_union::view::{View, ViewDir};
-use strata_union::whiteout::{AUFS_OPAQUE, OVL_OPAQUE_XATTRS, OVL_REDIRECT_XATTRS, is_private_xattr};
+use strata_union::whiteout::{
+    AUFS_OPAQUE, OVL_METACOPY_XATTR, OVL_OPAQUE_XATTRS, OVL_REDIRECT_XATTRS, is_private_xattr,
+};
 
 use crate::error::{IoContext, Result};
 use crate::progress::Progress;
@@ -178,9 +180,19 @@ impl<'a, W: Write> Packer<'a, W> {
             let len = st.st_size as u64;
             h.set_entry_type(tar::EntryType::Regular);
             h.set_size(len);
+            // A metadata-only copy (a container's chmod, chown, touch) holds no data: the
+            // layer's file takes the data from below.
+            let data = match self.view {
+                Some(view)
+                    if !self.tree && get_xattr(&entry.proc, OsStr::new(OVL_METACOPY_XATTR)).at(shown)?.is_some() =>
+                {
+                    data_below(view, rel).at(shown)?
+                }
+                _ => full.to_path_buf(),
+            };
             // Non-blocking: a FIFO swapped in meanwhile reads as a file that shrank, it
             // does not hang the copy.
-            let f = File::from(sys::open_at(CWD, full, OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty()).at(shown)?);
+            let f = File::from(sys::open_at(CWD, &data, OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty()).at(shown)?);
             self.progress.advance(len);
             // Exactly the size the header says: a file growing meanwhile (a running
             // container) must not spill bytes that would parse as further entries.
@@ -272,6 +284,15 @@ fn lookup_dir(view: &View, rel: &Path) -> io::Result<ViewDir> {
         })?;
     }
     Ok(dir)
+}
+
+/// Where the union reads the data of metadata-only copy `rel`: the layer below holding it.
+fn data_below(view: &View, rel: &Path) -> io::Result<PathBuf> {
+    let dir = lookup_dir(view, rel.parent().unwrap_or(Path::new("")))?;
+    let name = rel.file_name().unwrap_or_default();
+    view.lookup(&dir, name)?
+        .and_then(|e| e.data_path)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "a metadata-only copy whose data no layer below holds"))
 }
 
 #[cfg(test)]

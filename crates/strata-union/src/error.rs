@@ -23,10 +23,6 @@ pub enum OptionError {
     UpperWithoutWork,
     #[error("empty branch path in '{0}'")]
     EmptyPath(String),
-    #[error(
-        "metacopy=on needs the overlay format (lowerdir=/upperdir=, or whiteout=overlay): its marks are overlayfs's"
-    )]
-    MetacopyNeedsOverlay,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -47,7 +47,8 @@ pub struct MountSpec {
     /// Every read through the union updates the access time in the upper branch.
     pub strictatime: bool,
     /// Changes of metadata only (`chmod`, `chown`, `touch`, xattrs) copy a lower file up
-    /// without its data, as kernel overlayfs `metacopy=on`; such copies are read too.
+    /// without its data, as kernel overlayfs `metacopy=on`; such copies are read too. The
+    /// marks are overlayfs's xattrs in either whiteout format.
     pub metacopy: bool,
 }
 
@@ -178,9 +179,6 @@ impl MountSpec {
             return Err(OptionError::NoBranches);
         }
         let whiteout = whiteout.unwrap_or(default_format);
-        if metacopy && whiteout != Format::Overlay {
-            return Err(OptionError::MetacopyNeedsOverlay);
-        }
         Ok(MountSpec {
             branches,
             whiteout,

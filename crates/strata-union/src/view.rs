@@ -41,6 +41,8 @@ pub struct ViewEntry {
     pub stat: Stat,
     /// The entry's file on disk.
     pub disk_path: PathBuf,
+    /// For a metadata-only copy (`metacopy=on`): the file below that holds its data.
+    pub data_path: Option<PathBuf>,
     /// For a directory: the merged directory.
     pub dir: Option<ViewDir>,
 }
@@ -58,7 +60,9 @@ impl View {
                 .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("{}: {e}", path.display())))?;
             branches.push(Branch { path: path.clone(), perm: Perm::RoWh, root: Arc::new(root) });
         }
-        let union = Union::new(branches, Format::Aufs, None, None, String::new(), None);
+        let mut union = Union::new(branches, Format::Aufs, None, None, String::new(), None);
+        // The store's containers copy up with `metacopy=on`: their data is read below.
+        union.metacopy = true;
         Ok(View { union, layers: layers.to_vec() })
     }
 
@@ -79,6 +83,7 @@ impl View {
             layer: found.branch as usize,
             stat: found.stat,
             disk_path: self.layers[found.branch as usize].join(rel),
+            data_path: found.data.map(|(b, rel)| self.layers[b as usize].join(rel)),
             dir: is_dir.then_some(ViewDir { path: own, parts: found.dirs }),
         }))
     }

@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -510,4 +511,49 @@ fn diff_lists_every_entry_that_commit_commits() {
         })
         .collect();
     assert_eq!(listed, committed, "diff: {diff}");
+}
+
+/// Containers mount with `metacopy=on`: `chmod`, `chown` and `touch` of image files copy
+/// no data into the read-write layer; `diff` lists them and `commit` takes their data
+/// from the image's layers.
+#[test]
+fn metadata_changes_copy_no_data_and_commit_takes_it_from_below() {
+    let s = Scratch::new();
+    let Some(root) = store_with_app(&s) else { return };
+    let sums = "md5sum /etc/group /etc/passwd /bin/busybox";
+    let before = go(&root, &["run", "--rm", "app", "sh", "-c", sums]);
+    assert_eq!(before.code, 0, "{}", before.stderr);
+    let work = format!("chmod 600 /etc/group && chown 1:1 /etc/passwd && touch /bin/busybox && {sums}");
+    let o = go(&root, &["run", "--name", "m1", "app", "sh", "-c", &work]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(o.stdout, before.stdout, "the data reads as before");
+    let i: serde_json::Value = serde_json::from_str(&sh(st(&root).args(["inspect", "m1"]))).unwrap();
+    let upper = PathBuf::from(i[0]["GraphDriver"]["Data"]["UpperDir"].as_str().unwrap());
+    for f in ["etc/group", "etc/passwd", "bin/busybox"] {
+        assert!(is_metacopy(&upper.join(f)), "{f} was copied with its data");
+    }
+    let busybox = std::fs::metadata(upper.join("bin/busybox")).unwrap();
+    assert!(busybox.len() > 100_000 && busybox.blocks() == 0, "{busybox:?}");
+    let diff = sh(st(&root).args(["diff", "m1"]));
+    for l in ["C /bin/busybox", "C /etc/group", "C /etc/passwd"] {
+        assert!(diff.lines().any(|d| d == l), "{l} missing: {diff}");
+    }
+
+    sh(st(&root).args(["commit", "m1", "app:meta"]));
+    let check = format!("{sums} && stat -c '%a %u' /etc/group /etc/passwd");
+    let o = go(&root, &["run", "--rm", "app:meta", "sh", "-c", &check]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let mut want = before.stdout.clone();
+    want.push_str("600 0\n644 1\n");
+    assert_eq!(o.stdout, want, "{}", o.stderr);
+
+    // Writing to such a file in the container gives it its data, the rest kept.
+    let group = go(&root, &["run", "--rm", "app", "cat", "/etc/group"]).stdout;
+    let o = go(&root, &["run", "--name", "m2", "app", "sh", "-c", "chmod 600 /etc/group && echo x >> /etc/group"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let i: serde_json::Value = serde_json::from_str(&sh(st(&root).args(["inspect", "m2"]))).unwrap();
+    let upper = PathBuf::from(i[0]["GraphDriver"]["Data"]["UpperDir"].as_str().unwrap());
+    assert!(!is_metacopy(&upper.join("etc/group")));
+    assert!(group.len() > 10);
+    assert_eq!(std::fs::read_to_string(upper.join("etc/group")).unwrap(), format!("{group}x\n"));
 }

@@ -11,8 +11,6 @@ use std::path::Path;
 
 use common::*;
 
-const MARK: &str = "trusted.overlay.metacopy";
-
 /// Data that no filesystem stores as holes: 1 MiB and a bit from a simple generator.
 fn data(seed: u32) -> Vec<u8> {
     let mut x = seed.wrapping_mul(2_654_435_761).max(1);
@@ -43,14 +41,6 @@ fn options(s: &Scratch, extra: &str) -> String {
         s.path("upper").display(),
         s.path("work").display()
     )
-}
-
-fn is_metacopy(p: &Path) -> bool {
-    match rustix::fs::lgetxattr(p, MARK, &mut [0u8; 64][..]) {
-        Ok(_) => true,
-        Err(rustix::io::Errno::NODATA) => false,
-        Err(e) => panic!("{}: {e}", p.display()),
-    }
 }
 
 #[test]
@@ -206,12 +196,24 @@ fn kernel_metadata_only_copies_read_through_strata() {
 }
 
 #[test]
-fn metacopy_needs_the_overlay_format() {
+fn aufs_format_mounts_and_option_errors() {
     let s = Scratch::new();
     branches(&s);
+    // The store's containers are AUFS-format mounts: the same marks serve there.
     let aufs = format!("br={}=rw:{}=ro+wh,metacopy=on", s.path("upper").display(), s.path("lower").display());
-    let err = Mount::try_new(&[&aufs], &s.path("mnt")).err().expect("refused");
-    assert!(err.contains("metacopy=on needs the overlay format"), "{err}");
+    let m = Mount::new(&[&aufs], &s.path("mnt"));
+    fs::set_permissions(m.p("big"), fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(is_metacopy(&s.path("upper/big")));
+    assert_eq!(fs::read(m.p("big")).unwrap(), data(1));
+    fs::OpenOptions::new().append(true).open(m.p("big")).unwrap().write_all(b"!").unwrap();
+    assert!(!is_metacopy(&s.path("upper/big")));
+    let mut want = data(1);
+    want.push(b'!');
+    assert_eq!(fs::read(s.path("upper/big")).unwrap(), want);
+    m.unmount();
+    fs::remove_dir_all(s.path("upper")).unwrap();
+    fs::create_dir(s.path("upper")).unwrap();
+
     let err = Mount::try_new(&[&options(&s, ",metacopy=maybe")], &s.path("mnt")).err().expect("refused");
     assert!(err.contains("metacopy=maybe"), "{err}");
 

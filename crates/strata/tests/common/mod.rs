@@ -113,6 +113,15 @@ impl Drop for KernelOverlay {
     }
 }
 
+/// Does the branch file at `p` carry overlayfs's mark of a metadata-only copy?
+pub fn is_metacopy(p: &Path) -> bool {
+    match rustix::fs::lgetxattr(p, "trusted.overlay.metacopy", &mut [0u8; 64][..]) {
+        Ok(_) => true,
+        Err(rustix::io::Errno::NODATA) => false,
+        Err(e) => panic!("{}: {e}", p.display()),
+    }
+}
+
 pub fn is_mounted(mnt: &Path) -> bool {
     let abs = std::path::absolute(mnt).unwrap();
     fs::read_to_string("/proc/self/mounts").unwrap().lines().any(|l| l.split(' ').nth(1) == Some(abs.to_str().unwrap()))

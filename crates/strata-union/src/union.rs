@@ -300,6 +300,8 @@ impl Union {
                         );
                     }
                 }
+                // A whiteout hides what is below it: in the last place there is nothing.
+                None if i == places.len() => {}
                 None => {
                     let (parent, base) = (rel.parent().unwrap_or(Path::new(".")), rel.file_name().unwrap_or(name));
                     let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };

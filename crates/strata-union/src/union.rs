@@ -744,11 +744,14 @@ impl Union {
             let n = t.get(ino)?;
             (n.branch, n.kind, n.linked, n.data().cloned())
         };
-        // A metadata-only copy is quick: made under the lock, in `copy_up`.
+        // A metadata-only copy is quick: made under the lock, in `copy_up`. So is
+        // completing one whose data is dropped anyway (`Data::Skip`); one whose data is
+        // copied is staged whole (its own metadata, the data from below) and swapped in.
+        let completes = below.is_some() && data == Data::Copy;
         if !linked
             || data == Data::Meta
             || kind != FileType::RegularFile
-            || self.perm(branch).is_writable()
+            || (self.perm(branch).is_writable() && !completes)
             || self.wb_opt().is_none_or(|wb| branch < wb)
         {
             return Ok(None);
@@ -773,9 +776,28 @@ impl Union {
 
     /// Gives metadata-only copy `ino` (in writable branch `b`, data at `below`) its own
     /// data: copied (`Data::Copy`), or none (`Data::Skip`: the caller truncates it). Its
-    /// times stay; the mark goes last, so a crash before leaves a metadata-only copy.
-    fn complete_metacopy(&self, ino: Ino, b: u16, below: &(u16, Arc<Path>), data: Data) -> Result<(), Errno> {
+    /// times stay. A whole copy staged in the work dir (`staged`) replaces it in one
+    /// rename; else it is filled in place and the mark goes last: either way a crash
+    /// before the end leaves the metadata-only copy.
+    fn complete_metacopy(
+        &self,
+        ino: Ino,
+        b: u16,
+        below: &(u16, Arc<Path>),
+        data: Data,
+        staged: Option<OsString>,
+    ) -> Result<(), Errno> {
         let (_, rel) = self.location(ino)?;
+        if let Some(tmp) = staged {
+            let work = self.work()?;
+            let swapped = self.keeping_parent_times(b, &rel, || sys::renameat(work, &tmp, self.root(b), &rel));
+            if let Err(e) = swapped {
+                let _ = sys::unlinkat(work, &tmp, AtFlags::empty());
+                return Err(errno(e));
+            }
+            self.table.write().get_mut(ino)?.set_data(None);
+            return Ok(());
+        }
         let dst = sys::open_at(self.root(b), &rel, OFlags::WRONLY, Mode::empty()).map_err(errno)?;
         let before = rustix::fs::fstat(&dst).map_err(errno)?;
         if data == Data::Copy && before.st_size > 0 {
@@ -817,9 +839,9 @@ impl Union {
         // No name to copy up to: a removed file changes through its descriptors (see
         // `Self::orphan`).
         if self.perm(branch).is_writable() || !linked {
-            discard(&staged);
-            if let (true, Some(below)) = (linked && data != Data::Meta, &below) {
-                self.complete_metacopy(ino, branch, below, data)?;
+            match (linked && data != Data::Meta, &below) {
+                (true, Some(below)) => self.complete_metacopy(ino, branch, below, data, staged)?,
+                _ => discard(&staged),
             }
             return Ok(false);
         }

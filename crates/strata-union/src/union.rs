@@ -254,7 +254,7 @@ impl Union {
                             data = Some((b, Arc::<Path>::from(rel.as_path())));
                             break;
                         }
-                        Some(redirect) => self.follow_file_redirect(&mut places, i, b, &rel, redirect),
+                        Some(redirect) => self.follow_file_redirect(&mut places, i, b, redirect),
                     }
                 }
                 Some(st) => {
@@ -267,7 +267,7 @@ impl Union {
                         found = Some(Found { branch: b, stat: st, src: here.clone(), dirs: Box::new([]), data: None });
                         if let Some(redirect) = meta {
                             seeking_data = true;
-                            self.follow_file_redirect(&mut places, i, b, &rel, redirect);
+                            self.follow_file_redirect(&mut places, i, b, redirect);
                             continue;
                         }
                         if !st_is_dir {
@@ -325,33 +325,37 @@ impl Union {
     }
 
     /// On a `metacopy=on` mount: is regular file `rel` of branch `b` a metadata-only copy,
-    /// and where was it renamed from (its redirect, `None` when at its own path)?
+    /// and where was it renamed from (its redirect, `None` when at its own path)? Other
+    /// mounts refuse one in a writable branch (EPERM, as kernel overlayfs): they would
+    /// show its hole, and writes there would be lost to the next `metacopy=on` reader.
     fn metacopy_redirect(&self, b: u16, rel: &Path) -> Result<Option<Option<PathBuf>>, Errno> {
-        if !self.metacopy {
+        if !self.metacopy && !self.perm(b).is_writable() {
             return Ok(None);
         }
-        whiteout::metacopy_marks(self.root(b), rel).map_err(errno)
+        let marks = whiteout::metacopy_marks(self.root(b), rel).map_err(errno)?;
+        if marks.is_some() && !self.metacopy {
+            warn!(path = %rel.display(), "a metadata-only copy, refused: mount with metacopy=on to read it");
+            return Err(Errno::EPERM);
+        }
+        Ok(marks)
     }
 
-    /// After a metadata-only copy at `rel` in branch `b`: the places still to search
-    /// (from `next`) become those of its redirect, when it has one.
-    fn follow_file_redirect(
-        &self,
-        places: &mut Vec<(u16, PathBuf)>,
-        next: usize,
-        b: u16,
-        rel: &Path,
-        to: Option<PathBuf>,
-    ) {
+    /// After a metadata-only copy in branch `b`: the places still to search (from `next`)
+    /// become those of its redirect, when it has one. A relative redirect is a sibling
+    /// name: looked for in each lower part of the same directory (as the kernel does);
+    /// an absolute one from the lower branches' roots.
+    fn follow_file_redirect(&self, places: &mut Vec<(u16, PathBuf)>, next: usize, b: u16, to: Option<PathBuf>) {
         let Some(target) = to else { return };
-        let target = match target.strip_prefix("/") {
-            Ok(abs) => abs.to_path_buf(),
-            Err(_) => sys::join(rel.parent().unwrap_or(Path::new("")), target.as_os_str()),
+        let Ok(abs) = target.strip_prefix("/") else {
+            for (_, place) in &mut places[next..] {
+                place.set_file_name(&target);
+            }
+            return;
         };
-        let parent = target.parent().unwrap_or(Path::new("")).to_path_buf();
+        let parent = abs.parent().unwrap_or(Path::new("")).to_path_buf();
         places.truncate(next);
         places.extend(
-            (b + 1..self.branch_count()).filter(|&l| self.plain_dirs_along(l, &parent)).map(|l| (l, target.clone())),
+            (b + 1..self.branch_count()).filter(|&l| self.plain_dirs_along(l, &parent)).map(|l| (l, abs.to_path_buf())),
         );
     }
 
@@ -738,47 +742,66 @@ impl Union {
     /// changes wait, lookups go on) and upgrade it for the copy-up proper.
     pub fn stage_copy_up(&self, ino: Ino, data: Data) -> Result<Option<Staged>, Errno> {
         self.refresh(ino)?;
-        let data = self.data_mode(data);
-        let (branch, kind, linked, below) = {
+        let (branch, kind, linked, below, has_links) = {
             let t = self.table.read();
             let n = t.get(ino)?;
-            (n.branch, n.kind, n.linked, n.data().cloned())
+            (n.branch, n.kind, n.linked, n.data().cloned(), n.links().is_some())
         };
+        if !linked || kind != FileType::RegularFile || self.wb_opt().is_none_or(|wb| branch < wb) {
+            return Ok(None);
+        }
+        let (_, rel, st) = self.stat(ino)?;
+        let data = self.data_mode(data, &st, has_links);
         // A metadata-only copy is quick: made under the lock, in `copy_up`. So is
         // completing one whose data is dropped anyway (`Data::Skip`); one whose data is
         // copied is staged whole (its own metadata, the data from below) and swapped in.
         let completes = below.is_some() && data == Data::Copy;
-        if !linked
-            || data == Data::Meta
-            || kind != FileType::RegularFile
-            || (self.perm(branch).is_writable() && !completes)
-            || self.wb_opt().is_none_or(|wb| branch < wb)
-        {
+        if data == Data::Meta || (self.perm(branch).is_writable() && !completes) {
             return Ok(None);
         }
-        let (_, rel, st) = self.stat(ino)?;
-        let work = self.work()?;
-        let tmp = self.scratch_name();
-        let below_root = below.as_ref().map(|(b, _)| self.root(*b));
-        let data_src = below_root.as_ref().zip(below.as_ref()).map(|(r, (_, p))| (r.as_fd(), &**p));
-        if let Err(e) = copyup::copy_entry(self.root(branch), &rel, &st, work, &tmp, data, data_src) {
-            let _ = sys::unlinkat(work, &tmp, AtFlags::empty());
-            return Err(errno(e));
-        }
+        let tmp = self.copy_to_work(branch, &rel, &st, data, below.as_ref())?;
         Ok(Some(Staged { ino, tmp }))
     }
 
-    /// What a copy-up asked to leave the data below does on this mount: that only under
-    /// `metacopy=on`.
-    fn data_mode(&self, data: Data) -> Data {
-        if data == Data::Meta && !self.metacopy { Data::Copy } else { data }
+    /// What a copy-up asked to do with the data does here. A metadata-only copy
+    /// ([`Data::Meta`]) is made only under `metacopy=on`, of a regular file with data and
+    /// one name (several would need overlayfs's index); else the data is copied.
+    fn data_mode(&self, data: Data, st: &Stat, has_links: bool) -> Data {
+        let meta_ok = self.metacopy
+            && sys::file_type_bits(st) == libc::S_IFREG
+            && st.st_size > 0
+            && st.st_nlink == 1
+            && !has_links;
+        if data == Data::Meta && !meta_ok { Data::Copy } else { data }
+    }
+
+    /// Copies entry `rel` of branch `b` (of stat `st`) into the work dir under a new
+    /// name, its data from `below` when given (a metadata-only copy's data); nothing is
+    /// left behind on failure.
+    fn copy_to_work(
+        &self,
+        b: u16,
+        rel: &Path,
+        st: &Stat,
+        data: Data,
+        below: Option<&(u16, Arc<Path>)>,
+    ) -> Result<OsString, Errno> {
+        let work = self.work()?;
+        let tmp = self.scratch_name();
+        let below_root = below.map(|(lb, _)| self.root(*lb));
+        let data_src = below_root.as_ref().zip(below).map(|(r, (_, p))| (r.as_fd(), &**p));
+        if let Err(e) = copyup::copy_entry(self.root(b), rel, st, work, &tmp, data, data_src) {
+            let _ = sys::unlinkat(work, &tmp, AtFlags::empty());
+            return Err(errno(e));
+        }
+        Ok(tmp)
     }
 
     /// Gives metadata-only copy `ino` (in writable branch `b`, data at `below`) its own
-    /// data: copied (`Data::Copy`), or none (`Data::Skip`: the caller truncates it). Its
-    /// times stay. A whole copy staged in the work dir (`staged`) replaces it in one
-    /// rename; else it is filled in place and the mark goes last: either way a crash
-    /// before the end leaves the metadata-only copy.
+    /// data. `Data::Copy`: a whole copy (its own metadata and xattrs, set after the data,
+    /// which would clear `security.capability`; the data from below), staged already or
+    /// made now, replaces it in one rename. `Data::Skip` (the caller truncates it): it is
+    /// emptied, then unmarked. A crash before the end leaves the metadata-only copy.
     fn complete_metacopy(
         &self,
         ino: Ino,
@@ -787,31 +810,30 @@ impl Union {
         data: Data,
         staged: Option<OsString>,
     ) -> Result<(), Errno> {
-        let (_, rel) = self.location(ino)?;
-        if let Some(tmp) = staged {
-            let work = self.work()?;
+        let (_, rel, st) = self.stat(ino)?;
+        let work = self.work()?;
+        if data == Data::Skip {
+            if let Some(tmp) = staged {
+                let _ = sys::unlinkat(work, &tmp, AtFlags::empty());
+            }
+            let dst = sys::open_at(self.root(b), &rel, OFlags::WRONLY, Mode::empty()).map_err(errno)?;
+            rustix::fs::ftruncate(&dst, 0).map_err(errno)?;
+            let marked = sys::proc_path(&dst);
+            for mark in [whiteout::OVL_METACOPY_XATTR, whiteout::OVL_REDIRECT_XATTRS[0]] {
+                match rustix::fs::removexattr(&marked, mark) {
+                    Ok(()) | Err(rustix::io::Errno::NODATA) => {}
+                    Err(e) => return Err(errno(e)),
+                }
+            }
+        } else {
+            let tmp = match staged {
+                Some(t) => t,
+                None => self.copy_to_work(b, &rel, &st, Data::Copy, Some(below))?,
+            };
             let swapped = self.keeping_parent_times(b, &rel, || sys::renameat(work, &tmp, self.root(b), &rel));
             if let Err(e) = swapped {
                 let _ = sys::unlinkat(work, &tmp, AtFlags::empty());
                 return Err(errno(e));
-            }
-            self.table.write().get_mut(ino)?.set_data(None);
-            return Ok(());
-        }
-        let dst = sys::open_at(self.root(b), &rel, OFlags::WRONLY, Mode::empty()).map_err(errno)?;
-        let before = rustix::fs::fstat(&dst).map_err(errno)?;
-        if data == Data::Copy && before.st_size > 0 {
-            let how = OFlags::RDONLY | self.read_flags(below.0, false);
-            let src = sys::open_at(self.root(below.0), &*below.1, how, Mode::empty()).map_err(errno)?;
-            copyup::copy_data(&src, &dst, before.st_size as u64).map_err(errno)?;
-            rustix::fs::futimens(&dst, &copyup::times_of(&before)).map_err(errno)?;
-            rustix::fs::fsync(&dst).map_err(errno)?;
-        }
-        let marked = sys::proc_path(&dst);
-        for mark in [whiteout::OVL_METACOPY_XATTR, whiteout::OVL_REDIRECT_XATTRS[0]] {
-            match rustix::fs::removexattr(&marked, mark) {
-                Ok(()) | Err(rustix::io::Errno::NODATA) => {}
-                Err(e) => return Err(errno(e)),
             }
         }
         self.table.write().get_mut(ino)?.set_data(None);
@@ -823,7 +845,6 @@ impl Union {
     /// happened. Callers hold `ns` exclusively.
     pub fn copy_up(&self, ino: Ino, data: Data, staged: Option<Staged>) -> Result<bool, Errno> {
         self.refresh(ino)?;
-        let data = self.data_mode(data);
         let (branch, is_dir, parent, linked, below, has_links) = {
             let t = self.table.read();
             let n = t.get(ino)?;
@@ -859,25 +880,12 @@ impl Union {
             return Err(e);
         }
         let (_, src_rel, st) = self.stat(ino)?;
-        // Metadata-only: a file with data and one name (several need overlayfs's index).
-        let data = match data {
-            Data::Meta if st.st_size == 0 || st.st_nlink > 1 || has_links => Data::Copy,
-            d => d,
-        };
+        let data = self.data_mode(data, &st, has_links);
         let rel = self.table.read().path(ino)?;
         let work = self.work()?;
         let tmp = match staged {
             Some(t) => t,
-            None => {
-                let t = self.scratch_name();
-                let below_root = below.as_ref().map(|(b, _)| self.root(*b));
-                let data_src = below_root.as_ref().zip(below.as_ref()).map(|(r, (_, p))| (r.as_fd(), &**p));
-                if let Err(e) = copyup::copy_entry(self.root(branch), &src_rel, &st, work, &t, data, data_src) {
-                    let _ = sys::unlinkat(work, &t, AtFlags::empty());
-                    return Err(errno(e));
-                }
-                t
-            }
+            None => self.copy_to_work(branch, &src_rel, &st, data, below.as_ref())?,
         };
         let placed = self.keeping_parent_times(wb, &rel, || {
             sys::renameat_with(work, &tmp, self.root(wb), &rel, RenameFlags::NOREPLACE)

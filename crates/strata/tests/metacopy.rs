@@ -169,18 +169,25 @@ fn renames_links_readers_and_removal() {
 fn kernel_metadata_only_copies_read_through_strata() {
     let s = Scratch::new();
     branches(&s);
+    s.mkdir("lower/e");
+    fs::write(s.path("lower/e/g"), data(3)).unwrap();
     let kopts = options(&s, ",metacopy=on,redirect_dir=on");
     let k = KernelOverlay::new(&kopts, &s.path("kmnt"));
     fs::set_permissions(s.path("kmnt/big"), fs::Permissions::from_mode(0o600)).unwrap();
     fs::set_permissions(s.path("kmnt/d/f"), fs::Permissions::from_mode(0o600)).unwrap();
-    // The kernel records a renamed metadata-only copy's origin with a redirect.
+    // The kernel records a renamed metadata-only copy's origin with a redirect: relative
+    // (a sibling name) within one directory, which is itself renamed after.
     fs::rename(s.path("kmnt/d/f"), s.path("kmnt/d/renamed")).unwrap();
+    fs::set_permissions(s.path("kmnt/e/g"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::rename(s.path("kmnt/e/g"), s.path("kmnt/e/h")).unwrap();
+    fs::rename(s.path("kmnt/e"), s.path("kmnt/e2")).unwrap();
     let before = tree(&s.path("kmnt"));
     k.unmount();
     assert!(is_metacopy(&s.path("upper/big")) && is_metacopy(&s.path("upper/d/renamed")));
 
     let m = Mount::new(&[&options(&s, ",metacopy=on")], &s.path("mnt"));
     assert_eq!(tree(&m.mnt), before, "Strata over the kernel's metadata-only copies");
+    assert_eq!(fs::read(m.p("e2/h")).unwrap(), data(3));
     fs::OpenOptions::new().append(true).open(m.p("d/renamed")).unwrap().write_all(b"!").unwrap();
     let mut want = data(2);
     want.push(b'!');
@@ -222,4 +229,45 @@ fn aufs_format_mounts_and_option_errors() {
     fs::set_permissions(m.p("big"), fs::Permissions::from_mode(0o600)).unwrap();
     assert!(!is_metacopy(&s.path("upper/big")));
     assert_eq!(fs::read(s.path("upper/big")).unwrap(), data(1));
+    m.unmount();
+
+    // Such a mount refuses a metadata-only copy (as kernel overlayfs): it would show the
+    // hole, and what it wrote there would be lost to the next metacopy=on reader.
+    let m = Mount::new(&[&options(&s, ",metacopy=on")], &s.path("mnt"));
+    fs::set_permissions(m.p("d/f"), fs::Permissions::from_mode(0o600)).unwrap();
+    m.unmount();
+    let m = Mount::new(&[&options(&s, "")], &s.path("mnt"));
+    assert_eq!(errno_of(fs::metadata(m.p("d/f"))), libc::EPERM);
+    assert_eq!(fs::read(m.p("big")).unwrap(), data(1));
+}
+
+/// Completing a copy keeps `security.capability` (a data write clears it); a symbolic
+/// link is never a metadata-only copy (its rename and link work).
+#[test]
+fn capabilities_and_symlinks() {
+    let s = Scratch::new();
+    branches(&s);
+    // cap_net_raw, effective (struct vfs_cap_data, revision 2).
+    let cap: [u8; 20] = [1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    rustix::fs::setxattr(s.path("lower/big"), "security.capability", &cap, rustix::fs::XattrFlags::empty()).unwrap();
+    std::os::unix::fs::symlink("big", s.path("lower/lnk")).unwrap();
+    let m = Mount::new(&[&options(&s, ",metacopy=on")], &s.path("mnt"));
+    let caps_of = |p: &Path| {
+        let mut v = [0u8; 64];
+        let n = rustix::fs::lgetxattr(p, "security.capability", &mut v[..]).unwrap();
+        v[..n].to_vec()
+    };
+    fs::set_permissions(m.p("big"), fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(is_metacopy(&s.path("upper/big")));
+    fs::rename(m.p("big"), m.p("renamed")).unwrap();
+    assert!(!is_metacopy(&s.path("upper/renamed")));
+    assert_eq!(caps_of(&m.p("renamed")), cap);
+    assert_eq!(fs::read(m.p("renamed")).unwrap(), data(1));
+
+    std::os::unix::fs::lchown(m.p("lnk"), Some(1), Some(1)).unwrap();
+    assert!(fs::symlink_metadata(s.path("upper/lnk")).unwrap().file_type().is_symlink());
+    fs::rename(m.p("lnk"), m.p("lnk2")).unwrap();
+    fs::hard_link(m.p("lnk2"), m.p("lnk3")).unwrap();
+    assert_eq!(fs::read_link(m.p("lnk3")).unwrap(), Path::new("big"));
+    assert_eq!(fs::symlink_metadata(m.p("lnk3")).unwrap().uid(), 1);
 }

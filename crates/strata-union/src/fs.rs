@@ -63,6 +63,9 @@ struct OpenFile {
     /// The file read is the data below a metadata-only copy: its own attributes are not
     /// the node's.
     data_below: bool,
+    /// The branch of `file`: a reader opened before a copy-up keeps the lower file, which
+    /// is then no longer the node's.
+    branch: u16,
 }
 
 /// The attribute changes of one `setattr` request.
@@ -395,7 +398,9 @@ impl StrataFs {
         let counter = if backing.is_some() { &self.stats.passthrough_opens } else { &self.stats.daemon_opens };
         counter.fetch_add(1, Ordering::Relaxed);
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.files.lock().insert(fh, Arc::new(OpenFile { ino, file, writer, _backing: backing.clone(), data_below }));
+        self.files
+            .lock()
+            .insert(fh, Arc::new(OpenFile { ino, file, writer, _backing: backing.clone(), data_below, branch }));
         Ok((fh, backing))
     }
 
@@ -409,6 +414,12 @@ impl StrataFs {
         register: impl FnOnce(&OwnedFd) -> std::io::Result<BackingId>,
     ) -> Result<Option<Opened>, Errno> {
         let write = wants_write(flags);
+        // A removed metadata-only copy is read from its data below.
+        if !write && let Some((b, data)) = self.union.orphan_data(ino)? {
+            let how = backing_flags(flags) | OFlags::CLOEXEC;
+            let reopened = rustix::fs::open(sys::proc_path(&data), how, Mode::empty()).map_err(errno)?;
+            return self.register_open(ino, b, reopened, None, true, register).map(Some);
+        }
         let kept = if write {
             let _ns = self.union.ns.write();
             self.union.orphan(ino, true)?
@@ -465,7 +476,10 @@ impl StrataFs {
     fn gone(&self, ino: Ino, write: bool) -> Result<sys::PathFd, Errno> {
         let branch = self.union.table.read().get(ino)?.branch;
         if !write || self.union.perm(branch).is_writable() {
-            let open = self.files.lock().values().find(|f| f.ino == ino).cloned();
+            // The node's own file: not one a reader kept from below a copy-up, nor the data
+            // below a metadata-only copy.
+            let open =
+                self.files.lock().values().find(|f| f.ino == ino && f.branch == branch && !f.data_below).cloned();
             if let Some(f) = open {
                 return sys::PathFd::of(&f.file).map_err(errno);
             }
@@ -552,8 +566,10 @@ impl StrataFs {
         let open = fh.map(|fh| self.file(fh)).transpose()?;
         let linked = self.union.table.read().get(ino)?.linked;
         if !linked {
-            // Its names are all gone: the file is reached through a descriptor open on it.
-            let h = match &open {
+            // Its names are all gone: the file is reached through a descriptor open on it
+            // (the node's own file, see `Self::gone`).
+            let own = self.union.table.read().get(ino)?.branch;
+            let h = match open.as_ref().filter(|f| f.branch == own && !f.data_below) {
                 Some(f) => sys::PathFd::of(&f.file).map_err(errno)?,
                 None => self.gone(ino, true)?,
             };

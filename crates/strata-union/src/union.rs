@@ -1132,12 +1132,9 @@ impl Union {
                 return Ok(());
             }
         }
-        // A metadata-only copy keeps its data below: that file is what stays readable.
-        let below = self.table.read().get(ino)?.data().cloned();
-        let (b, rel) = match below {
-            Some((b, rel)) => (b, rel.to_path_buf()),
-            None => self.location(ino)?,
-        };
+        // A metadata-only copy keeps its own file (its metadata) and its data location:
+        // reads go below (see `orphan_data`), a writer fills it first (`Self::orphan`).
+        let (b, rel) = self.location(ino)?;
         let root = self.root(b);
         let orphan = if self.perm(b).is_writable() {
             Orphan::Open(b, Arc::new(sys::open_at(&*root, &rel, OFlags::PATH, Mode::empty()).map_err(errno)?))
@@ -1160,15 +1157,53 @@ impl Union {
                 (b, Arc::new(sys::open_at(&*root, &*rel, OFlags::PATH, Mode::empty()).map_err(errno)?))
             }
         };
+        let below = self.table.read().get(ino)?.data().cloned();
+        if let (true, Some(below)) = (write && self.perm(b).is_writable(), &below) {
+            self.fill_orphan_metacopy(&file, below)?;
+            self.table.write().get_mut(ino)?.set_data(None);
+        }
         if !write || self.perm(b).is_writable() {
             return Ok(Some((b, file)));
         }
         let wb = self.wb()?;
-        let src =
-            rustix::fs::open(sys::proc_path(&*file), OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).map_err(errno)?;
+        // A metadata-only copy in a read-only branch (the kernel's) is copied from its data.
+        let src = match &below {
+            Some((db, rel)) => sys::open_at(self.root(*db), &**rel, OFlags::RDONLY, Mode::empty()),
+            None => rustix::fs::open(sys::proc_path(&*file), OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()),
+        }
+        .map_err(errno)?;
         let copy = Arc::new(copyup::copy_unnamed(&src, self.work()?).map_err(errno)?);
-        self.table.write().set_orphan(ino, Orphan::Open(wb, copy.clone()));
+        let mut t = self.table.write();
+        t.set_orphan(ino, Orphan::Open(wb, copy.clone()));
+        t.get_mut(ino)?.set_data(None);
         Ok(Some((wb, copy)))
+    }
+
+    /// Where the data of removed metadata-only copy `ino` is read: the file below, which
+    /// stays on disk (its union name is whited out). `None` for any other file.
+    pub fn orphan_data(&self, ino: Ino) -> Result<Option<(u16, OwnedFd)>, Errno> {
+        let Some((b, rel)) = self.table.read().get(ino)?.data().cloned() else { return Ok(None) };
+        let file = sys::open_at(self.root(b), &*rel, OFlags::PATH, Mode::empty()).map_err(errno)?;
+        Ok(Some((b, file)))
+    }
+
+    /// Gives the kept file of a removed metadata-only copy its data from `below`, in
+    /// place (it has no name to rename over): its times and `security.capability`
+    /// (which the write clears) are put back.
+    fn fill_orphan_metacopy(&self, file: &OwnedFd, below: &(u16, Arc<Path>)) -> Result<(), Errno> {
+        let proc = sys::proc_path(file);
+        let dst = rustix::fs::open(&proc, OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty()).map_err(errno)?;
+        let st = rustix::fs::fstat(&dst).map_err(errno)?;
+        let cap = OsStr::new("security.capability");
+        let caps = sys::get_xattr(&proc, cap).map_err(errno)?;
+        let how = OFlags::RDONLY | self.read_flags(below.0, false);
+        let src = sys::open_at(self.root(below.0), &*below.1, how, Mode::empty()).map_err(errno)?;
+        copyup::copy_data(&src, &dst, st.st_size as u64).map_err(errno)?;
+        if let Some(v) = caps {
+            rustix::fs::setxattr(&proc, cap, &v, rustix::fs::XattrFlags::empty()).map_err(errno)?;
+        }
+        rustix::fs::futimens(&dst, &copyup::times_of(&st)).map_err(errno)?;
+        Ok(())
     }
 
     /// Renames within the union. Files from lower branches are copied up first; a

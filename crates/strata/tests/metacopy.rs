@@ -144,12 +144,29 @@ fn renames_links_readers_and_removal() {
     assert_eq!(late.metadata().unwrap().mode() & 0o777, 0o604);
 
     // Removed while open: the open file still reads its data.
+    let lower_mode = fs::metadata(s.path("lower/big")).unwrap().mode();
+    let kept = rustix::fs::open(m.p("big"), rustix::fs::OFlags::PATH, rustix::fs::Mode::empty()).unwrap();
     fs::remove_file(m.p("big")).unwrap();
     assert!(!m.p("big").exists());
     let mut got = Vec::new();
     late.read_to_end(&mut got).unwrap();
     assert_eq!(got, data(1));
+    late.set_permissions(fs::Permissions::from_mode(0o640)).unwrap();
+    assert_eq!(late.metadata().unwrap().mode() & 0o777, 0o640);
     drop((reader, late));
+    // Opened again through a descriptor, it reads its data too; changes reach its own
+    // file, never the one below.
+    let again = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&kept));
+    assert_eq!(fs::read(&again).unwrap(), data(1));
+    fs::set_permissions(&again, fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(fs::metadata(&again).unwrap().mode() & 0o777, 0o600);
+    fs::OpenOptions::new().append(true).open(&again).unwrap().write_all(b"!").unwrap();
+    let mut want = data(1);
+    want.push(b'!');
+    assert_eq!(fs::read(&again).unwrap(), want);
+    assert_eq!(fs::metadata(s.path("lower/big")).unwrap().mode(), lower_mode);
+    assert_eq!(fs::read(s.path("lower/big")).unwrap(), data(1));
+    drop(kept);
 
     // A rename and a hard link take the data along (the copy is completed first).
     fs::set_permissions(m.p("d/f"), fs::Permissions::from_mode(0o600)).unwrap();

@@ -103,6 +103,14 @@ pub fn prepare(mut spec: MountSpec, mountpoint: &Path) -> Result<Prepared, Mount
         workdir: PathBuf::from("work"),
         reason: std::io::Error::from_raw_os_error(e.code()).to_string(),
     })?;
+    if union.metacopy
+        && let Err(e) = union.holds_metacopy_marks()
+    {
+        // As kernel overlayfs: the mount goes on, copying data.
+        let e = std::io::Error::from_raw_os_error(e.code());
+        tracing::warn!("metacopy=on: the upper branch cannot hold trusted.* xattrs ({e}); copy-up copies data");
+        union.metacopy = false;
+    }
     Ok(Prepared { spec, mountpoint, union: Arc::new(union) })
 }
 

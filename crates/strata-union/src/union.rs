@@ -1435,6 +1435,23 @@ impl Union {
         Ok(())
     }
 
+    /// Can the writable branch hold the marks of a metadata-only copy (`trusted.*`
+    /// xattrs: a filesystem with xattrs, and `CAP_SYS_ADMIN`)? Tried on a scratch file.
+    pub fn holds_metacopy_marks(&self) -> Result<(), Errno> {
+        let Some(work) = &self.work else { return Ok(()) };
+        let tmp = self.scratch_name();
+        let how = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
+        let f = rustix::fs::openat(work, &tmp, how, Mode::from_raw_mode(0o600)).map_err(errno)?;
+        let marked = rustix::fs::setxattr(
+            &sys::proc_path(&f),
+            whiteout::OVL_METACOPY_XATTR,
+            b"",
+            rustix::fs::XattrFlags::empty(),
+        );
+        let _ = sys::unlinkat(work, &tmp, AtFlags::empty());
+        marked.map_err(errno)
+    }
+
     /// Removes the union's meta entries (whiteouts, opaque marker) from a directory that
     /// the union shows as empty, so it can be removed or replaced.
     fn clear_meta(&self, root: BorrowedFd<'_>, rel: &Path) -> Result<(), Errno> {

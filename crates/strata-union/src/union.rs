@@ -1443,7 +1443,7 @@ impl Union {
         let how = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
         let f = rustix::fs::openat(work, &tmp, how, Mode::from_raw_mode(0o600)).map_err(errno)?;
         let marked = rustix::fs::setxattr(
-            &sys::proc_path(&f),
+            sys::proc_path(&f),
             whiteout::OVL_METACOPY_XATTR,
             b"",
             rustix::fs::XattrFlags::empty(),

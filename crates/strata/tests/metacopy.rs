@@ -145,7 +145,9 @@ fn renames_links_readers_and_removal() {
 
     // Removed while open: the open file still reads its data.
     let lower_mode = fs::metadata(s.path("lower/big")).unwrap().mode();
-    let kept = rustix::fs::open(m.p("big"), rustix::fs::OFlags::PATH, rustix::fs::Mode::empty()).unwrap();
+    let kept =
+        rustix::fs::open(m.p("big"), rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC, rustix::fs::Mode::empty())
+            .unwrap();
     fs::remove_file(m.p("big")).unwrap();
     assert!(!m.p("big").exists());
     let mut got = Vec::new();

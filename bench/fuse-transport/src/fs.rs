@@ -139,8 +139,11 @@ impl Fs {
                 }
                 let off = get_u64(op_in, 8);
                 let size = (get_u32(op_in, 16) as usize).min(out.len());
-                let entries: [(u64, &[u8], u32); 3] =
-                    [(FUSE_ROOT_ID, b".", libc::DT_DIR as u32), (FUSE_ROOT_ID, b"..", libc::DT_DIR as u32), (FILE_INO, FILE_NAME.as_bytes(), libc::DT_REG as u32)];
+                let entries: [(u64, &[u8], u32); 3] = [
+                    (FUSE_ROOT_ID, b".", libc::DT_DIR as u32),
+                    (FUSE_ROOT_ID, b"..", libc::DT_DIR as u32),
+                    (FILE_INO, FILE_NAME.as_bytes(), libc::DT_REG as u32),
+                ];
                 let mut n = 0;
                 for (idx, (ino, name, typ)) in entries.iter().enumerate().skip(off as usize) {
                     // struct fuse_dirent: ino u64, off u64, namelen u32, type u32, name[], padded to 8.

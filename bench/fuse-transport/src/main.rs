@@ -140,6 +140,27 @@ struct Session {
     threads: Vec<JoinHandle<()>>,
     mounted: bool,
     neg: Option<Negotiated>,
+    /// The connection's number under /sys/fs/fuse/connections (the minor of the mount's st_dev).
+    conn: Option<u32>,
+}
+
+/// Last resort against a request that never gets an answer: a thread waiting for a request the
+/// daemon already received cannot be killed, and it keeps /dev/fuse open, so only the fusectl
+/// "abort" file ends the connection. Mounts fusectl for the moment if nobody has.
+fn abort_connection(conn: u32) {
+    let base = Path::new("/sys/fs/fuse/connections");
+    let abort = base.join(conn.to_string()).join("abort");
+    let mut mounted = false;
+    if !abort.exists() {
+        mounted = rustix::mount::mount("fusectl", base, "fusectl", rustix::mount::MountFlags::empty(), None).is_ok();
+    }
+    match std::fs::write(&abort, "1") {
+        Ok(()) => eprintln!("aborted FUSE connection {conn}"),
+        Err(e) => eprintln!("could not abort FUSE connection {conn}: {e}"),
+    }
+    if mounted {
+        let _ = rustix::mount::unmount(base, rustix::mount::UnmountFlags::empty());
+    }
 }
 
 impl Session {
@@ -164,6 +185,20 @@ impl Drop for Session {
     }
 }
 
+/// The FUSE connection number of the mount at `dir`: the minor of its device, read from
+/// /proc/self/mountinfo (a stat(2) would be a FUSE request, which over io_uring waits until
+/// the ring is ready).
+fn conn_of(dir: &Path) -> Option<u32> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let want = dir.to_str()?;
+    info.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f.len() > 4 && f[4] == want).then(|| f[2].split_once(':')?.1.parse().ok()).flatten()
+        })
+        .next_back()
+}
+
 fn start(t: Transport, args: &Args, passthrough: bool, seq: usize) -> Result<Session, String> {
     let dir = std::env::temp_dir().join(format!("fuse-transport-{}-{seq}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
@@ -171,7 +206,7 @@ fn start(t: Transport, args: &Args, passthrough: bool, seq: usize) -> Result<Ses
         .map_err(|e| format!("open /dev/fuse: {e}"))?;
     let dev = Arc::new(dev);
     let fs = Arc::new(Fs::new(args.entry_timeout));
-    let mut s = Session { dir, dev, fs, threads: Vec::new(), mounted: false, neg: None };
+    let mut s = Session { dir, dev, fs, threads: Vec::new(), mounted: false, neg: None, conn: None };
     let data = CString::new(format!("fd={},rootmode=40000,user_id=0,group_id=0", s.dev.as_raw_fd())).expect("no NUL");
     rustix::mount::mount(
         "fuse-transport-bench",
@@ -202,14 +237,15 @@ fn start(t: Transport, args: &Args, passthrough: bool, seq: usize) -> Result<Ses
     // mount(2) returns before INIT is answered; the first request (here, a stat of the root)
     // waits for it. Poke the mount so INIT is sent, then wait for the negotiation.
     let poke_dir = s.dir.clone();
-    std::thread::spawn(move || {
+    s.threads.push(std::thread::spawn(move || {
         let _ = rustix::fs::stat(&poke_dir);
-    });
+    }));
     let neg = init_rx
         .recv_timeout(Duration::from_secs(10))
         .map_err(|_| "no FUSE_INIT within 10 s".to_string())?
         .map_err(|e| format!("INIT: {e}"))?;
     s.neg = Some(neg);
+    s.conn = conn_of(&s.dir);
 
     if t == Transport::Uring {
         let nr = possible_cpus()?;
@@ -237,9 +273,31 @@ struct Samples {
     statfs: Vec<u32>,
 }
 
-fn measure(dir: &Path, n: usize, warmup: usize, pin: Option<usize>) -> Result<Samples, String> {
-    let dir = dir.to_path_buf();
-    std::thread::spawn(move || {
+fn measure(s: &Session, n: usize, warmup: usize, pin: Option<usize>) -> Result<Samples, String> {
+    let dir = s.dir.clone();
+    let (tx, rx) = mpsc::channel();
+    let client = std::thread::spawn(move || {
+        let _ = tx.send(client(dir, n, warmup, pin));
+    });
+    // Generous: 2n requests at well under 1 ms each.
+    let limit = Duration::from_secs(60 + (2 * (n + warmup) / 1000) as u64);
+    match rx.recv_timeout(limit) {
+        Ok(r) => {
+            let _ = client.join();
+            r
+        }
+        Err(_) => {
+            if let Some(conn) = s.conn {
+                abort_connection(conn);
+            }
+            let _ = client.join();
+            Err(format!("client made no progress for {} s: connection aborted", limit.as_secs()))
+        }
+    }
+}
+
+fn client(dir: PathBuf, n: usize, warmup: usize, pin: Option<usize>) -> Result<Samples, String> {
+    {
         if let Some(cpu) = pin {
             pin_self(cpu)?;
         }
@@ -271,9 +329,7 @@ fn measure(dir: &Path, n: usize, warmup: usize, pin: Option<usize>) -> Result<Sa
             out.statfs.push(dt.as_nanos().min(u32::MAX as u128) as u32);
         }
         Ok(out)
-    })
-    .join()
-    .map_err(|_| "client thread panicked".to_string())?
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -293,7 +349,7 @@ fn round(t: Transport, args: &Args, seq: usize) -> Result<Samples, String> {
     let s = start(t, args, false, seq)?;
     let via = if t == Transport::Uring { Via::Uring } else { Via::DevFuse };
     let before = (s.fs.count(via, FUSE_GETATTR), s.fs.count(via, FUSE_STATFS));
-    let samples = measure(&s.dir, args.n, args.warmup, args.pin_client)?;
+    let samples = measure(&s, args.n, args.warmup, args.pin_client)?;
     let after = (s.fs.count(via, FUSE_GETATTR), s.fs.count(via, FUSE_STATFS));
     let want = (args.n + args.warmup) as u64;
     let got = (after.0 - before.0, after.1 - before.1);
@@ -394,7 +450,10 @@ fn main() {
 
     let mut all: Vec<(Transport, Vec<u32>, Vec<u32>)> =
         args.transports.iter().map(|&t| (t, Vec::new(), Vec::new())).collect();
-    println!("{:>5} {:>8} {:>12} {:>12} {:>12} {:>12}", "round", "transp", "stat med", "stat p99", "statfs med", "statfs p99");
+    println!(
+        "{:>5} {:>8} {:>12} {:>12} {:>12} {:>12}",
+        "round", "transp", "stat med", "stat p99", "statfs med", "statfs p99"
+    );
     let mut failed = false;
     for r in 0..args.rounds {
         // Alternate which transport goes first.
@@ -408,7 +467,15 @@ fn main() {
                 Ok(mut s) => {
                     let a = summarize(&mut s.stat);
                     let b = summarize(&mut s.statfs);
-                    println!("{:>5} {:>8} {:>12} {:>12} {:>12} {:>12}", r + 1, t.name(), a.median, a.p99, b.median, b.p99);
+                    println!(
+                        "{:>5} {:>8} {:>12} {:>12} {:>12} {:>12}",
+                        r + 1,
+                        t.name(),
+                        a.median,
+                        a.p99,
+                        b.median,
+                        b.p99
+                    );
                     all[i].1.extend_from_slice(&s.stat);
                     all[i].2.extend_from_slice(&s.statfs);
                 }

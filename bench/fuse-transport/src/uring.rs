@@ -68,7 +68,14 @@ fn set_sqe_len(sqe: squeue::Entry128, len: u32) -> squeue::Entry128 {
 
 /// struct fuse_uring_cmd_req { u64 flags; u64 commit_id; u16 qid; u8 padding[6]; } at the start
 /// of the SQE's 80-byte command area; the rest stays zero.
-fn cmd_sqe(fd: RawFd, cmd_op: u32, qid: u16, commit_id: u64, iov: Option<*const libc::iovec>, ent: usize) -> squeue::Entry128 {
+fn cmd_sqe(
+    fd: RawFd,
+    cmd_op: u32,
+    qid: u16,
+    commit_id: u64,
+    iov: Option<*const libc::iovec>,
+    ent: usize,
+) -> squeue::Entry128 {
     let mut cmd = [0u8; 80];
     put_u64(&mut cmd, 0, 0);
     put_u64(&mut cmd, 8, commit_id);
@@ -89,9 +96,9 @@ fn errno_name(res: i32) -> String {
 /// submitted without an immediate error, or Err with the reason.
 pub fn serve_queue(dev: Arc<OwnedFd>, fs: Arc<Fs>, cfg: QueueConfig, ready: Sender<Result<(), String>>) {
     match setup(&dev, &cfg) {
-        Ok((ring, ents)) => {
+        Ok((ring, ents, early)) => {
             let _ = ready.send(Ok(()));
-            run(ring, ents, &dev, &fs, &cfg);
+            run(ring, ents, early, &dev, &fs, &cfg);
         }
         Err(e) => {
             let _ = ready.send(Err(e));
@@ -100,8 +107,10 @@ pub fn serve_queue(dev: Arc<OwnedFd>, fs: Arc<Fs>, cfg: QueueConfig, ready: Send
 }
 
 type Ring = IoUring<squeue::Entry128, cqueue::Entry32>;
+/// (entry index, CQE result) of completions seen while setting up.
+type Early = Vec<(usize, i32)>;
 
-fn setup(dev: &Arc<OwnedFd>, cfg: &QueueConfig) -> Result<(Ring, Vec<Ent>), String> {
+fn setup(dev: &Arc<OwnedFd>, cfg: &QueueConfig) -> Result<(Ring, Vec<Ent>, Early), String> {
     if cfg.pin {
         let mut set = rustix::thread::CpuSet::new();
         set.set(cfg.qid as usize);
@@ -138,11 +147,14 @@ fn setup(dev: &Arc<OwnedFd>, cfg: &QueueConfig) -> Result<(Ring, Vec<Ent>), Stri
     }
     ring.submit().map_err(|e| format!("queue {}: io_uring_enter(REGISTER): {e}", cfg.qid))?;
     // A REGISTER that the kernel accepts stays pending (-EIOCBQUEUED) until a request arrives;
-    // one that it refuses completes at once with the errno.
-    let errs: Vec<String> = ring
-        .completion()
-        .filter(|c| c.result() < 0)
-        .map(|c| format!("queue {} entry {}: FUSE_IO_URING_CMD_REGISTER: {}", cfg.qid, c.user_data(), errno_name(c.result())))
+    // one that it refuses completes at once with the errno. A request can also arrive already
+    // (the ring turns ready as soon as every queue has one entry, and a waiting request is then
+    // delivered at once): those completions are kept for run().
+    let early: Early = ring.completion().map(|c| (c.user_data() as usize, c.result())).collect();
+    let errs: Vec<String> = early
+        .iter()
+        .filter(|(_, res)| *res < 0)
+        .map(|(i, res)| format!("queue {} entry {i}: FUSE_IO_URING_CMD_REGISTER: {}", cfg.qid, errno_name(*res)))
         .collect();
     if !errs.is_empty() {
         // Entries that were accepted stay registered: keep their buffers alive for good.
@@ -150,25 +162,26 @@ fn setup(dev: &Arc<OwnedFd>, cfg: &QueueConfig) -> Result<(Ring, Vec<Ent>), Stri
         std::mem::forget(ents);
         return Err(errs.join("; "));
     }
-    Ok((ring, ents))
+    Ok((ring, ents, early))
 }
 
-fn run(mut ring: Ring, mut ents: Vec<Ent>, dev: &Arc<OwnedFd>, fs: &Fs, cfg: &QueueConfig) {
+fn run(mut ring: Ring, mut ents: Vec<Ent>, early: Early, dev: &Arc<OwnedFd>, fs: &Fs, cfg: &QueueConfig) {
     let fd = dev.as_raw_fd();
     let mut live = ents.len();
-    let mut done: Vec<(usize, i32)> = Vec::with_capacity(ents.len());
+    let mut done: Vec<(usize, i32)> = early;
     let mut scratch: Vec<u8> = Vec::with_capacity(4096);
     'outer: while live > 0 {
-        match ring.submit_and_wait(1) {
-            Ok(_) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-            Err(e) => {
-                eprintln!("queue {}: io_uring_enter: {e}", cfg.qid);
-                break;
+        if done.is_empty() {
+            match ring.submit_and_wait(1) {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(e) => {
+                    eprintln!("queue {}: io_uring_enter: {e}", cfg.qid);
+                    break;
+                }
             }
+            done.extend(ring.completion().map(|c| (c.user_data() as usize, c.result())));
         }
-        done.clear();
-        done.extend(ring.completion().map(|c| (c.user_data() as usize, c.result())));
         for &(i, res) in &done {
             if res < 0 {
                 if res != -libc::ENOTCONN && res != -libc::ECANCELED {
@@ -200,6 +213,7 @@ fn run(mut ring: Ring, mut ents: Vec<Ent>, dev: &Arc<OwnedFd>, fs: &Fs, cfg: &Qu
                 break 'outer;
             }
         }
+        done.clear();
     }
     drop(ring);
     if live > 0 {

@@ -85,7 +85,8 @@ pub fn serve(fd: Arc<OwnedFd>, fs: Arc<Fs>, wish: InitWish, init_tx: Option<Send
             Ok(n) => n,
             // ENOENT: the request was interrupted before we read it; EINTR/EAGAIN: retry.
             Err(Errno::NOENT) | Err(Errno::INTR) | Err(Errno::AGAIN) => continue,
-            Err(Errno::NODEV) => return,
+            // The connection is gone (unmounted, or aborted).
+            Err(Errno::NODEV) | Err(Errno::CONNABORTED) => return,
             Err(e) => {
                 eprintln!("devfuse: read: {e}");
                 return;

@@ -220,10 +220,11 @@ fn start(t: Transport, args: &Args, passthrough: bool, seq: usize) -> Result<Ses
 
     let (init_tx, init_rx) = mpsc::channel();
     let readers = if t == Transport::DevFuse { args.devfuse_threads } else { 1 };
-    for i in 0..readers {
+    for _ in 0..readers {
         let (dev, fs) = (s.dev.clone(), s.fs.clone());
         let wish = InitWish { uring: t == Transport::Uring, passthrough };
-        let tx = (i == 0).then(|| init_tx.clone());
+        // Whichever reader gets INIT reports it.
+        let tx = Some(init_tx.clone());
         let pin = args.pin_devfuse;
         s.threads.push(std::thread::spawn(move || {
             if let Some(cpu) = pin

@@ -456,7 +456,9 @@ fn main() {
         "round", "transp", "stat med", "stat p99", "statfs med", "statfs p99"
     );
     let mut failed = false;
-    for r in 0..args.rounds {
+    // Per round, per transport: (stat median, statfs median), for paired per-round ratios.
+    let mut per_round: Vec<Vec<Option<(u32, u32)>>> = vec![vec![None; all.len()]; args.rounds];
+    for (r, this_round) in per_round.iter_mut().enumerate() {
         // Alternate which transport goes first.
         let mut order: Vec<usize> = (0..all.len()).collect();
         if r % 2 == 1 {
@@ -477,6 +479,7 @@ fn main() {
                         b.median,
                         b.p99
                     );
+                    this_round[i] = Some((a.median, b.median));
                     all[i].1.extend_from_slice(&s.stat);
                     all[i].2.extend_from_slice(&s.statfs);
                 }
@@ -512,6 +515,30 @@ fn main() {
             r(ub.median, db.median),
             r(ub.p99, db.p99)
         );
+    }
+    // The machine drifts between states that shift both transports alike (on the 2-vCPU VM this
+    // was written on, whole rounds ran ~30 % slower at times): the ratio of the two medians
+    // measured back to back within each round is steadier than the ratio of pooled medians.
+    let di = all.iter().position(|(t, _, _)| *t == Transport::DevFuse);
+    let ui = all.iter().position(|(t, _, _)| *t == Transport::Uring);
+    if let (Some(di), Some(ui)) = (di, ui) {
+        let mut rs: Vec<f64> = Vec::new();
+        let mut rf: Vec<f64> = Vec::new();
+        for r in &per_round {
+            if let (Some(d), Some(u)) = (r[di], r[ui]) {
+                rs.push(u.0 as f64 / d.0 as f64);
+                rf.push(u.1 as f64 / d.1 as f64);
+            }
+        }
+        if !rs.is_empty() {
+            let med = |v: &mut Vec<f64>| {
+                v.sort_by(|a, b| a.total_cmp(b));
+                v[v.len() / 2]
+            };
+            let fmt = |v: &[f64]| v.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(" ");
+            println!("per-round uring/devfuse median ratios: stat {} | statfs {}", fmt(&rs), fmt(&rf));
+            println!("median of per-round ratios: stat {:.3}, statfs {:.3}", med(&mut rs), med(&mut rf));
+        }
     }
     if failed {
         std::process::exit(1);

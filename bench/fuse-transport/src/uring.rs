@@ -141,8 +141,9 @@ fn setup(dev: &Arc<OwnedFd>, cfg: &QueueConfig) -> Result<(Ring, Vec<Ent>, Early
     let fd = dev.as_raw_fd();
     for (i, ent) in ents.iter_mut().enumerate() {
         let sqe = cmd_sqe(fd, FUSE_IO_URING_CMD_REGISTER, cfg.qid, 0, Some(ent.iov.as_ptr()), i);
-        // SAFETY: the iovec array and both buffers it points to live in `ents`, which outlives
-        // the ring (run() owns both and drops the ring first); their heap storage never moves.
+        // SAFETY: the iovec array and both buffers it points to live in `ents`, whose heap storage
+        // never moves; run() drops the ring first and leaks `ents` if any entry may still be
+        // registered (so may the error path below), so the kernel never writes to freed memory.
         unsafe { ring.submission().push(&sqe) }.map_err(|_| "submission queue full".to_string())?;
     }
     ring.submit().map_err(|e| format!("queue {}: io_uring_enter(REGISTER): {e}", cfg.qid))?;

@@ -7,7 +7,7 @@ use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -64,8 +64,8 @@ struct OpenFile {
     /// the node's.
     data_below: bool,
     /// The branch of `file`: a reader opened before a copy-up keeps the lower file, which
-    /// is then no longer the node's.
-    branch: u16,
+    /// is then no longer the node's. Renumbered when the branch stack changes.
+    branch: AtomicU16,
 }
 
 /// The attribute changes of one `setattr` request.
@@ -398,9 +398,17 @@ impl StrataFs {
         let counter = if backing.is_some() { &self.stats.passthrough_opens } else { &self.stats.daemon_opens };
         counter.fetch_add(1, Ordering::Relaxed);
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.files
-            .lock()
-            .insert(fh, Arc::new(OpenFile { ino, file, writer, _backing: backing.clone(), data_below, branch }));
+        self.files.lock().insert(
+            fh,
+            Arc::new(OpenFile {
+                ino,
+                file,
+                writer,
+                _backing: backing.clone(),
+                data_below,
+                branch: AtomicU16::new(branch),
+            }),
+        );
         Ok((fh, backing))
     }
 
@@ -478,8 +486,12 @@ impl StrataFs {
         if !write || self.union.perm(branch).is_writable() {
             // The node's own file: not one a reader kept from below a copy-up, nor the data
             // below a metadata-only copy.
-            let open =
-                self.files.lock().values().find(|f| f.ino == ino && f.branch == branch && !f.data_below).cloned();
+            let open = self
+                .files
+                .lock()
+                .values()
+                .find(|f| f.ino == ino && f.branch.load(Ordering::Relaxed) == branch && !f.data_below)
+                .cloned();
             if let Some(f) = open {
                 return sys::PathFd::of(&f.file).map_err(errno);
             }
@@ -569,7 +581,7 @@ impl StrataFs {
             // Its names are all gone: the file is reached through a descriptor open on it
             // (the node's own file, see `Self::gone`).
             let own = self.union.table.read().get(ino)?.branch;
-            let h = match open.as_ref().filter(|f| f.branch == own && !f.data_below) {
+            let h = match open.as_ref().filter(|f| f.branch.load(Ordering::Relaxed) == own && !f.data_below) {
                 Some(f) => sys::PathFd::of(&f.file).map_err(errno)?,
                 None => self.gone(ino, true)?,
             };
@@ -726,7 +738,9 @@ impl StrataFs {
                 let open: Vec<Arc<OpenFile>> = self.files.lock().values().cloned().collect();
                 let t = self.union.table.read();
                 for f in open.iter().filter(|f| !writers_only || f.writer.is_some()) {
-                    if t.get(f.ino).is_ok_and(|n| n.branch as usize == i) {
+                    // The file's own branch: a reader of the data below a metadata-only
+                    // copy, or one kept from before a copy-up, holds a lower branch.
+                    if f.branch.load(Ordering::Relaxed) as usize == i {
                         let name =
                             t.path(f.ino).map(|p| p.display().to_string()).unwrap_or_else(|_| "(deleted file)".into());
                         let why = if writers_only { "open for writing" } else { "open" };
@@ -738,7 +752,12 @@ impl StrataFs {
                 }
             }
         }
-        let changed = self.union.change_branches(&change, &self.mountpoint).map_err(|m| (Errno::EINVAL, m))?;
+        let (changed, moved) = self.union.change_branches(&change, &self.mountpoint).map_err(|m| (Errno::EINVAL, m))?;
+        for f in self.files.lock().values() {
+            if let Some(Some(nb)) = moved.get(f.branch.load(Ordering::Relaxed) as usize) {
+                f.branch.store(*nb, Ordering::Relaxed);
+            }
+        }
         self.drop_kernel_caches(changed);
         Ok(())
     }

@@ -175,8 +175,13 @@ impl Union {
     }
 
     /// Applies a change to the branch stack. Callers hold `ns` exclusively and have made
-    /// sure no open file stands in the way. Returns the changed branch's path.
-    pub fn change_branches(&self, change: &crate::restack::BranchChange, mountpoint: &Path) -> Result<PathBuf, String> {
+    /// sure no open file stands in the way. Returns the changed branch's path, and where
+    /// each old branch number went (`None`: removed).
+    pub fn change_branches(
+        &self,
+        change: &crate::restack::BranchChange,
+        mountpoint: &Path,
+    ) -> Result<(PathBuf, Vec<Option<u16>>), String> {
         let old = self.stack();
         let new = crate::restack::restack(&old.branches, change, mountpoint, self.work_branch.as_deref())?;
         let count = new.branches.len() as u16;
@@ -184,7 +189,7 @@ impl Union {
         self.table.write().restack(&new.moved, count);
         self.names.clear();
         self.branch_links.clear();
-        Ok(new.changed)
+        Ok((new.changed, new.moved))
     }
 
     /// The current branch stack.

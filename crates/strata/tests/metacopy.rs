@@ -290,3 +290,33 @@ fn capabilities_and_symlinks() {
     assert_eq!(fs::read_link(m.p("lnk3")).unwrap(), Path::new("big"));
     assert_eq!(fs::symlink_metadata(m.p("lnk3")).unwrap().uid(), 1);
 }
+
+/// A live branch change sees the readers of a metadata-only copy's data: the branch that
+/// holds it cannot go while they read it.
+#[test]
+fn the_branch_holding_the_data_stays_while_read() {
+    let s = Scratch::new();
+    branches(&s);
+    s.mkdir("extra");
+    let aufs = format!(
+        "br={}=rw:{}=ro:{}=ro,metacopy=on",
+        s.path("upper").display(),
+        s.path("extra").display(),
+        s.path("lower").display()
+    );
+    let m = Mount::new(&[&aufs], &s.path("mnt"));
+    fs::set_permissions(m.p("big"), fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(is_metacopy(&s.path("upper/big")));
+    let held = fs::File::open(m.p("big")).unwrap();
+    let change = |args: &[&str]| run(strata().arg("branches").arg(&m.mnt).args(args));
+    // Branches above it move: the reader's branch is renumbered with them.
+    let out = change(&["del", s.path("extra").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = change(&["del", s.path("lower").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("busy") && err.contains("/big"), "{err}");
+    let mut got = Vec::new();
+    (&held).read_to_end(&mut got).unwrap();
+    assert_eq!(got, data(1));
+}

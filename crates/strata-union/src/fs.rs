@@ -953,8 +953,14 @@ impl Filesystem for StrataFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        let open = fh.and_then(|fh| self.file(fh).ok());
-        let attr = match open.filter(|f| !f.data_below) {
+        // Through the handle when its file is the node's own (not the data below a
+        // metadata-only copy, nor a lower file read since before a copy-up).
+        let own = |f: &Arc<OpenFile>| {
+            !f.data_below
+                && self.union.table.read().get(ino.0).is_ok_and(|n| n.branch == f.branch.load(Ordering::Relaxed))
+        };
+        let open = fh.and_then(|fh| self.file(fh).ok()).filter(own);
+        let attr = match open {
             Some(f) => rustix::fs::fstat(&f.file).map(|st| to_attr(ino.0, &st, false)).map_err(errno),
             None => {
                 let _ns = self.union.ns.read();

@@ -752,16 +752,21 @@ impl Union {
             let n = t.get(ino)?;
             (n.branch, n.kind, n.linked, n.data().cloned(), n.links().is_some())
         };
-        if !linked || kind != FileType::RegularFile || self.wb_opt().is_none_or(|wb| branch < wb) {
+        // In a writable branch only the completion of a metadata-only copy with its data
+        // is staged: whole (its own metadata, the data from below), then swapped in.
+        // Completing one whose data is dropped anyway (`Data::Skip`) is quick, and so is
+        // making one (`Data::Meta`): both are done under the lock, in `copy_up`.
+        let completes = below.is_some() && data == Data::Copy;
+        if !linked
+            || kind != FileType::RegularFile
+            || self.wb_opt().is_none_or(|wb| branch < wb)
+            || (self.perm(branch).is_writable() && !completes)
+        {
             return Ok(None);
         }
         let (_, rel, st) = self.stat(ino)?;
         let data = self.data_mode(data, &st, has_links);
-        // A metadata-only copy is quick: made under the lock, in `copy_up`. So is
-        // completing one whose data is dropped anyway (`Data::Skip`); one whose data is
-        // copied is staged whole (its own metadata, the data from below) and swapped in.
-        let completes = below.is_some() && data == Data::Copy;
-        if data == Data::Meta || (self.perm(branch).is_writable() && !completes) {
+        if data == Data::Meta {
             return Ok(None);
         }
         let tmp = self.copy_to_work(branch, &rel, &st, data, below.as_ref())?;

@@ -329,6 +329,17 @@ pub fn get_xattr(path: &Path, name: &OsStr) -> Result<Option<Vec<u8>>, SysErrno>
     }
 }
 
+/// Does entry `rel` below `root` (never followed if a symlink) carry xattr `name`? One
+/// system call where the path fits: asked of every file a lookup meets on a `metacopy=on`
+/// mount.
+pub fn has_xattr(root: impl AsFd, rel: impl AsRef<Path>, name: &OsStr) -> Result<bool, SysErrno> {
+    at(root, rel, |d, r| match rustix::fs::lgetxattr(proc_path(&d).join(r), name, &mut [0u8; 0][..]) {
+        Ok(_) | Err(SysErrno::RANGE) => Ok(true),
+        Err(SysErrno::NODATA) | Err(SysErrno::NOTSUP) => Ok(false),
+        Err(e) => Err(e),
+    })
+}
+
 /// Lists xattr names.
 pub fn list_xattrs(path: &Path) -> Result<Vec<OsString>, SysErrno> {
     let mut buf = vec![0u8; 1024];

@@ -81,10 +81,11 @@ pub const OVL_METACOPY_XATTR: &str = "trusted.overlay.metacopy";
 /// Is regular file `rel` a metadata-only copy, and where did it come from if it was
 /// renamed (its redirect, as for directories)? `None` when it holds its own data.
 pub fn metacopy_marks(root: impl AsFd, rel: &Path) -> Result<Option<Option<std::path::PathBuf>>, Errno> {
-    let p = sys::PathFd::open(root, rel)?;
-    if sys::get_xattr(&p.proc, OsStr::new(OVL_METACOPY_XATTR))?.is_none() {
+    let root = root.as_fd();
+    if !sys::has_xattr(root, rel, OsStr::new(OVL_METACOPY_XATTR))? {
         return Ok(None);
     }
+    let p = sys::PathFd::open(root, rel)?;
     let redirect = sys::get_xattr(&p.proc, OsStr::new(OVL_REDIRECT_XATTRS[0]))?;
     Ok(Some(redirect.and_then(|v| valid_redirect(OsStr::from_bytes(&v)))))
 }

@@ -7,7 +7,6 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 param=/sys/module/fuse/parameters/enable_uring
 cargo="${CARGO:-cargo}"
-[ -x /work/shim/cargo ] && cargo=/work/shim/cargo
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$here/target}"
 (cd "$here" && "$cargo" build --release --quiet)
 bin="$CARGO_TARGET_DIR/release/fuse-transport-bench"

@@ -8,7 +8,7 @@
 //! Paths are reached through `strata_union::sys`, which takes a tree of any depth.
 
 use std::collections::HashMap;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -146,7 +146,7 @@ impl<'a, W: Write> Packer<'a, W> {
         // A tree keeps times to the nanosecond (a PAX mtime); a layer keeps the header's
         // seconds, so that its bytes, and diff ID, stay what they were.
         let mtime = (self.tree && st.st_mtime_nsec != 0).then(|| format!("{}.{:09}", st.st_mtime, st.st_mtime_nsec));
-        self.xattrs(&entry.proc, shown, mtime)?;
+        let xattr_names = self.xattrs(&entry.proc, shown, mtime)?;
         if kind == libc::S_IFDIR {
             h.set_entry_type(tar::EntryType::Directory);
             self.builder.append_data(&mut h, &name, io::empty()).at(shown)?;
@@ -183,9 +183,7 @@ impl<'a, W: Write> Packer<'a, W> {
             // A metadata-only copy (a container's chmod, chown, touch) holds no data: the
             // layer's file takes the data from below.
             let data = match self.view {
-                Some(view)
-                    if !self.tree && get_xattr(&entry.proc, OsStr::new(OVL_METACOPY_XATTR)).at(shown)?.is_some() =>
-                {
+                Some(view) if !self.tree && xattr_names.iter().any(|n| n == OVL_METACOPY_XATTR) => {
                     data_below(view, rel).at(shown)?
                 }
                 _ => full.to_path_buf(),
@@ -225,18 +223,19 @@ impl<'a, W: Write> Packer<'a, W> {
     }
 
     /// The xattrs of the entry at `proc` (its `/proc/self/fd` name) as PAX records (before
-    /// its header), the union's private ones left out; and `mtime` when given.
-    fn xattrs(&mut self, proc: &Path, full: &Path, mtime: Option<String>) -> Result<()> {
+    /// its header), the union's private ones left out; and `mtime` when given. Returns
+    /// the names of all its xattrs, private ones included.
+    fn xattrs(&mut self, proc: &Path, full: &Path, mtime: Option<String>) -> Result<Vec<OsString>> {
         let names = list_xattrs(proc).at(full)?;
         let mut records: Vec<(String, Vec<u8>)> = Vec::new();
         if let Some(t) = mtime {
             records.push(("mtime".into(), t.into_bytes()));
         }
-        for n in names {
-            if is_private_xattr(&n) {
+        for n in &names {
+            if is_private_xattr(n) {
                 continue;
             }
-            if let Some(v) = get_xattr(proc, &n).at(full)? {
+            if let Some(v) = get_xattr(proc, n).at(full)? {
                 records.push((format!("SCHILY.xattr.{}", n.to_string_lossy()), v));
             }
         }
@@ -244,7 +243,7 @@ impl<'a, W: Write> Packer<'a, W> {
             records.sort();
             self.builder.append_pax_extensions(records.iter().map(|(k, v)| (k.as_str(), v.as_slice()))).at(full)?;
         }
-        Ok(())
+        Ok(names)
     }
 }
 

@@ -5,7 +5,7 @@ use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
-use rustix::fs::{AtFlags, Mode, OFlags, SeekFrom, Stat, Timespec, Timestamps, XattrFlags};
+use rustix::fs::{AtFlags, Mode, OFlags, SeekFrom, Stat, Timespec, Timestamps};
 use rustix::io::Errno;
 
 use crate::sys;
@@ -62,8 +62,7 @@ pub fn copy_entry(
                 },
                 Data::Meta => {
                     rustix::fs::ftruncate(&dst, st.st_size as u64)?;
-                    let dst_path = sys::proc_path(&dst);
-                    rustix::fs::setxattr(&dst_path, whiteout::OVL_METACOPY_XATTR, b"", XattrFlags::empty())?;
+                    whiteout::set_metacopy(&dst)?;
                 }
                 _ => {}
             }

@@ -60,12 +60,17 @@ struct OpenFile {
     writer: Option<u32>,
     /// Keeps the passthrough registration alive while this handle is open.
     _backing: Option<Arc<BackingId>>,
-    /// The file read is the data below a metadata-only copy: its own attributes are not
-    /// the node's.
-    data_below: bool,
-    /// The branch of `file`: a reader opened before a copy-up keeps the lower file, which
-    /// is then no longer the node's. Renumbered when the branch stack changes.
+    /// The branch of `file`, renumbered when the branch stack changes. Another branch than
+    /// the node's when the file is not the node's own: the data below a metadata-only
+    /// copy, or a lower file a reader has kept since before a copy-up.
     branch: AtomicU16,
+}
+
+impl OpenFile {
+    /// Is the file the one of a node now in `branch` (see [`OpenFile::branch`])?
+    fn is_own(&self, branch: u16) -> bool {
+        self.branch.load(Ordering::Relaxed) == branch
+    }
 }
 
 /// The attribute changes of one `setattr` request.
@@ -283,8 +288,12 @@ impl StrataFs {
         if attr.kind == fuser::FileType::RegularFile && st.st_nlink > 1 {
             attr.nlink = self.union.nlink(ino, st)?;
         }
-        // A metadata-only copy uses the blocks of its data, as on kernel overlayfs.
-        let below = self.union.table.read().get(ino)?.data().cloned();
+        // A metadata-only copy uses the blocks of its data, as on kernel overlayfs (only a
+        // `metacopy=on` mount has any).
+        let below = match self.union.metacopy && !sys::is_dir(st) {
+            true => self.union.table.read().get(ino)?.data().cloned(),
+            false => None,
+        };
         if let Some((b, rel)) = below {
             attr.blocks = sys::lstat(self.union.root(b), &*rel).map_err(errno)?.st_blocks as u64;
         }
@@ -338,10 +347,10 @@ impl StrataFs {
         uid: u32,
         register: impl FnOnce(&OwnedFd) -> std::io::Result<BackingId>,
     ) -> Result<Opened, Errno> {
-        let (branch, rel, data_below) = self.union.data_location(ino)?;
+        let (branch, rel) = self.union.data_location(ino)?;
         let how = backing_flags(flags) | self.union.read_flags(branch, false);
         let file = sys::open_at(self.union.root(branch), &rel, how, Mode::empty()).map_err(errno)?;
-        self.register_open(ino, branch, file, wants_write(flags).then_some(uid), data_below, register)
+        self.register_open(ino, branch, file, wants_write(flags).then_some(uid), register)
     }
 
     /// Records an open backing file of `ino` (in `branch`) as a handle, with a passthrough
@@ -353,7 +362,6 @@ impl StrataFs {
         branch: u16,
         file: OwnedFd,
         writer: Option<u32>,
-        data_below: bool,
         register: impl FnOnce(&OwnedFd) -> std::io::Result<BackingId>,
     ) -> Result<Opened, Errno> {
         let mut backing = None;
@@ -400,14 +408,7 @@ impl StrataFs {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.files.lock().insert(
             fh,
-            Arc::new(OpenFile {
-                ino,
-                file,
-                writer,
-                _backing: backing.clone(),
-                data_below,
-                branch: AtomicU16::new(branch),
-            }),
+            Arc::new(OpenFile { ino, file, writer, _backing: backing.clone(), branch: AtomicU16::new(branch) }),
         );
         Ok((fh, backing))
     }
@@ -422,11 +423,9 @@ impl StrataFs {
         register: impl FnOnce(&OwnedFd) -> std::io::Result<BackingId>,
     ) -> Result<Option<Opened>, Errno> {
         let write = wants_write(flags);
-        // A removed metadata-only copy is read from its data below.
-        if !write && let Some((b, data)) = self.union.orphan_data(ino)? {
-            let how = backing_flags(flags) | OFlags::CLOEXEC;
-            let reopened = rustix::fs::open(sys::proc_path(&data), how, Mode::empty()).map_err(errno)?;
-            return self.register_open(ino, b, reopened, None, true, register).map(Some);
+        // A removed metadata-only copy is read from its data below, which stays on disk.
+        if !write && self.union.table.read().get(ino)?.data().is_some() {
+            return self.open_backing(ino, flags, uid, register).map(Some);
         }
         let kept = if write {
             let _ns = self.union.ns.write();
@@ -451,7 +450,7 @@ impl StrataFs {
         if flags & libc::O_TRUNC != 0 {
             rustix::fs::ftruncate(&reopened, 0).map_err(errno)?;
         }
-        self.register_open(ino, branch, reopened, write.then_some(uid), false, register).map(Some)
+        self.register_open(ino, branch, reopened, write.then_some(uid), register).map(Some)
     }
 
     /// After an ACL was set on `entry` (a `/proc/self/fd` name): as `chmod`, setting an
@@ -486,12 +485,7 @@ impl StrataFs {
         if !write || self.union.perm(branch).is_writable() {
             // The node's own file: not one a reader kept from below a copy-up, nor the data
             // below a metadata-only copy.
-            let open = self
-                .files
-                .lock()
-                .values()
-                .find(|f| f.ino == ino && f.branch.load(Ordering::Relaxed) == branch && !f.data_below)
-                .cloned();
+            let open = self.files.lock().values().find(|f| f.ino == ino && f.is_own(branch)).cloned();
             if let Some(f) = open {
                 return sys::PathFd::of(&f.file).map_err(errno);
             }
@@ -581,7 +575,7 @@ impl StrataFs {
             // Its names are all gone: the file is reached through a descriptor open on it
             // (the node's own file, see `Self::gone`).
             let own = self.union.table.read().get(ino)?.branch;
-            let h = match open.as_ref().filter(|f| f.branch.load(Ordering::Relaxed) == own && !f.data_below) {
+            let h = match open.as_ref().filter(|f| f.is_own(own)) {
                 Some(f) => sys::PathFd::of(&f.file).map_err(errno)?,
                 None => self.gone(ino, true)?,
             };
@@ -955,10 +949,7 @@ impl Filesystem for StrataFs {
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         // Through the handle when its file is the node's own (not the data below a
         // metadata-only copy, nor a lower file read since before a copy-up).
-        let own = |f: &Arc<OpenFile>| {
-            !f.data_below
-                && self.union.table.read().get(ino.0).is_ok_and(|n| n.branch == f.branch.load(Ordering::Relaxed))
-        };
+        let own = |f: &Arc<OpenFile>| self.union.table.read().get(ino.0).is_ok_and(|n| f.is_own(n.branch));
         let open = fh.and_then(|fh| self.file(fh).ok()).filter(own);
         let attr = match open {
             Some(f) => rustix::fs::fstat(&f.file).map(|st| to_attr(ino.0, &st, false)).map_err(errno),
@@ -1441,7 +1432,7 @@ impl Filesystem for StrataFs {
                 Some(fd) => {
                     // The descriptor from creation carries the caller's flags already.
                     let (b, _) = self.union.location(ino)?;
-                    self.register_open(ino, b, fd, Some(req.uid()), false, |f| reply.open_backing(f))?
+                    self.register_open(ino, b, fd, Some(req.uid()), |f| reply.open_backing(f))?
                 }
                 None => self.open_backing(ino, flags & !libc::O_TRUNC, req.uid(), |f| reply.open_backing(f))?,
             };

@@ -178,10 +178,9 @@ impl MountSpec {
         if branches.is_empty() {
             return Err(OptionError::NoBranches);
         }
-        let whiteout = whiteout.unwrap_or(default_format);
         Ok(MountSpec {
             branches,
-            whiteout,
+            whiteout: whiteout.unwrap_or(default_format),
             overlay_whiteouts,
             workdir,
             read_only,

@@ -592,20 +592,23 @@ impl Union {
         Ok((b, rel, st))
     }
 
-    /// Where a node's data is read: below it for a metadata-only copy (then `true`), else
-    /// its location.
-    pub fn data_location(&self, ino: Ino) -> Result<(u16, PathBuf, bool), Errno> {
+    /// Where a node's data is read: below it for a metadata-only copy, else its location.
+    pub fn data_location(&self, ino: Ino) -> Result<(u16, PathBuf), Errno> {
         self.refresh(ino)?;
-        if let Some((b, rel)) = self.table.read().get(ino)?.data() {
-            return Ok((*b, rel.to_path_buf(), true));
+        let t = self.table.read();
+        match t.get(ino)?.data() {
+            Some((b, rel)) => Ok((*b, rel.to_path_buf())),
+            None => Self::located(&t, ino),
         }
-        let (b, rel) = self.location(ino)?;
-        Ok((b, rel, false))
     }
 
     pub fn location(&self, ino: Ino) -> Result<(u16, PathBuf), Errno> {
         self.refresh(ino)?;
-        let t = self.table.read();
+        Self::located(&self.table.read(), ino)
+    }
+
+    /// The branch and path of node `ino`'s own entry.
+    fn located(t: &Table, ino: Ino) -> Result<(u16, PathBuf), Errno> {
         let n = t.get(ino)?;
         match n.src() {
             Some(src) => Ok((n.branch, src.to_path_buf())),
@@ -820,22 +823,17 @@ impl Union {
         data: Data,
         staged: Option<OsString>,
     ) -> Result<(), Errno> {
-        let (_, rel, st) = self.stat(ino)?;
         let work = self.work()?;
         if data == Data::Skip {
             if let Some(tmp) = staged {
                 let _ = sys::unlinkat(work, &tmp, AtFlags::empty());
             }
+            let (_, rel) = self.location(ino)?;
             let dst = sys::open_at(self.root(b), &rel, OFlags::WRONLY, Mode::empty()).map_err(errno)?;
             rustix::fs::ftruncate(&dst, 0).map_err(errno)?;
-            let marked = sys::proc_path(&dst);
-            for mark in [whiteout::OVL_METACOPY_XATTR, whiteout::OVL_REDIRECT_XATTRS[0]] {
-                match rustix::fs::removexattr(&marked, mark) {
-                    Ok(()) | Err(rustix::io::Errno::NODATA) => {}
-                    Err(e) => return Err(errno(e)),
-                }
-            }
+            whiteout::clear_metacopy(&dst).map_err(errno)?;
         } else {
+            let (_, rel, st) = self.stat(ino)?;
             let tmp = match staged {
                 Some(t) => t,
                 None => self.copy_to_work(b, &rel, &st, Data::Copy, Some(below))?,
@@ -1143,7 +1141,7 @@ impl Union {
             }
         }
         // A metadata-only copy keeps its own file (its metadata) and its data location:
-        // reads go below (see `orphan_data`), a writer fills it first (`Self::orphan`).
+        // reads go below (`data_location`), a writer fills it first (`Self::orphan`).
         let (b, rel) = self.location(ino)?;
         let root = self.root(b);
         let orphan = if self.perm(b).is_writable() {
@@ -1187,14 +1185,6 @@ impl Union {
         t.set_orphan(ino, Orphan::Open(wb, copy.clone()));
         t.get_mut(ino)?.set_data(None);
         Ok(Some((wb, copy)))
-    }
-
-    /// Where the data of removed metadata-only copy `ino` is read: the file below, which
-    /// stays on disk (its union name is whited out). `None` for any other file.
-    pub fn orphan_data(&self, ino: Ino) -> Result<Option<(u16, OwnedFd)>, Errno> {
-        let Some((b, rel)) = self.table.read().get(ino)?.data().cloned() else { return Ok(None) };
-        let file = sys::open_at(self.root(b), &*rel, OFlags::PATH, Mode::empty()).map_err(errno)?;
-        Ok(Some((b, file)))
     }
 
     /// Gives the kept file of a removed metadata-only copy its data from `below`, in
@@ -1452,12 +1442,7 @@ impl Union {
         let tmp = self.scratch_name();
         let how = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
         let f = rustix::fs::openat(work, &tmp, how, Mode::from_raw_mode(0o600)).map_err(errno)?;
-        let marked = rustix::fs::setxattr(
-            sys::proc_path(&f),
-            whiteout::OVL_METACOPY_XATTR,
-            b"",
-            rustix::fs::XattrFlags::empty(),
-        );
+        let marked = whiteout::set_metacopy(&f);
         let _ = sys::unlinkat(work, &tmp, AtFlags::empty());
         marked.map_err(errno)
     }

@@ -90,6 +90,24 @@ pub fn metacopy_marks(root: impl AsFd, rel: &Path) -> Result<Option<Option<std::
     Ok(Some(redirect.and_then(|v| valid_redirect(OsStr::from_bytes(&v)))))
 }
 
+/// Marks the open file `file` a metadata-only copy.
+pub fn set_metacopy(file: impl AsFd) -> Result<(), Errno> {
+    rustix::fs::setxattr(sys::proc_path(&file.as_fd()), OVL_METACOPY_XATTR, b"", rustix::fs::XattrFlags::empty())
+}
+
+/// Takes the marks of a metadata-only copy (and any redirect) off the open file `file`,
+/// once it holds its own data.
+pub fn clear_metacopy(file: impl AsFd) -> Result<(), Errno> {
+    let path = sys::proc_path(&file.as_fd());
+    for mark in [OVL_METACOPY_XATTR, OVL_REDIRECT_XATTRS[0]] {
+        match rustix::fs::removexattr(&path, mark) {
+            Ok(()) | Err(Errno::NODATA) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// What a branch directory says about the directories below it.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct DirMarks {

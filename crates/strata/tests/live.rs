@@ -13,10 +13,6 @@ fn branches(m: &Mount) -> Vec<String> {
     String::from_utf8(out.stdout).unwrap().lines().filter(|l| !l.starts_with("si_")).map(str::to_string).collect()
 }
 
-fn change(m: &Mount, args: &[&str]) -> std::process::Output {
-    run(strata().arg("branches").arg(&m.mnt).args(args))
-}
-
 #[test]
 fn add_del_mod_on_a_live_mount() {
     let s = Scratch::new();
@@ -34,7 +30,7 @@ fn add_del_mod_on_a_live_mount() {
     assert_eq!(fs::read_dir(m.p("dir")).unwrap().count(), 1);
 
     // add: between the writable branch and base; visible at once.
-    let out = change(&m, &["add", "--at", "1", &format!("{}=ro", extra.display())]);
+    let out = m.change_branches(&["add", "--at", "1", &format!("{}=ro", extra.display())]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(
         branches(&m),
@@ -46,38 +42,38 @@ fn add_del_mod_on_a_live_mount() {
 
     // del refused while a file on the branch is open; the message names the file.
     let held = fs::File::open(m.p("new-file")).unwrap();
-    let out = change(&m, &["del", extra.to_str().unwrap()]);
+    let out = m.change_branches(&["del", extra.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("busy") && err.contains("/new-file"), "{err}");
     drop(held);
-    let out = change(&m, &["del", extra.to_str().unwrap()]);
+    let out = m.change_branches(&["del", extra.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!m.p("new-file").exists());
     assert_eq!(read(m.p("f")), "base\n");
 
     // append / prepend; mod ro -> ro+wh makes a branch's whiteouts count.
-    assert!(change(&m, &["append", &format!("{}=ro", extra.display())]).status.success());
+    assert!(m.change_branches(&["append", &format!("{}=ro", extra.display())]).status.success());
     assert_eq!(read(m.p("dir/e")), "e\n");
-    assert!(change(&m, &["add", "--at", "1", &format!("{}=ro", wh.display())]).status.success());
+    assert!(m.change_branches(&["add", "--at", "1", &format!("{}=ro", wh.display())]).status.success());
     assert_eq!(read(m.p("f")), "base\n", "plain ro ignores its whiteouts");
-    assert!(change(&m, &["mod", &format!("{}=ro+wh", wh.display())]).status.success());
+    assert!(m.change_branches(&["mod", &format!("{}=ro+wh", wh.display())]).status.success());
     assert!(!m.p("f").exists(), "ro+wh honours them");
-    assert!(change(&m, &["mod", &format!("{}=ro", wh.display())]).status.success());
+    assert!(m.change_branches(&["mod", &format!("{}=ro", wh.display())]).status.success());
     assert_eq!(read(m.p("f")), "base\n");
 
     // rw -> ro refused while a file on it is open for writing; then writes get EROFS.
     let mut w = fs::OpenOptions::new().create(true).truncate(true).write(true).open(m.p("writing")).unwrap();
-    let out = change(&m, &["mod", &format!("{}=ro", up.display())]);
+    let out = m.change_branches(&["mod", &format!("{}=ro", up.display())]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/writing is open for writing"));
     w.write_all(b"x").unwrap();
     drop(w);
-    assert!(change(&m, &["mod", &format!("{}=ro", up.display())]).status.success());
+    assert!(m.change_branches(&["mod", &format!("{}=ro", up.display())]).status.success());
     assert_eq!(errno_of(fs::write(m.p("another"), "y")), libc::EROFS);
     assert_eq!(read(m.p("writing")), "x");
     // ... and back to rw (it holds the work dir).
-    assert!(change(&m, &["mod", &format!("{}=rw", up.display())]).status.success());
+    assert!(m.change_branches(&["mod", &format!("{}=rw", up.display())]).status.success());
     fs::write(m.p("another"), "y").unwrap();
 
     // Bad changes: clear errors, nothing changed.
@@ -88,7 +84,7 @@ fn add_del_mod_on_a_live_mount() {
         (vec!["add".to_string(), format!("{}=ro", base.display())], "already a branch"),
         (vec!["add".to_string(), format!("{}=rw", s.mkdir("other").display())], "writable branch cannot be added"),
     ] {
-        let out = change(&m, &args.iter().map(String::as_str).collect::<Vec<_>>());
+        let out = m.change_branches(&args.iter().map(String::as_str).collect::<Vec<_>>());
         assert!(!out.status.success());
         assert!(
             String::from_utf8_lossy(&out.stderr).contains(msg),

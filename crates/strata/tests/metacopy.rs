@@ -308,11 +308,10 @@ fn the_branch_holding_the_data_stays_while_read() {
     fs::set_permissions(m.p("big"), fs::Permissions::from_mode(0o600)).unwrap();
     assert!(is_metacopy(&s.path("upper/big")));
     let held = fs::File::open(m.p("big")).unwrap();
-    let change = |args: &[&str]| run(strata().arg("branches").arg(&m.mnt).args(args));
     // Branches above it move: the reader's branch is renumbered with them.
-    let out = change(&["del", s.path("extra").to_str().unwrap()]);
+    let out = m.change_branches(&["del", s.path("extra").to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = change(&["del", s.path("lower").to_str().unwrap()]);
+    let out = m.change_branches(&["del", s.path("lower").to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("busy") && err.contains("/big"), "{err}");

@@ -78,6 +78,11 @@ impl Mount {
         self.mnt.join(rel)
     }
 
+    /// `strata branches MNT ARGS...`: a change of the live mount's branch stack.
+    pub fn change_branches(&self, args: &[&str]) -> Output {
+        run(strata().arg("branches").arg(&self.mnt).args(args))
+    }
+
     pub fn unmount(self) {
         let out = run(strata().arg("umount").arg(&self.mnt));
         assert!(out.status.success(), "umount: {}", String::from_utf8_lossy(&out.stderr));

@@ -1079,10 +1079,15 @@ impl Filesystem for StrataFs {
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let flags = flags.0;
         let caller = Caller::of(req);
-        let linked = self.union.table.read().get(ino.0).map(|n| n.linked);
-        let opened = if linked == Ok(false) {
+        // (linked, an orphan kept): see `Union::keep_orphan`.
+        let state = || self.union.table.read().get(ino.0).map(|n| (n.linked, n.orphan().is_some()));
+        let open_orphan = || {
             self.open_orphan(ino.0, flags, caller.uid, |f| reply.open_backing(f))
                 .and_then(|opened| opened.ok_or(Errno::ESTALE))
+        };
+        let was_linked = state().is_ok_and(|(linked, _)| linked);
+        let mut opened = if !was_linked {
+            open_orphan()
         } else if wants_write(flags) {
             let data = if flags & libc::O_TRUNC != 0 { Data::Skip } else { Data::Copy };
             self.lock_for_change(ino.0, data).and_then(|(_ns, staged)| {
@@ -1098,6 +1103,12 @@ impl Filesystem for StrataFs {
             let _ns = self.union.ns.read();
             self.open_backing(ino.0, flags, caller.uid, |f| reply.open_backing(f))
         };
+        // Its last name went before the open took the lock (or before it came): as on a
+        // local filesystem the open reaches the removed file, through the kept orphan. (A
+        // node replaced under passthrough readers keeps none: ESTALE, the kernel looks again.)
+        if was_linked && opened.as_ref().is_err_and(|e| *e == Errno::ESTALE) && state() == Ok((false, true)) {
+            opened = open_orphan();
+        }
         match opened {
             Ok((fh, Some(id))) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id),
             Ok((fh, None)) => reply.opened(FileHandle(fh), Self::fopen_flags(flags)),

@@ -121,7 +121,10 @@ impl<'a, W: Write> Packer<'a, W> {
     /// entry comes from the union view (inside a renamed directory) rather than from the
     /// layer itself.
     fn entry(&mut self, rel: &Path, full: &Path, shown: &Path, merged: Option<&ViewDir>) -> Result<()> {
-        let st = sys::lstat(CWD, full).at(shown)?;
+        // Everything below is read from this one inode, never from the name again: a
+        // running container may replace the name meanwhile.
+        let entry = PathFd::open(CWD, full).at(shown)?;
+        let st = entry.stat().at(shown)?;
         let kind = sys::file_type_bits(&st);
         let mut h = header_of(&st);
         let name = self.name(rel);
@@ -142,7 +145,6 @@ impl<'a, W: Write> Packer<'a, W> {
             }
             self.links.insert((st.st_dev, st.st_ino), name.clone());
         }
-        let entry = PathFd::open(CWD, full).at(shown)?;
         // A tree keeps times to the nanosecond (a PAX mtime); a layer keeps the header's
         // seconds, so that its bytes, and diff ID, stay what they were.
         let mtime = (self.tree && st.st_mtime_nsec != 0).then(|| format!("{}.{:09}", st.st_mtime, st.st_mtime_nsec));
@@ -182,15 +184,29 @@ impl<'a, W: Write> Packer<'a, W> {
             h.set_size(len);
             // A metadata-only copy (a container's chmod, chown, touch) holds no data: the
             // layer's file takes the data from below.
-            let data = match self.view {
-                Some(view) if !self.tree && xattr_names.iter().any(|n| n == OVL_METACOPY_XATTR) => {
-                    data_below(view, rel).at(shown)?
-                }
-                _ => full.to_path_buf(),
-            };
             // Non-blocking: a FIFO swapped in meanwhile reads as a file that shrank, it
             // does not hang the copy.
-            let f = File::from(sys::open_at(CWD, &data, OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty()).at(shown)?);
+            let read = |path: &Path| sys::open_at(CWD, path, OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty());
+            let f = match self.view {
+                Some(view) if !self.tree && xattr_names.iter().any(|n| n == OVL_METACOPY_XATTR) => {
+                    match data_below(view, rel) {
+                        Ok(below) => read(&below).at(shown)?,
+                        Err(e) => {
+                            // A running container completed the copy since: a full copy
+                            // was renamed over it, which holds the data now.
+                            let now = read(full).at(shown)?;
+                            if get_xattr(&sys::proc_path(&now), OsStr::new(OVL_METACOPY_XATTR)).at(shown)?.is_some() {
+                                return Err(e).at(shown);
+                            }
+                            now
+                        }
+                    }
+                }
+                // Reopened through its handle: the inode whose attributes were read.
+                _ => rustix::fs::open(&entry.proc, OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC, Mode::empty())
+                    .at(shown)?,
+            };
+            let f = File::from(f);
             self.progress.advance(len);
             // Exactly the size the header says: a file growing meanwhile (a running
             // container) must not spill bytes that would parse as further entries.
@@ -338,5 +354,62 @@ mod tests {
         stop.store(true, Ordering::Relaxed);
         swapper.join().expect("swapper");
         assert_eq!(leaked, 0, "the outside's file was packed {leaked} times");
+    }
+
+    /// A running container completing metadata-only copies while its layer is packed (a
+    /// full copy renamed over each sparse marked file, as the union does): every pack
+    /// succeeds and holds the data.
+    #[test]
+    fn metadata_only_copies_completed_while_packed_keep_their_data() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let [upper, lower, aside] = ["upper", "lower", "aside"].map(|d| tmp.path().join(d));
+        for d in [&upper, &lower, &aside] {
+            std::fs::create_dir(d).expect("mkdir");
+        }
+        const FILES: usize = 300;
+        let data: Vec<u8> = (0..8192u32).map(|i| (i % 251) as u8).collect();
+        for i in 0..FILES {
+            std::fs::write(lower.join(format!("f{i}")), &data).expect("write");
+            let f = File::create(upper.join(format!("f{i}"))).expect("create");
+            f.set_len(data.len() as u64).expect("truncate");
+            strata_union::whiteout::set_metacopy(&f).expect("mark");
+        }
+        let container = {
+            let (upper, aside, data) = (upper.clone(), aside.clone(), data.clone());
+            std::thread::spawn(move || {
+                for i in 0..FILES {
+                    std::fs::write(aside.join("c"), &data).expect("write");
+                    std::fs::rename(aside.join("c"), upper.join(format!("f{i}"))).expect("rename");
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            })
+        };
+        let (mut packs, mut failures) = (0, Vec::new());
+        while packs < 3 || !container.is_finished() {
+            packs += 1;
+            let mut out = Vec::new();
+            let packed = View::open(&[upper.clone(), lower.clone()])
+                .and_then(|view| pack_layer(&upper, &view, &mut out, &crate::Quiet).map_err(io::Error::other));
+            if let Err(e) = packed {
+                failures.push(e.to_string());
+                continue;
+            }
+            let mut tar = tar::Archive::new(&out[..]);
+            for entry in tar.entries().expect("tar") {
+                let mut entry = entry.expect("entry");
+                let mut got = Vec::new();
+                entry.read_to_end(&mut got).expect("read");
+                if got != data {
+                    failures.push(format!("{}: not the data", entry.path().expect("path").display()));
+                }
+            }
+        }
+        container.join().expect("container");
+        assert!(
+            failures.is_empty(),
+            "{} of {packs} packs went wrong: {:?}",
+            failures.len(),
+            &failures[..3.min(failures.len())]
+        );
     }
 }

@@ -272,7 +272,7 @@ pub fn open_at(root: impl AsFd, rel: impl AsRef<Path>, flags: OFlags, mode: Mode
 /// An `O_PATH` handle on `rel` and its `/proc/self/fd/N` name: the way to reach xattrs
 /// and modes of entries of any type (symlinks and devices included) without opening them.
 pub struct PathFd {
-    _fd: OwnedFd,
+    fd: OwnedFd,
     pub proc: PathBuf,
 }
 
@@ -280,14 +280,19 @@ impl PathFd {
     pub fn open(root: impl AsFd, rel: impl AsRef<Path>) -> Result<PathFd, SysErrno> {
         let fd = open_at(root, rel, OFlags::PATH, Mode::empty())?;
         let proc = proc_path(&fd);
-        Ok(PathFd { _fd: fd, proc })
+        Ok(PathFd { fd, proc })
+    }
+
+    /// The attributes of the entry itself (a symlink's own, not its target's).
+    pub fn stat(&self) -> Result<Stat, SysErrno> {
+        rustix::fs::fstat(&self.fd)
     }
 
     /// A handle on the file an open descriptor refers to, named or not.
     pub fn of(file: &impl AsRawFd) -> Result<PathFd, SysErrno> {
         let fd = rustix::fs::open(proc_path(file), OFlags::PATH | OFlags::CLOEXEC, Mode::empty())?;
         let proc = proc_path(&fd);
-        Ok(PathFd { _fd: fd, proc })
+        Ok(PathFd { fd, proc })
     }
 }
 

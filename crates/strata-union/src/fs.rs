@@ -12,10 +12,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
-    AccessFlags, BackingId, Errno, FileAttr, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, Notifier, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request,
-    TimeOrNow, WriteFlags,
+    AccessFlags, Errno, FileAttr, FileHandle, Filesystem, FopenFlags, INodeNo, InitFlags, KernelConfig, LockOwner,
+    Notifier, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
+    ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use parking_lot::{Mutex, RwLockUpgradableReadGuard, RwLockWriteGuard};
 use rustix::fs::{AtFlags, Mode, OFlags, Stat, Timespec, Timestamps};
@@ -25,6 +24,7 @@ use crate::copyup::Data;
 use crate::fileattr;
 use crate::inode::{Ino, ROOT};
 use crate::listings::Listings;
+use crate::reply::{self, Backing};
 use crate::sys::{self, errno};
 use crate::union::{DirEntry, Staged, Union, check_new_name, file_type};
 use crate::whiteout;
@@ -59,7 +59,7 @@ struct OpenFile {
     /// read-only, and see [`StrataFs::setid_guard`]).
     writer: Option<u32>,
     /// Keeps the passthrough registration alive while this handle is open.
-    _backing: Option<Arc<BackingId>>,
+    _backing: Option<Arc<Backing>>,
     /// The branch of `file`, renumbered when the branch stack changes. Another branch than
     /// the node's when the file is not the node's own: the data below a metadata-only
     /// copy, or a lower file a reader has kept since before a copy-up.
@@ -74,7 +74,7 @@ impl OpenFile {
 }
 
 /// The attribute changes of one `setattr` request.
-struct AttrChange {
+pub struct AttrChange {
     mode: Option<u32>,
     uid: Option<u32>,
     gid: Option<u32>,
@@ -186,7 +186,7 @@ fn backing_flags(flags: i32) -> OFlags {
 }
 
 /// A registered file handle, with its passthrough backing file when the kernel took one.
-type Opened = (u64, Option<Arc<BackingId>>);
+type Opened = (u64, Option<Arc<Backing>>);
 
 /// The xattrs holding an entry's ACL and a directory's default ACL.
 const ACCESS_ACL: &str = "system.posix_acl_access";
@@ -194,9 +194,9 @@ const DEFAULT_ACL: &str = "system.posix_acl_default";
 
 /// Who sent a request.
 #[derive(Clone, Copy, Debug)]
-struct Caller {
-    uid: u32,
-    gid: u32,
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
 }
 
 impl Caller {
@@ -327,8 +327,8 @@ impl StrataFs {
         Ok(attr)
     }
 
-    fn file(&self, fh: FileHandle) -> Result<Arc<OpenFile>, Errno> {
-        self.files.lock().get(&fh.0).cloned().ok_or(Errno::EBADF)
+    fn file(&self, fh: u64) -> Result<Arc<OpenFile>, Errno> {
+        self.files.lock().get(&fh).cloned().ok_or(Errno::EBADF)
     }
 
     /// The namespace lock for a change to `ino` that may need a copy-up: the file data is
@@ -345,7 +345,7 @@ impl StrataFs {
         ino: Ino,
         flags: i32,
         uid: u32,
-        register: impl FnOnce(&OwnedFd) -> std::io::Result<BackingId>,
+        register: impl FnOnce(&OwnedFd) -> std::io::Result<Backing>,
     ) -> Result<Opened, Errno> {
         let (branch, rel) = self.union.data_location(ino)?;
         let how = backing_flags(flags) | self.union.read_flags(branch, false);
@@ -362,7 +362,7 @@ impl StrataFs {
         branch: u16,
         file: OwnedFd,
         writer: Option<u32>,
-        register: impl FnOnce(&OwnedFd) -> std::io::Result<BackingId>,
+        register: impl FnOnce(&OwnedFd) -> std::io::Result<Backing>,
     ) -> Result<Opened, Errno> {
         let mut backing = None;
         let mut t = self.union.table.write();
@@ -420,7 +420,7 @@ impl StrataFs {
         ino: Ino,
         flags: i32,
         uid: u32,
-        register: impl FnOnce(&OwnedFd) -> std::io::Result<BackingId>,
+        register: impl FnOnce(&OwnedFd) -> std::io::Result<Backing>,
     ) -> Result<Option<Opened>, Errno> {
         let write = wants_write(flags);
         // A removed metadata-only copy is read from its data below, which stays on disk.
@@ -559,7 +559,7 @@ impl StrataFs {
         if flags & libc::O_DIRECT != 0 { FopenFlags::FOPEN_DIRECT_IO } else { FopenFlags::FOPEN_KEEP_CACHE }
     }
 
-    fn do_setattr(&self, ino: Ino, fh: Option<FileHandle>, c: AttrChange, caller: Caller) -> Result<FileAttr, Errno> {
+    fn do_setattr(&self, ino: Ino, fh: Option<u64>, c: AttrChange, caller: Caller) -> Result<FileAttr, Errno> {
         let data = match c.size {
             Some(0) => Data::Skip,
             Some(_) => Data::Copy,
@@ -633,7 +633,7 @@ impl StrataFs {
     /// (`requested`), under the caller's `umask` unless a default ACL takes its place.
     fn new_entry(
         &self,
-        req: &Request,
+        caller: Caller,
         parent: Ino,
         name: &OsStr,
         is_dir: bool,
@@ -642,7 +642,7 @@ impl StrataFs {
     ) -> Result<(Ino, FileAttr, Option<OwnedFd>), Errno> {
         let _ns = self.union.ns.write();
         self.union.check_creatable(parent, name)?;
-        self.create_with_mode(req, parent, name, is_dir, (requested, umask), make)
+        self.create_with_mode(caller, parent, name, is_dir, (requested, umask), make)
     }
 
     /// `Union::create_entry` with the mode the kernel's own filesystems would give. The
@@ -653,7 +653,7 @@ impl StrataFs {
     /// attributes (from the stat its creation took) and the descriptor `make` gave.
     fn create_with_mode(
         &self,
-        req: &Request,
+        caller: Caller,
         parent: Ino,
         name: &OsStr,
         is_dir: bool,
@@ -663,7 +663,7 @@ impl StrataFs {
         let acl = self.has_xattr(parent, OsStr::new(DEFAULT_ACL)).unwrap_or(false);
         let setid = requested & (libc::S_ISUID | libc::S_ISGID);
         let (ino, st, fd) =
-            self.union.create_entry(parent, name, (req.uid(), req.gid()), is_dir, setid, |dirfd, n, aside| {
+            self.union.create_entry(parent, name, (caller.uid, caller.gid), is_dir, setid, |dirfd, n, aside| {
                 let mask = if acl && !aside { 0 } else { umask };
                 make(dirfd, n, Mode::from_raw_mode(requested & 0o7777 & !mask))
             })?;
@@ -801,7 +801,7 @@ impl StrataFs {
         )
     }
 
-    fn reply_xattr(reply: ReplyXattr, size: u32, data: &[u8]) {
+    fn reply_xattr(reply: impl reply::Xattr, size: u32, data: &[u8]) {
         if size == 0 {
             reply.size(data.len() as u32);
         } else if data.len() > size as usize {
@@ -865,8 +865,10 @@ impl StrataFs {
     }
 }
 
-impl Filesystem for StrataFs {
-    fn init(&mut self, _req: &Request, cfg: &mut KernelConfig) -> std::io::Result<()> {
+/// The operations, whichever transport brought the request.
+impl StrataFs {
+    /// Asks the kernel for what the union needs (FUSE INIT).
+    pub fn init(&self, cfg: &mut KernelConfig) {
         // Readdirplus always (not FUSE_READDIRPLUS_AUTO, under which only a pass's first
         // request is "plus" and every later entry costs its own LOOKUP): a listed entry
         // is resolved, and so stat'ed, anyway.
@@ -896,10 +898,10 @@ impl Filesystem for StrataFs {
                 warn!("kernel offers no FUSE passthrough; the daemon serves file I/O");
             }
         }
-        Ok(())
     }
 
-    fn destroy(&mut self) {
+    /// The filesystem goes away: keeps its inode numbers for the next mount.
+    pub fn destroy(&self) {
         if let Err(e) = self.union.save_inode_numbers() {
             warn!("inode numbers not kept for the next mount: {e}");
         }
@@ -912,7 +914,7 @@ impl Filesystem for StrataFs {
         }
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    pub fn lookup(&self, parent: Ino, name: &OsStr, reply: impl reply::Entry) {
         if name.len() > crate::union::NAME_MAX {
             return reply.error(Errno::ENAMETOOLONG);
         }
@@ -925,43 +927,601 @@ impl Filesystem for StrataFs {
             // with that number, `..` its parent (FUSE_EXPORT_SUPPORT).
             let node = self
                 .union
-                .node_by_number(parent.0)
+                .node_by_number(parent)
                 .and_then(|n| if name == "." { Ok(n) } else { self.union.table.read().get(n).map(|n| n.parent()) });
             return match node.and_then(|n| self.entry_attr(n)) {
-                Ok(attr) => reply.entry(&self.ttl, &attr, Generation(0)),
+                Ok(attr) => reply.entry(&self.ttl, &attr),
                 Err(e) => reply.error(e),
             };
         }
         // A fresh resolution has just stat'ed the entry: no second lstat per lookup.
-        let entry = self.union.child_with_stat(parent.0, name);
+        let entry = self.union.child_with_stat(parent, name);
         match entry.and_then(|(ino, st)| self.entry_attr_with(ino, st.as_ref())) {
-            Ok(attr) => reply.entry(&self.ttl, &attr, Generation(0)),
+            Ok(attr) => reply.entry(&self.ttl, &attr),
             // Node id 0: the kernel caches the absence too (the daemon is the only writer).
-            Err(e) if e == Errno::ENOENT => reply.entry(&self.ttl, &negative_attr(), Generation(0)),
+            Err(e) if e == Errno::ENOENT => reply.entry(&self.ttl, &negative_attr()),
             Err(e) => reply.error(e),
         }
     }
 
-    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        self.union.table.write().forget(ino.0, nlookup);
+    pub fn forget(&self, ino: Ino, nlookup: u64) {
+        self.union.table.write().forget(ino, nlookup);
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+    pub fn getattr(&self, ino: Ino, fh: Option<u64>, reply: impl reply::Attr) {
         // Through the handle when its file is the node's own (not the data below a
         // metadata-only copy, nor a lower file read since before a copy-up).
-        let own = |f: &Arc<OpenFile>| self.union.table.read().get(ino.0).is_ok_and(|n| f.is_own(n.branch));
+        let own = |f: &Arc<OpenFile>| self.union.table.read().get(ino).is_ok_and(|n| f.is_own(n.branch));
         let open = fh.and_then(|fh| self.file(fh).ok()).filter(own);
         let attr = match open {
-            Some(f) => rustix::fs::fstat(&f.file).map(|st| to_attr(ino.0, &st, false)).map_err(errno),
+            Some(f) => rustix::fs::fstat(&f.file).map(|st| to_attr(ino, &st, false)).map_err(errno),
             None => {
                 let _ns = self.union.ns.read();
-                self.attr_of(ino.0).or_else(|e| self.attr_of_unlinked(ino.0).ok_or(e))
+                self.attr_of(ino).or_else(|e| self.attr_of_unlinked(ino).ok_or(e))
             }
         };
         match attr {
             Ok(a) => reply.attr(&self.ttl, &a),
             Err(e) => reply.error(e),
         }
+    }
+
+    fn setattr(&self, caller: Caller, ino: Ino, change: AttrChange, fh: Option<u64>, reply: impl reply::Attr) {
+        match self.do_setattr(ino, fh, change, caller) {
+            Ok(a) => reply.attr(&self.ttl, &a),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    pub fn readlink(&self, ino: Ino, reply: impl reply::Data) {
+        let _ns = self.union.ns.read();
+        let r = self
+            .union
+            .location(ino)
+            .and_then(|(b, rel)| sys::readlinkat(self.union.root(b), &rel, Vec::new()).map_err(errno));
+        match r {
+            Ok(target) => reply.data(target.as_bytes()),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn mknod(
+        &self,
+        caller: Caller,
+        parent: Ino,
+        name: &OsStr,
+        (mode, umask, rdev): (u32, u32, u32),
+        reply: impl reply::Entry,
+    ) {
+        if mode & libc::S_IFMT == libc::S_IFCHR && rdev == 0 && self.union.overlay_whiteouts {
+            return reply.error(Errno::EPERM); // a 0/0 device is a whiteout, as overlayfs says
+        }
+        let r = self.new_entry(caller, parent, name, false, (mode, umask), |dirfd, n, m| {
+            let kind = rustix::fs::FileType::from_raw_mode(mode & libc::S_IFMT);
+            rustix::fs::mknodat(dirfd, n, kind, m, rdev.into()).map(|()| None)
+        });
+        match r {
+            Ok((_, attr, _)) => reply.entry(&self.ttl, &attr),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn mkdir(&self, caller: Caller, parent: Ino, name: &OsStr, mode: u32, umask: u32, reply: impl reply::Entry) {
+        let r = self.new_entry(caller, parent, name, true, (mode, umask), |dirfd, n, m| {
+            rustix::fs::mkdirat(dirfd, n, m).map(|()| None)
+        });
+        match r {
+            Ok((_, attr, _)) => reply.entry(&self.ttl, &attr),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    pub fn unlink(&self, parent: Ino, name: &OsStr, reply: impl reply::Empty) {
+        let _ns = self.union.ns.write();
+        match self.union.remove(parent, name, false) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    pub fn rmdir(&self, parent: Ino, name: &OsStr, reply: impl reply::Empty) {
+        let _ns = self.union.ns.write();
+        match self.union.remove(parent, name, true) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn symlink(&self, caller: Caller, parent: Ino, link_name: &OsStr, target: &Path, reply: impl reply::Entry) {
+        let r = self.new_entry(caller, parent, link_name, false, (0o777, 0), |dirfd, n, _| {
+            rustix::fs::symlinkat(target, dirfd, n).map(|()| None)
+        });
+        match r {
+            Ok((_, attr, _)) => reply.entry(&self.ttl, &attr),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    pub fn rename(
+        &self,
+        (parent, name): (Ino, &OsStr),
+        (newparent, newname): (Ino, &OsStr),
+        flags: RenameFlags,
+        reply: impl reply::Empty,
+    ) {
+        let _ns = self.union.ns.write();
+        match self.union.rename(parent, name, newparent, newname, flags) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    pub fn link(&self, ino: Ino, newparent: Ino, newname: &OsStr, reply: impl reply::Entry) {
+        let _ns = self.union.ns.write();
+        match self.union.link(ino, newparent, newname).and_then(|()| self.entry_attr(ino)) {
+            Ok(attr) => reply.entry(&self.ttl, &attr),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn open(&self, caller: Caller, ino: Ino, flags: i32, reply: impl reply::Open) {
+        // (linked, an orphan kept): see `Union::keep_orphan`.
+        let state = || self.union.table.read().get(ino).map(|n| (n.linked, n.orphan().is_some()));
+        let open_orphan = || {
+            self.open_orphan(ino, flags, caller.uid, |f| reply.open_backing(f))
+                .and_then(|opened| opened.ok_or(Errno::ESTALE))
+        };
+        let was_linked = state().is_ok_and(|(linked, _)| linked);
+        let mut opened = if !was_linked {
+            open_orphan()
+        } else if wants_write(flags) {
+            let data = if flags & libc::O_TRUNC != 0 { Data::Skip } else { Data::Copy };
+            self.lock_for_change(ino, data).and_then(|(_ns, staged)| {
+                self.union.copy_up(ino, data, staged)?;
+                self.drop_setid_for_writer(ino, caller)?;
+                let opened = self.open_backing(ino, flags, caller.uid, |f| reply.open_backing(f))?;
+                if flags & libc::O_TRUNC != 0 {
+                    self.truncate_for_open(ino)?;
+                }
+                Ok(opened)
+            })
+        } else {
+            let _ns = self.union.ns.read();
+            self.open_backing(ino, flags, caller.uid, |f| reply.open_backing(f))
+        };
+        // Its last name went before the open took the lock (or before it came): as on a
+        // local filesystem the open reaches the removed file, through the kept orphan. (A
+        // node replaced under passthrough readers keeps none: ESTALE, the kernel looks again.)
+        if was_linked && opened.as_ref().is_err_and(|e| *e == Errno::ESTALE) && state() == Ok((false, true)) {
+            opened = open_orphan();
+        }
+        match opened {
+            Ok((fh, Some(id))) => reply.opened_passthrough(fh, &id),
+            Ok((fh, None)) => reply.opened(fh, Self::fopen_flags(flags)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    pub fn read(&self, fh: u64, offset: u64, size: u32, reply: impl reply::Data) {
+        self.stats.daemon_reads.fetch_add(1, Ordering::Relaxed);
+        let r = self.file(fh).and_then(|f| {
+            let mut buf = vec![0u8; size as usize];
+            let n = rustix::io::pread(&f.file, &mut buf, offset).map_err(errno)?;
+            buf.truncate(n);
+            Ok(buf)
+        });
+        match r {
+            Ok(buf) => reply.data(&buf),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn write(
+        &self,
+        caller: Caller,
+        (fh, offset): (u64, u64),
+        data: &[u8],
+        kill_setid: bool,
+        flags: i32,
+        reply: impl reply::Written,
+    ) {
+        self.stats.daemon_writes.fetch_add(1, Ordering::Relaxed);
+        let r = self.file(fh).and_then(|f| {
+            if kill_setid && drop_setid(&sys::proc_path(&f.file), caller)? {
+                self.forget_attributes(f.ino);
+            }
+            if flags & libc::O_APPEND != 0 {
+                rustix::io::write(&f.file, data).map_err(errno)
+            } else {
+                rustix::io::pwrite(&f.file, data, offset).map_err(errno)
+            }
+        });
+        match r {
+            Ok(n) => reply.written(n as u32),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    pub fn flush(&self, reply: impl reply::Empty) {
+        // Nothing to do on close(2): ENOSYS makes the kernel stop sending FLUSH at all.
+        reply.error(Errno::ENOSYS);
+    }
+
+    pub fn release(&self, fh: u64, reply: impl reply::Empty) {
+        if let Some(f) = self.files.lock().remove(&fh) {
+            let mut t = self.union.table.write();
+            if let Ok(n) = t.get_mut(f.ino) {
+                n.opens = n.opens.saturating_sub(1);
+            }
+            t.collect(f.ino);
+        }
+        reply.ok();
+    }
+
+    pub fn fsync(&self, fh: u64, datasync: bool, reply: impl reply::Empty) {
+        let r = self.file(fh).and_then(|f| {
+            if datasync { rustix::fs::fdatasync(&f.file) } else { rustix::fs::fsync(&f.file) }.map_err(errno)
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    pub fn opendir(&self, reply: impl reply::Open) {
+        if self.union.strictatime {
+            // Opened without FOPEN_CACHE_DIR: every listing reads the branches.
+            return reply.opened(0, FopenFlags::empty());
+        }
+        // Declined: the kernel stops asking (two round trips less per directory open) and
+        // keeps caching listings; see `listings`.
+        reply.error(Errno::ENOSYS);
+    }
+
+    pub fn readdir(&self, ino: Ino, offset: u64, mut reply: impl reply::Dir) {
+        let _ns = self.union.ns.read();
+        let listing = match self.listing(ino, offset) {
+            Ok(l) => l,
+            Err(e) => return reply.error(e),
+        };
+        for (off, child, kind, name, _) in listing {
+            if reply.add(child, off, kind, &name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    pub fn readdirplus(&self, ino: Ino, offset: u64, mut reply: impl reply::DirPlus) {
+        let _ns = self.union.ns.read();
+        let listing = match self.listing(ino, offset) {
+            Ok(l) => l,
+            Err(e) => return reply.error(e),
+        };
+        for (off, child, _, name, st) in listing {
+            // A freshly resolved entry was just stat'ed: not again.
+            let attr = match &st {
+                Some(st) => self.attr_from(child, st),
+                None => self.attr_of(child),
+            };
+            let Ok(a) = attr else { continue };
+            if reply.add(child, off, &name, &self.ttl, &a) {
+                break;
+            }
+            // The kernel takes a reference on every entry it accepted, except . and ..
+            if off > 2
+                && let Ok(n) = self.union.table.write().get_mut(child)
+            {
+                n.lookups += 1;
+            }
+        }
+        reply.ok();
+    }
+
+    pub fn fsyncdir(&self, ino: Ino, reply: impl reply::Empty) {
+        let _ns = self.union.ns.read();
+        let r = self.union.location(ino).and_then(|(b, rel)| {
+            let fd = sys::open_at(self.union.root(b), &rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
+                .map_err(errno)?;
+            rustix::fs::fsync(&fd).map_err(errno)
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    pub fn statfs(&self, reply: impl reply::Statfs) {
+        match self.union.statvfs() {
+            Ok(s) => reply.statfs(
+                s.f_blocks,
+                s.f_bfree,
+                s.f_bavail,
+                s.f_files,
+                s.f_ffree,
+                s.f_bsize as u32,
+                crate::union::NAME_MAX as u32,
+                s.f_frsize as u32,
+            ),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn setxattr(&self, caller: Caller, ino: Ino, name: &OsStr, value: &[u8], flags: i32, reply: impl reply::Empty) {
+        if ino == ROOT && name == CTL_XATTR {
+            return match self.change_branches(value) {
+                Ok(()) => reply.ok(),
+                Err((e, msg)) => {
+                    warn!("branch change refused: {msg}");
+                    *self.last_error.lock() = msg;
+                    reply.error(e)
+                }
+            };
+        }
+        if whiteout::is_private_xattr(name) {
+            return reply.error(Errno::EPERM);
+        }
+        let r = self.lock_for_change(ino, Data::Meta).and_then(|(_ns, staged)| {
+            self.union.copy_up(ino, Data::Meta, staged)?;
+            let p = self.handle(ino, true)?;
+            let r = rustix::fs::setxattr(&p.proc, name, value, rustix::fs::XattrFlags::from_bits_retain(flags as u32))
+                .map_err(errno);
+            self.xattrs_changed(ino);
+            r?;
+            if name == ACCESS_ACL {
+                self.acl_drops_setgid(&p.proc, caller)?;
+            }
+            Ok(())
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    pub fn getxattr(&self, ino: Ino, name: &OsStr, size: u32, reply: impl reply::Xattr) {
+        if ino == ROOT && name == BRANCHES_XATTR {
+            return Self::reply_xattr(reply, size, self.branches_text().as_bytes());
+        }
+        if ino == ROOT && name == ERROR_XATTR {
+            let msg = self.last_error.lock().clone();
+            return Self::reply_xattr(reply, size, msg.as_bytes());
+        }
+        if ino == ROOT && name == PENDING_XATTR {
+            return Self::reply_xattr(reply, size, self.pending.load(Ordering::SeqCst).to_string().as_bytes());
+        }
+        if ino == ROOT && name == PID_XATTR {
+            return Self::reply_xattr(reply, size, std::process::id().to_string().as_bytes());
+        }
+        if ino == ROOT && name == STATS_XATTR {
+            return Self::reply_xattr(reply, size, self.stats_text().as_bytes());
+        }
+        if whiteout::is_private_xattr(name) {
+            return reply.error(Errno::ENODATA);
+        }
+        let _ns = self.union.ns.read();
+        match self.has_xattr(ino, name) {
+            Ok(false) => return reply.error(Errno::ENODATA),
+            Ok(true) => {}
+            Err(e) => return reply.error(e),
+        }
+        let r = self.handle(ino, false).and_then(|p| sys::get_xattr(&p.proc, name).map_err(errno));
+        match r {
+            Ok(Some(v)) => Self::reply_xattr(reply, size, &v),
+            Ok(None) => reply.error(Errno::ENODATA),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    pub fn listxattr(&self, ino: Ino, size: u32, reply: impl reply::Xattr) {
+        let _ns = self.union.ns.read();
+        match self.xattr_names(ino) {
+            Ok(names) => {
+                let mut buf = Vec::new();
+                for n in names.iter().filter(|n| !whiteout::is_private_xattr(n)) {
+                    buf.extend_from_slice(n.as_bytes());
+                    buf.push(0);
+                }
+                Self::reply_xattr(reply, size, &buf);
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+
+    pub fn removexattr(&self, ino: Ino, name: &OsStr, reply: impl reply::Empty) {
+        if whiteout::is_private_xattr(name) {
+            return reply.error(Errno::EPERM);
+        }
+        let r = self.lock_for_change(ino, Data::Meta).and_then(|(_ns, staged)| {
+            self.union.copy_up(ino, Data::Meta, staged)?;
+            let p = self.handle(ino, true)?;
+            let r = rustix::fs::removexattr(&p.proc, name).map_err(errno);
+            self.xattrs_changed(ino);
+            r
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    pub fn access(&self, ino: Ino, mask: i32, reply: impl reply::Empty) {
+        let _ns = self.union.ns.read();
+        match self.union.stat(ino) {
+            Ok(_) if mask & libc::W_OK != 0 && self.union.wb_opt().is_none() => reply.error(Errno::EROFS),
+            Ok(_) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn create(
+        &self,
+        caller: Caller,
+        (parent, name): (Ino, &OsStr),
+        (mode, umask): (u32, u32),
+        flags: i32,
+        reply: impl reply::Create,
+    ) {
+        let r = (|| {
+            let ns = self.union.ns.write();
+            let (ino, attr, fd) = {
+                check_new_name(name)?;
+                if let Some(existing) = self.union.child_opt(parent, name)? {
+                    // O_CREAT without O_EXCL on an existing name: an ordinary open.
+                    if flags & libc::O_EXCL != 0 {
+                        return Err(Errno::EEXIST);
+                    }
+                    if wants_write(flags) {
+                        let data = if flags & libc::O_TRUNC != 0 { Data::Skip } else { Data::Copy };
+                        self.union.copy_up(existing, data, None)?;
+                        self.drop_setid_for_writer(existing, caller)?;
+                    }
+                    if flags & libc::O_TRUNC != 0 {
+                        self.truncate_for_open(existing)?;
+                    }
+                    (existing, self.entry_attr(existing)?, None)
+                } else {
+                    self.create_with_mode(caller, parent, name, false, (mode, umask), |dirfd, n, m| {
+                        let how = backing_flags(flags) | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
+                        rustix::fs::openat(dirfd, n, how, m).map(Some)
+                    })?
+                }
+            };
+            // Keep the namespace shared, never released, until the new file is open.
+            let _ns = RwLockWriteGuard::downgrade(ns);
+            let (fh, backing) = match fd {
+                Some(fd) => {
+                    // The descriptor from creation carries the caller's flags already.
+                    let (b, _) = self.union.location(ino)?;
+                    self.register_open(ino, b, fd, Some(caller.uid), |f| reply.open_backing(f))?
+                }
+                None => self.open_backing(ino, flags & !libc::O_TRUNC, caller.uid, |f| reply.open_backing(f))?,
+            };
+            Ok((attr, fh, backing))
+        })();
+        match r {
+            Ok((attr, fh, Some(id))) => reply.created_passthrough(&self.ttl, &attr, fh, &id),
+            Ok((attr, fh, None)) => reply.created(&self.ttl, &attr, fh, Self::fopen_flags(flags)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    pub fn fallocate(&self, fh: u64, offset: u64, length: u64, mode: i32, reply: impl reply::Empty) {
+        let r = self.file(fh).and_then(|f| {
+            rustix::fs::fallocate(&f.file, rustix::fs::FallocateFlags::from_bits_retain(mode as u32), offset, length)
+                .map_err(errno)
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    /// No ioctl is served (issue 18 will pass some to the file below): "not a
+    /// terminal", the answer programs expect, and nothing logged, since some probe for
+    /// every file they open.
+    pub fn ioctl(&self, ino: Ino, cmd: u32, in_data: &[u8], out_size: u32, reply: impl reply::Ioctl) {
+        // File attributes pass to the file below (copied up before a change); every other
+        // ioctl is not the filesystem's: the kernel hands over only these for regular
+        // files and directories.
+        let Some(op) = fileattr::Op::parse(cmd, in_data) else { return reply.error(Errno::ENOTTY) };
+        let run = || -> Result<Vec<u8>, Errno> {
+            let h = self.handle(ino, op.changes())?;
+            let st = rustix::fs::stat(&h.proc).map_err(errno)?;
+            if !matches!(sys::file_type_bits(&st), libc::S_IFREG | libc::S_IFDIR) {
+                return Err(Errno::ENOTTY);
+            }
+            let how = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+            let file = rustix::fs::open(&h.proc, how, Mode::empty()).map_err(errno)?;
+            op.run(&file).map_err(errno)
+        };
+        let out = if op.changes() {
+            self.lock_for_change(ino, Data::Copy).and_then(|(_ns, staged)| {
+                self.union.copy_up(ino, Data::Copy, staged)?;
+                let out = run();
+                self.forget_attributes(ino);
+                out
+            })
+        } else {
+            let _ns = self.union.ns.read();
+            run()
+        };
+        match out {
+            Ok(data) => reply.ioctl(0, &data[..data.len().min(out_size as usize)]),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn copy_file_range(
+        &self,
+        caller: Caller,
+        (fh_in, offset_in): (u64, u64),
+        (ino_out, fh_out, offset_out): (Ino, u64, u64),
+        len: u64,
+        reply: impl reply::Written,
+    ) {
+        // Served by the filesystem below: a reflink or an in-kernel copy there, instead of
+        // every byte through the kernel's splice fallback.
+        let r = (|| {
+            let (src, dst) = (self.file(fh_in)?, self.file(fh_out)?);
+            let (mut off_in, mut off_out) = (offset_in, offset_out);
+            let want = len.min(u64::from(u32::MAX) & !0xfff) as usize;
+            let n = rustix::fs::copy_file_range(&src.file, Some(&mut off_in), &dst.file, Some(&mut off_out), want)
+                .map_err(errno)?;
+            if n > 0 && drop_setid(&sys::proc_path(&dst.file), caller)? {
+                self.forget_attributes(ino_out);
+            }
+            Ok(n as u32)
+        })();
+        match r {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    pub fn lseek(&self, fh: u64, offset: i64, whence: i32, reply: impl reply::Offset) {
+        let r = self.file(fh).and_then(|f| {
+            let pos = match whence {
+                libc::SEEK_SET => rustix::fs::SeekFrom::Start(offset as u64),
+                libc::SEEK_CUR => rustix::fs::SeekFrom::Current(offset),
+                libc::SEEK_END => rustix::fs::SeekFrom::End(offset),
+                libc::SEEK_DATA => rustix::fs::SeekFrom::Data(offset as u64),
+                libc::SEEK_HOLE => rustix::fs::SeekFrom::Hole(offset as u64),
+                _ => return Err(Errno::EINVAL),
+            };
+            rustix::fs::seek(f.file.as_fd(), pos).map_err(errno)
+        });
+        match r {
+            Ok(p) => reply.offset(p as i64),
+            Err(e) => reply.error(e),
+        }
+    }
+}
+
+/// The `/dev/fuse` transport: fuser reads each request, decodes it and encodes the reply.
+/// It also takes INIT, FORGET and INTERRUPT when requests come over io_uring.
+pub struct DevFuse(pub Arc<StrataFs>);
+
+impl Filesystem for DevFuse {
+    fn init(&mut self, _req: &Request, cfg: &mut KernelConfig) -> std::io::Result<()> {
+        self.0.init(cfg);
+        Ok(())
+    }
+
+    fn destroy(&mut self) {
+        self.0.destroy();
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.0.lookup(parent.0, name, reply)
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.0.forget(ino.0, nlookup)
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.0.getattr(ino.0, fh.map(|f| f.0), reply)
     }
 
     fn setattr(
@@ -983,72 +1543,31 @@ impl Filesystem for StrataFs {
         reply: ReplyAttr,
     ) {
         let change = AttrChange { mode, uid, gid, size, atime, mtime };
-        match self.do_setattr(ino.0, fh, change, Caller::of(req)) {
-            Ok(a) => reply.attr(&self.ttl, &a),
-            Err(e) => reply.error(e),
-        }
+        self.0.setattr(Caller::of(req), ino.0, change, fh.map(|f| f.0), reply)
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        let _ns = self.union.ns.read();
-        let r = self
-            .union
-            .location(ino.0)
-            .and_then(|(b, rel)| sys::readlinkat(self.union.root(b), &rel, Vec::new()).map_err(errno));
-        match r {
-            Ok(target) => reply.data(target.as_bytes()),
-            Err(e) => reply.error(e),
-        }
+        self.0.readlink(ino.0, reply)
     }
 
     fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
-        if mode & libc::S_IFMT == libc::S_IFCHR && rdev == 0 && self.union.overlay_whiteouts {
-            return reply.error(Errno::EPERM); // a 0/0 device is a whiteout, as overlayfs says
-        }
-        let r = self.new_entry(req, parent.0, name, false, (mode, umask), |dirfd, n, m| {
-            let kind = rustix::fs::FileType::from_raw_mode(mode & libc::S_IFMT);
-            rustix::fs::mknodat(dirfd, n, kind, m, rdev.into()).map(|()| None)
-        });
-        match r {
-            Ok((_, attr, _)) => reply.entry(&self.ttl, &attr, Generation(0)),
-            Err(e) => reply.error(e),
-        }
+        self.0.mknod(Caller::of(req), parent.0, name, (mode, umask, rdev), reply)
     }
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
-        let r = self.new_entry(req, parent.0, name, true, (mode, umask), |dirfd, n, m| {
-            rustix::fs::mkdirat(dirfd, n, m).map(|()| None)
-        });
-        match r {
-            Ok((_, attr, _)) => reply.entry(&self.ttl, &attr, Generation(0)),
-            Err(e) => reply.error(e),
-        }
+        self.0.mkdir(Caller::of(req), parent.0, name, mode, umask, reply)
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let _ns = self.union.ns.write();
-        match self.union.remove(parent.0, name, false) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        self.0.unlink(parent.0, name, reply)
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let _ns = self.union.ns.write();
-        match self.union.remove(parent.0, name, true) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        self.0.rmdir(parent.0, name, reply)
     }
 
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
-        let r = self.new_entry(req, parent.0, link_name, false, (0o777, 0), |dirfd, n, _| {
-            rustix::fs::symlinkat(target, dirfd, n).map(|()| None)
-        });
-        match r {
-            Ok((_, attr, _)) => reply.entry(&self.ttl, &attr, Generation(0)),
-            Err(e) => reply.error(e),
-        }
+        self.0.symlink(Caller::of(req), parent.0, link_name, target, reply)
     }
 
     fn rename(
@@ -1061,59 +1580,15 @@ impl Filesystem for StrataFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let _ns = self.union.ns.write();
-        match self.union.rename(parent.0, name, newparent.0, newname, flags) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        self.0.rename((parent.0, name), (newparent.0, newname), flags, reply)
     }
 
     fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
-        let _ns = self.union.ns.write();
-        match self.union.link(ino.0, newparent.0, newname).and_then(|()| self.entry_attr(ino.0)) {
-            Ok(attr) => reply.entry(&self.ttl, &attr, Generation(0)),
-            Err(e) => reply.error(e),
-        }
+        self.0.link(ino.0, newparent.0, newname, reply)
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let flags = flags.0;
-        let caller = Caller::of(req);
-        // (linked, an orphan kept): see `Union::keep_orphan`.
-        let state = || self.union.table.read().get(ino.0).map(|n| (n.linked, n.orphan().is_some()));
-        let open_orphan = || {
-            self.open_orphan(ino.0, flags, caller.uid, |f| reply.open_backing(f))
-                .and_then(|opened| opened.ok_or(Errno::ESTALE))
-        };
-        let was_linked = state().is_ok_and(|(linked, _)| linked);
-        let mut opened = if !was_linked {
-            open_orphan()
-        } else if wants_write(flags) {
-            let data = if flags & libc::O_TRUNC != 0 { Data::Skip } else { Data::Copy };
-            self.lock_for_change(ino.0, data).and_then(|(_ns, staged)| {
-                self.union.copy_up(ino.0, data, staged)?;
-                self.drop_setid_for_writer(ino.0, caller)?;
-                let opened = self.open_backing(ino.0, flags, caller.uid, |f| reply.open_backing(f))?;
-                if flags & libc::O_TRUNC != 0 {
-                    self.truncate_for_open(ino.0)?;
-                }
-                Ok(opened)
-            })
-        } else {
-            let _ns = self.union.ns.read();
-            self.open_backing(ino.0, flags, caller.uid, |f| reply.open_backing(f))
-        };
-        // Its last name went before the open took the lock (or before it came): as on a
-        // local filesystem the open reaches the removed file, through the kept orphan. (A
-        // node replaced under passthrough readers keeps none: ESTALE, the kernel looks again.)
-        if was_linked && opened.as_ref().is_err_and(|e| *e == Errno::ESTALE) && state() == Ok((false, true)) {
-            opened = open_orphan();
-        }
-        match opened {
-            Ok((fh, Some(id))) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id),
-            Ok((fh, None)) => reply.opened(FileHandle(fh), Self::fopen_flags(flags)),
-            Err(e) => reply.error(e),
-        }
+        self.0.open(Caller::of(req), ino.0, flags.0, reply)
     }
 
     fn read(
@@ -1127,17 +1602,7 @@ impl Filesystem for StrataFs {
         _lock: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        self.stats.daemon_reads.fetch_add(1, Ordering::Relaxed);
-        let r = self.file(fh).and_then(|f| {
-            let mut buf = vec![0u8; size as usize];
-            let n = rustix::io::pread(&f.file, &mut buf, offset).map_err(errno)?;
-            buf.truncate(n);
-            Ok(buf)
-        });
-        match r {
-            Ok(buf) => reply.data(&buf),
-            Err(e) => reply.error(e),
-        }
+        self.0.read(fh.0, offset, size, reply)
     }
 
     fn write(
@@ -1152,29 +1617,13 @@ impl Filesystem for StrataFs {
         _lock: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        self.stats.daemon_writes.fetch_add(1, Ordering::Relaxed);
-        let r = self.file(fh).and_then(|f| {
-            // The kernel asks it of a writer without CAP_FSETID (FUSE_HANDLE_KILLPRIV_V2).
-            if wf.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID)
-                && drop_setid(&sys::proc_path(&f.file), Caller::of(req))?
-            {
-                self.forget_attributes(f.ino);
-            }
-            if flags.0 & libc::O_APPEND != 0 {
-                rustix::io::write(&f.file, data).map_err(errno)
-            } else {
-                rustix::io::pwrite(&f.file, data, offset).map_err(errno)
-            }
-        });
-        match r {
-            Ok(n) => reply.written(n as u32),
-            Err(e) => reply.error(e),
-        }
+        // The kernel asks it of a writer without CAP_FSETID (FUSE_HANDLE_KILLPRIV_V2).
+        let kill_setid = wf.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
+        self.0.write(Caller::of(req), (fh.0, offset), data, kill_setid, flags.0, reply)
     }
 
     fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock: LockOwner, reply: ReplyEmpty) {
-        // Nothing to do on close(2): ENOSYS makes the kernel stop sending FLUSH at all.
-        reply.error(Errno::ENOSYS);
+        self.0.flush(reply)
     }
 
     fn release(
@@ -1187,103 +1636,31 @@ impl Filesystem for StrataFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        if let Some(f) = self.files.lock().remove(&fh.0) {
-            let mut t = self.union.table.write();
-            if let Ok(n) = t.get_mut(f.ino) {
-                n.opens = n.opens.saturating_sub(1);
-            }
-            t.collect(f.ino);
-        }
-        reply.ok();
+        self.0.release(fh.0, reply)
     }
 
     fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
-        let r = self.file(fh).and_then(|f| {
-            if datasync { rustix::fs::fdatasync(&f.file) } else { rustix::fs::fsync(&f.file) }.map_err(errno)
-        });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        self.0.fsync(fh.0, datasync, reply)
     }
 
     fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        if self.union.strictatime {
-            // Opened without FOPEN_CACHE_DIR: every listing reads the branches.
-            return reply.opened(FileHandle(0), FopenFlags::empty());
-        }
-        // Declined: the kernel stops asking (two round trips less per directory open) and
-        // keeps caching listings; see `listings`.
-        reply.error(Errno::ENOSYS);
+        self.0.opendir(reply)
     }
 
-    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        let _ns = self.union.ns.read();
-        let listing = match self.listing(ino.0, offset) {
-            Ok(l) => l,
-            Err(e) => return reply.error(e),
-        };
-        for (off, child, kind, name, _) in listing {
-            if reply.add(INodeNo(child), off, kind, &name) {
-                break;
-            }
-        }
-        reply.ok();
+    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, reply: ReplyDirectory) {
+        self.0.readdir(ino.0, offset, reply)
     }
 
-    fn readdirplus(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
-        let _ns = self.union.ns.read();
-        let listing = match self.listing(ino.0, offset) {
-            Ok(l) => l,
-            Err(e) => return reply.error(e),
-        };
-        for (off, child, _, name, st) in listing {
-            // A freshly resolved entry was just stat'ed: not again.
-            let attr = match &st {
-                Some(st) => self.attr_from(child, st),
-                None => self.attr_of(child),
-            };
-            let Ok(a) = attr else { continue };
-            if reply.add(INodeNo(child), off, &name, &self.ttl, &a, Generation(0)) {
-                break;
-            }
-            // The kernel takes a reference on every entry it accepted, except . and ..
-            if off > 2
-                && let Ok(n) = self.union.table.write().get_mut(child)
-            {
-                n.lookups += 1;
-            }
-        }
-        reply.ok();
+    fn readdirplus(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, reply: ReplyDirectoryPlus) {
+        self.0.readdirplus(ino.0, offset, reply)
     }
 
     fn fsyncdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        let _ns = self.union.ns.read();
-        let r = self.union.location(ino.0).and_then(|(b, rel)| {
-            let fd = sys::open_at(self.union.root(b), &rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
-                .map_err(errno)?;
-            rustix::fs::fsync(&fd).map_err(errno)
-        });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        self.0.fsyncdir(ino.0, reply)
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        match self.union.statvfs() {
-            Ok(s) => reply.statfs(
-                s.f_blocks,
-                s.f_bfree,
-                s.f_bavail,
-                s.f_files,
-                s.f_ffree,
-                s.f_bsize as u32,
-                crate::union::NAME_MAX as u32,
-                s.f_frsize as u32,
-            ),
-            Err(e) => reply.error(e),
-        }
+        self.0.statfs(reply)
     }
 
     fn setxattr(
@@ -1296,110 +1673,23 @@ impl Filesystem for StrataFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        if ino.0 == ROOT && name == CTL_XATTR {
-            return match self.change_branches(value) {
-                Ok(()) => reply.ok(),
-                Err((e, msg)) => {
-                    warn!("branch change refused: {msg}");
-                    *self.last_error.lock() = msg;
-                    reply.error(e)
-                }
-            };
-        }
-        if whiteout::is_private_xattr(name) {
-            return reply.error(Errno::EPERM);
-        }
-        let r = self.lock_for_change(ino.0, Data::Meta).and_then(|(_ns, staged)| {
-            self.union.copy_up(ino.0, Data::Meta, staged)?;
-            let p = self.handle(ino.0, true)?;
-            let r = rustix::fs::setxattr(&p.proc, name, value, rustix::fs::XattrFlags::from_bits_retain(flags as u32))
-                .map_err(errno);
-            self.xattrs_changed(ino.0);
-            r?;
-            if name == ACCESS_ACL {
-                self.acl_drops_setgid(&p.proc, Caller::of(req))?;
-            }
-            Ok(())
-        });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        self.0.setxattr(Caller::of(req), ino.0, name, value, flags, reply)
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        if ino.0 == ROOT && name == BRANCHES_XATTR {
-            return Self::reply_xattr(reply, size, self.branches_text().as_bytes());
-        }
-        if ino.0 == ROOT && name == ERROR_XATTR {
-            let msg = self.last_error.lock().clone();
-            return Self::reply_xattr(reply, size, msg.as_bytes());
-        }
-        if ino.0 == ROOT && name == PENDING_XATTR {
-            return Self::reply_xattr(reply, size, self.pending.load(Ordering::SeqCst).to_string().as_bytes());
-        }
-        if ino.0 == ROOT && name == PID_XATTR {
-            return Self::reply_xattr(reply, size, std::process::id().to_string().as_bytes());
-        }
-        if ino.0 == ROOT && name == STATS_XATTR {
-            return Self::reply_xattr(reply, size, self.stats_text().as_bytes());
-        }
-        if whiteout::is_private_xattr(name) {
-            return reply.error(Errno::ENODATA);
-        }
-        let _ns = self.union.ns.read();
-        match self.has_xattr(ino.0, name) {
-            Ok(false) => return reply.error(Errno::ENODATA),
-            Ok(true) => {}
-            Err(e) => return reply.error(e),
-        }
-        let r = self.handle(ino.0, false).and_then(|p| sys::get_xattr(&p.proc, name).map_err(errno));
-        match r {
-            Ok(Some(v)) => Self::reply_xattr(reply, size, &v),
-            Ok(None) => reply.error(Errno::ENODATA),
-            Err(e) => reply.error(e),
-        }
+        self.0.getxattr(ino.0, name, size, reply)
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        let _ns = self.union.ns.read();
-        match self.xattr_names(ino.0) {
-            Ok(names) => {
-                let mut buf = Vec::new();
-                for n in names.iter().filter(|n| !whiteout::is_private_xattr(n)) {
-                    buf.extend_from_slice(n.as_bytes());
-                    buf.push(0);
-                }
-                Self::reply_xattr(reply, size, &buf);
-            }
-            Err(e) => reply.error(e),
-        }
+        self.0.listxattr(ino.0, size, reply)
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        if whiteout::is_private_xattr(name) {
-            return reply.error(Errno::EPERM);
-        }
-        let r = self.lock_for_change(ino.0, Data::Meta).and_then(|(_ns, staged)| {
-            self.union.copy_up(ino.0, Data::Meta, staged)?;
-            let p = self.handle(ino.0, true)?;
-            let r = rustix::fs::removexattr(&p.proc, name).map_err(errno);
-            self.xattrs_changed(ino.0);
-            r
-        });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        self.0.removexattr(ino.0, name, reply)
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        let _ns = self.union.ns.read();
-        match self.union.stat(ino.0) {
-            Ok(_) if mask.contains(AccessFlags::W_OK) && self.union.wb_opt().is_none() => reply.error(Errno::EROFS),
-            Ok(_) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        self.0.access(ino.0, mask.bits(), reply)
     }
 
     fn create(
@@ -1412,52 +1702,7 @@ impl Filesystem for StrataFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let r = (|| {
-            let ns = self.union.ns.write();
-            let (ino, attr, fd) = {
-                check_new_name(name)?;
-                if let Some(existing) = self.union.child_opt(parent.0, name)? {
-                    // O_CREAT without O_EXCL on an existing name: an ordinary open.
-                    if flags & libc::O_EXCL != 0 {
-                        return Err(Errno::EEXIST);
-                    }
-                    if wants_write(flags) {
-                        let data = if flags & libc::O_TRUNC != 0 { Data::Skip } else { Data::Copy };
-                        self.union.copy_up(existing, data, None)?;
-                        self.drop_setid_for_writer(existing, Caller::of(req))?;
-                    }
-                    if flags & libc::O_TRUNC != 0 {
-                        self.truncate_for_open(existing)?;
-                    }
-                    (existing, self.entry_attr(existing)?, None)
-                } else {
-                    self.create_with_mode(req, parent.0, name, false, (mode, umask), |dirfd, n, m| {
-                        let how = backing_flags(flags) | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
-                        rustix::fs::openat(dirfd, n, how, m).map(Some)
-                    })?
-                }
-            };
-            // Keep the namespace shared, never released, until the new file is open.
-            let _ns = RwLockWriteGuard::downgrade(ns);
-            let (fh, backing) = match fd {
-                Some(fd) => {
-                    // The descriptor from creation carries the caller's flags already.
-                    let (b, _) = self.union.location(ino)?;
-                    self.register_open(ino, b, fd, Some(req.uid()), |f| reply.open_backing(f))?
-                }
-                None => self.open_backing(ino, flags & !libc::O_TRUNC, req.uid(), |f| reply.open_backing(f))?,
-            };
-            Ok((attr, fh, backing))
-        })();
-        match r {
-            Ok((attr, fh, Some(id))) => {
-                reply.created_passthrough(&self.ttl, &attr, Generation(0), FileHandle(fh), FopenFlags::empty(), &id)
-            }
-            Ok((attr, fh, None)) => {
-                reply.created(&self.ttl, &attr, Generation(0), FileHandle(fh), Self::fopen_flags(flags))
-            }
-            Err(e) => reply.error(e),
-        }
+        self.0.create(Caller::of(req), (parent.0, name), (mode, umask), flags, reply)
     }
 
     fn fallocate(
@@ -1470,19 +1715,9 @@ impl Filesystem for StrataFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        let r = self.file(fh).and_then(|f| {
-            rustix::fs::fallocate(&f.file, rustix::fs::FallocateFlags::from_bits_retain(mode as u32), offset, length)
-                .map_err(errno)
-        });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        self.0.fallocate(fh.0, offset, length, mode, reply)
     }
 
-    /// No ioctl is served (issue 18 will pass some to the file below): "not a
-    /// terminal", the answer programs expect, and nothing logged, since some probe for
-    /// every file they open.
     fn ioctl(
         &self,
         _req: &Request,
@@ -1494,35 +1729,7 @@ impl Filesystem for StrataFs {
         out_size: u32,
         reply: fuser::ReplyIoctl,
     ) {
-        // File attributes pass to the file below (copied up before a change); every other
-        // ioctl is not the filesystem's: the kernel hands over only these for regular
-        // files and directories.
-        let Some(op) = fileattr::Op::parse(cmd, in_data) else { return reply.error(Errno::ENOTTY) };
-        let run = || -> Result<Vec<u8>, Errno> {
-            let h = self.handle(ino.0, op.changes())?;
-            let st = rustix::fs::stat(&h.proc).map_err(errno)?;
-            if !matches!(sys::file_type_bits(&st), libc::S_IFREG | libc::S_IFDIR) {
-                return Err(Errno::ENOTTY);
-            }
-            let how = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
-            let file = rustix::fs::open(&h.proc, how, Mode::empty()).map_err(errno)?;
-            op.run(&file).map_err(errno)
-        };
-        let out = if op.changes() {
-            self.lock_for_change(ino.0, Data::Copy).and_then(|(_ns, staged)| {
-                self.union.copy_up(ino.0, Data::Copy, staged)?;
-                let out = run();
-                self.forget_attributes(ino.0);
-                out
-            })
-        } else {
-            let _ns = self.union.ns.read();
-            run()
-        };
-        match out {
-            Ok(data) => reply.ioctl(0, &data[..data.len().min(out_size as usize)]),
-            Err(e) => reply.error(e),
-        }
+        self.0.ioctl(ino.0, cmd, in_data, out_size, reply)
     }
 
     fn copy_file_range(
@@ -1538,40 +1745,10 @@ impl Filesystem for StrataFs {
         _flags: fuser::CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        // Served by the filesystem below: a reflink or an in-kernel copy there, instead of
-        // every byte through the kernel's splice fallback.
-        let r = (|| {
-            let (src, dst) = (self.file(fh_in)?, self.file(fh_out)?);
-            let (mut off_in, mut off_out) = (offset_in, offset_out);
-            let want = len.min(u64::from(u32::MAX) & !0xfff) as usize;
-            let n = rustix::fs::copy_file_range(&src.file, Some(&mut off_in), &dst.file, Some(&mut off_out), want)
-                .map_err(errno)?;
-            if n > 0 && drop_setid(&sys::proc_path(&dst.file), Caller::of(req))? {
-                self.forget_attributes(ino_out.0);
-            }
-            Ok(n as u32)
-        })();
-        match r {
-            Ok(n) => reply.written(n),
-            Err(e) => reply.error(e),
-        }
+        self.0.copy_file_range(Caller::of(req), (fh_in.0, offset_in), (ino_out.0, fh_out.0, offset_out), len, reply)
     }
 
     fn lseek(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
-        let r = self.file(fh).and_then(|f| {
-            let pos = match whence {
-                libc::SEEK_SET => rustix::fs::SeekFrom::Start(offset as u64),
-                libc::SEEK_CUR => rustix::fs::SeekFrom::Current(offset),
-                libc::SEEK_END => rustix::fs::SeekFrom::End(offset),
-                libc::SEEK_DATA => rustix::fs::SeekFrom::Data(offset as u64),
-                libc::SEEK_HOLE => rustix::fs::SeekFrom::Hole(offset as u64),
-                _ => return Err(Errno::EINVAL),
-            };
-            rustix::fs::seek(f.file.as_fd(), pos).map_err(errno)
-        });
-        match r {
-            Ok(p) => reply.offset(p as i64),
-            Err(e) => reply.error(e),
-        }
+        self.0.lseek(fh.0, offset, whence, reply)
     }
 }

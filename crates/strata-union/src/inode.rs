@@ -12,7 +12,9 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 
-use fuser::{BackingId, Errno, FileType};
+use fuser::{Errno, FileType};
+
+use crate::reply::Backing;
 use hashbrown::HashTable;
 
 pub type Ino = u64;
@@ -77,7 +79,7 @@ struct Extra {
     src: Option<Arc<Path>>,
     /// The passthrough backing file registered for this node, and its branch: the kernel
     /// allows one backing file per inode at a time.
-    backing: Option<(u16, Weak<BackingId>)>,
+    backing: Option<(u16, Weak<Backing>)>,
     /// Regular files with several names: the backing inode's identity, which every name
     /// of it shares this node by, and whether all its names in the branch were found.
     links: Option<Links>,
@@ -191,11 +193,11 @@ impl Node {
     }
 
     /// The passthrough backing file registered for this node, and its branch.
-    pub fn backing(&self) -> Option<&(u16, Weak<BackingId>)> {
+    pub fn backing(&self) -> Option<&(u16, Weak<Backing>)> {
         self.extra.as_ref().and_then(|e| e.backing.as_ref())
     }
 
-    pub fn set_backing(&mut self, backing: Option<(u16, Weak<BackingId>)>) {
+    pub fn set_backing(&mut self, backing: Option<(u16, Weak<Backing>)>) {
         if backing.is_some() || self.extra.is_some() {
             self.extra_mut().backing = backing;
             self.trim();

@@ -16,9 +16,11 @@ pub mod mount;
 pub mod names;
 pub mod options;
 pub mod persist;
+pub mod reply;
 pub mod restack;
 pub mod sys;
 pub mod union;
+pub mod uring;
 pub mod view;
 pub mod whiteout;
 

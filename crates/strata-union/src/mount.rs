@@ -14,7 +14,7 @@ use tracing::{info, warn};
 
 use crate::branch::{Branch, BranchSpec};
 use crate::error::MountError;
-use crate::fs::{BRANCHES_XATTR, PID_XATTR, StrataFs};
+use crate::fs::{BRANCHES_XATTR, DevFuse, PID_XATTR, StrataFs};
 use crate::options::MountSpec;
 use crate::union::Union;
 
@@ -230,7 +230,7 @@ impl Prepared {
             unmounter_slot.clone(),
             mountpoint.clone(),
         );
-        let mut session = match Session::new(fs, &mountpoint, &config) {
+        let mut session = match Session::new(DevFuse(Arc::new(fs)), &mountpoint, &config) {
             Ok(s) => s,
             Err(source) => {
                 let e = MountError::Mount { mountpoint, source };

@@ -45,11 +45,13 @@ pub const STATS_XATTR: &str = "trusted.strata.stats";
 
 /// What the daemon has served: tells whether passthrough keeps file I/O away from it.
 #[derive(Default)]
-struct Stats {
+pub struct Stats {
     passthrough_opens: AtomicU64,
     daemon_opens: AtomicU64,
     daemon_reads: AtomicU64,
     daemon_writes: AtomicU64,
+    /// Requests that came over io_uring (see `crate::uring`).
+    pub uring_requests: AtomicU64,
 }
 
 struct OpenFile {
@@ -75,12 +77,12 @@ impl OpenFile {
 
 /// The attribute changes of one `setattr` request.
 pub struct AttrChange {
-    mode: Option<u32>,
-    uid: Option<u32>,
-    gid: Option<u32>,
-    size: Option<u64>,
-    atime: Option<TimeOrNow>,
-    mtime: Option<TimeOrNow>,
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<TimeOrNow>,
+    pub mtime: Option<TimeOrNow>,
 }
 
 /// Entries prepared per readdir request; more than a reply page holds, so none is short.
@@ -95,10 +97,13 @@ pub struct StrataFs {
     ttl: Duration,
     passthrough: AtomicBool,
     want_passthrough: bool,
+    want_uring: bool,
+    /// INIT chose FUSE over io_uring: the queues must start (see `crate::uring`).
+    uring: AtomicBool,
     files: Mutex<HashMap<u64, Arc<OpenFile>>>,
     listings: Listings,
     next_fh: AtomicU64,
-    stats: Stats,
+    pub stats: Stats,
     /// Set once the session exists: tells the kernel to drop cached entries.
     notifier: Arc<OnceLock<Notifier>>,
     /// Set once the session exists: the session's own unmount, cleared at the end when
@@ -247,7 +252,7 @@ impl StrataFs {
     pub fn new(
         union: Arc<Union>,
         ttl: Duration,
-        passthrough: bool,
+        (passthrough, uring): (bool, bool),
         notifier: Arc<OnceLock<Notifier>>,
         unmounter: Arc<OnceLock<Mutex<fuser::SessionUnmounter>>>,
         mountpoint: PathBuf,
@@ -262,6 +267,8 @@ impl StrataFs {
             ttl,
             passthrough: AtomicBool::new(false),
             want_passthrough: passthrough,
+            want_uring: uring,
+            uring: AtomicBool::new(false),
             files: Mutex::new(HashMap::new()),
             listings: Listings::default(),
             next_fh: AtomicU64::new(1),
@@ -518,6 +525,31 @@ impl StrataFs {
             self.forget_attributes(ino);
         }
         Ok(())
+    }
+
+    /// Did INIT choose FUSE over io_uring? Then every request waits until
+    /// [`crate::uring::start`] has registered the queues.
+    pub fn uring_chosen(&self) -> bool {
+        self.uring.load(Ordering::Relaxed)
+    }
+
+    /// Ends the connection (the fusectl `abort` file): every request waiting on it
+    /// fails, the mount answers ENOTCONN and the session ends. For when requests can no
+    /// longer be served at all (an io_uring queue that cannot register).
+    pub fn abort_connection(&self) {
+        let conn = std::fs::read_to_string("/proc/self/mountinfo").ok().and_then(|info| {
+            info.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(' ').collect();
+                let here = f.get(4).is_some_and(|m| Path::new(m) == self.mountpoint);
+                here.then(|| f.get(2).and_then(|d| d.split_once(':')).map(|(_, minor)| minor.to_string())).flatten()
+            })
+        });
+        let done = conn.map(|c| std::fs::write(format!("/sys/fs/fuse/connections/{c}/abort"), "1"));
+        match done {
+            Some(Ok(())) => warn!("{}: FUSE connection aborted", self.mountpoint.display()),
+            Some(Err(e)) => warn!("{}: aborting the FUSE connection failed: {e}", self.mountpoint.display()),
+            None => warn!("{}: no FUSE connection found to abort", self.mountpoint.display()),
+        }
     }
 
     /// Has the kernel drop the attributes it caches for `ino`.
@@ -791,13 +823,16 @@ impl StrataFs {
     fn stats_text(&self) -> String {
         let st = &self.stats;
         format!(
-            "passthrough {}\npassthrough_opens {}\ndaemon_opens {}\ndaemon_reads {}\ndaemon_writes {}\ninodes {}\n",
+            "passthrough {}\npassthrough_opens {}\ndaemon_opens {}\ndaemon_reads {}\ndaemon_writes {}\ninodes {}\n\
+             io_uring {}\nuring_requests {}\n",
             self.passthrough.load(Ordering::Relaxed) as u8,
             st.passthrough_opens.load(Ordering::Relaxed),
             st.daemon_opens.load(Ordering::Relaxed),
             st.daemon_reads.load(Ordering::Relaxed),
             st.daemon_writes.load(Ordering::Relaxed),
             self.union.table.read().len(),
+            self.uring_chosen() as u8,
+            st.uring_requests.load(Ordering::Relaxed),
         )
     }
 
@@ -898,6 +933,9 @@ impl StrataFs {
                 warn!("kernel offers no FUSE passthrough; the daemon serves file I/O");
             }
         }
+        if self.want_uring && crate::uring::offer(cfg) {
+            self.uring.store(true, Ordering::Relaxed);
+        }
     }
 
     /// The filesystem goes away: keeps its inode numbers for the next mount.
@@ -966,7 +1004,7 @@ impl StrataFs {
         }
     }
 
-    fn setattr(&self, caller: Caller, ino: Ino, change: AttrChange, fh: Option<u64>, reply: impl reply::Attr) {
+    pub fn setattr(&self, caller: Caller, ino: Ino, change: AttrChange, fh: Option<u64>, reply: impl reply::Attr) {
         match self.do_setattr(ino, fh, change, caller) {
             Ok(a) => reply.attr(&self.ttl, &a),
             Err(e) => reply.error(e),
@@ -985,7 +1023,7 @@ impl StrataFs {
         }
     }
 
-    fn mknod(
+    pub fn mknod(
         &self,
         caller: Caller,
         parent: Ino,
@@ -1006,7 +1044,7 @@ impl StrataFs {
         }
     }
 
-    fn mkdir(&self, caller: Caller, parent: Ino, name: &OsStr, mode: u32, umask: u32, reply: impl reply::Entry) {
+    pub fn mkdir(&self, caller: Caller, parent: Ino, name: &OsStr, mode: u32, umask: u32, reply: impl reply::Entry) {
         let r = self.new_entry(caller, parent, name, true, (mode, umask), |dirfd, n, m| {
             rustix::fs::mkdirat(dirfd, n, m).map(|()| None)
         });
@@ -1032,7 +1070,7 @@ impl StrataFs {
         }
     }
 
-    fn symlink(&self, caller: Caller, parent: Ino, link_name: &OsStr, target: &Path, reply: impl reply::Entry) {
+    pub fn symlink(&self, caller: Caller, parent: Ino, link_name: &OsStr, target: &Path, reply: impl reply::Entry) {
         let r = self.new_entry(caller, parent, link_name, false, (0o777, 0), |dirfd, n, _| {
             rustix::fs::symlinkat(target, dirfd, n).map(|()| None)
         });
@@ -1064,7 +1102,7 @@ impl StrataFs {
         }
     }
 
-    fn open(&self, caller: Caller, ino: Ino, flags: i32, reply: impl reply::Open) {
+    pub fn open(&self, caller: Caller, ino: Ino, flags: i32, reply: impl reply::Open) {
         // (linked, an orphan kept): see `Union::keep_orphan`.
         let state = || self.union.table.read().get(ino).map(|n| (n.linked, n.orphan().is_some()));
         let open_orphan = || {
@@ -1116,7 +1154,7 @@ impl StrataFs {
         }
     }
 
-    fn write(
+    pub fn write(
         &self,
         caller: Caller,
         (fh, offset): (u64, u64),
@@ -1247,7 +1285,7 @@ impl StrataFs {
         }
     }
 
-    fn setxattr(&self, caller: Caller, ino: Ino, name: &OsStr, value: &[u8], flags: i32, reply: impl reply::Empty) {
+    pub fn setxattr(&self, caller: Caller, ino: Ino, name: &OsStr, value: &[u8], flags: i32, reply: impl reply::Empty) {
         if ino == ROOT && name == CTL_XATTR {
             return match self.change_branches(value) {
                 Ok(()) => reply.ok(),
@@ -1354,7 +1392,7 @@ impl StrataFs {
         }
     }
 
-    fn create(
+    pub fn create(
         &self,
         caller: Caller,
         (parent, name): (Ino, &OsStr),
@@ -1452,7 +1490,7 @@ impl StrataFs {
         }
     }
 
-    fn copy_file_range(
+    pub fn copy_file_range(
         &self,
         caller: Caller,
         (fh_in, offset_in): (u64, u64),

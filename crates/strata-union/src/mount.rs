@@ -2,7 +2,7 @@
 //! and taking it down again.
 
 use std::ffi::OsStr;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -225,12 +225,13 @@ impl Prepared {
         let fs = StrataFs::new(
             self.union.clone(),
             ttl,
-            self.spec.passthrough,
+            (self.spec.passthrough, self.spec.io_uring),
             notifier.clone(),
             unmounter_slot.clone(),
             mountpoint.clone(),
         );
-        let mut session = match Session::new(DevFuse(Arc::new(fs)), &mountpoint, &config) {
+        let fs = Arc::new(fs);
+        let mut session = match Session::new(DevFuse(fs.clone()), &mountpoint, &config) {
             Ok(s) => s,
             Err(source) => {
                 let e = MountError::Mount { mountpoint, source };
@@ -238,6 +239,16 @@ impl Prepared {
                 return Err(e);
             }
         };
+        if fs.uring_chosen() {
+            // INIT is done (fuser answers it while mounting); requests wait for the queues.
+            match session.as_fd().try_clone_to_owned() {
+                Ok(dev) => crate::uring::start(fs.clone(), Arc::new(dev)),
+                Err(e) => {
+                    warn!("FUSE over io_uring: no /dev/fuse descriptor for the queues: {e}");
+                    fs.abort_connection();
+                }
+            }
+        }
         let _ = notifier.set(session.notifier());
         let _ = unmounter_slot.set(parking_lot::Mutex::new(session.unmount_callable()));
         info!(mountpoint = %mountpoint.display(), id = %self.union.id, "mounted");

@@ -28,6 +28,8 @@ pub struct MountSpec {
     pub cache_timeout: u64,
     /// Use FUSE passthrough for open files when the kernel allows it.
     pub passthrough: bool,
+    /// Take requests over io_uring (one queue per CPU) when the kernel offers it.
+    pub io_uring: bool,
     /// Let users other than root use the mount (FUSE `allow_other`).
     pub allow_other: bool,
     /// Request threads; `None` picks twice the CPU count.
@@ -94,6 +96,7 @@ impl MountSpec {
         let mut read_only = false;
         let mut cache_timeout = 86_400;
         let mut passthrough = true;
+        let mut io_uring = false;
         let mut allow_other = true;
         let mut threads = None;
         let (mut nodev, mut nosuid, mut noexec) = (false, false, false);
@@ -132,6 +135,8 @@ impl MountSpec {
                 }
                 "passthrough" => passthrough = true,
                 "nopassthrough" => passthrough = false,
+                "io_uring" if value.is_none() => io_uring = true,
+                "noio_uring" if value.is_none() => io_uring = false,
                 "nodev" => nodev = true,
                 "nosuid" => nosuid = true,
                 "noexec" => noexec = true,
@@ -186,6 +191,7 @@ impl MountSpec {
             read_only,
             cache_timeout,
             passthrough,
+            io_uring,
             allow_other,
             threads,
             nodev,

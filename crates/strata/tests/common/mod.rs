@@ -66,6 +66,10 @@ impl Mount {
         for o in options {
             cmd.arg("-o").arg(o);
         }
+        // scripts/test runs the filesystem suites again with requests over io_uring.
+        if std::env::var_os("STRATA_TEST_IO_URING").is_some() {
+            cmd.arg("-o").arg("io_uring");
+        }
         let out = run(cmd.arg(mnt));
         if out.status.success() {
             Ok(Mount { mnt: mnt.to_path_buf() })

@@ -537,13 +537,7 @@ impl StrataFs {
     /// fails, the mount answers ENOTCONN and the session ends. For when requests can no
     /// longer be served at all (an io_uring queue that cannot register).
     pub fn abort_connection(&self) {
-        let conn = std::fs::read_to_string("/proc/self/mountinfo").ok().and_then(|info| {
-            info.lines().find_map(|l| {
-                let f: Vec<&str> = l.split(' ').collect();
-                let here = f.get(4).is_some_and(|m| Path::new(m) == self.mountpoint);
-                here.then(|| f.get(2).and_then(|d| d.split_once(':')).map(|(_, minor)| minor.to_string())).flatten()
-            })
-        });
+        let conn = crate::mount::fuse_connection(&self.mountpoint);
         let done = conn.map(|c| std::fs::write(format!("/sys/fs/fuse/connections/{c}/abort"), "1"));
         match done {
             Some(Ok(())) => warn!("{}: FUSE connection aborted", self.mountpoint.display()),

@@ -364,6 +364,17 @@ fn mount_path(p: &Path) -> std::io::Result<PathBuf> {
     }
 }
 
+/// The number of the FUSE connection mounted at `mountpoint` (its directory under
+/// /sys/fs/fuse/connections): the minor device number the mount table gives it.
+pub(crate) fn fuse_connection(mountpoint: &Path) -> Option<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        let here = f.get(4).is_some_and(|m| unescape_mount_path(m) == mountpoint);
+        here.then(|| f.get(2).and_then(|d| d.split_once(':')).map(|(_, minor)| minor.to_string())).flatten()
+    })
+}
+
 /// `/proc/mounts` escapes space, tab, newline and backslash as octal.
 fn unescape_mount_path(s: &str) -> PathBuf {
     let b = s.as_bytes();

@@ -97,7 +97,8 @@ pub struct StrataFs {
     ttl: Duration,
     passthrough: AtomicBool,
     want_passthrough: bool,
-    want_uring: bool,
+    /// `-o io_uring` / `noio_uring`; unset means: when the kernel offers it.
+    want_uring: Option<bool>,
     /// INIT chose FUSE over io_uring: the queues must start (see `crate::uring`).
     uring: AtomicBool,
     files: Mutex<HashMap<u64, Arc<OpenFile>>>,
@@ -252,7 +253,7 @@ impl StrataFs {
     pub fn new(
         union: Arc<Union>,
         ttl: Duration,
-        (passthrough, uring): (bool, bool),
+        (passthrough, uring): (bool, Option<bool>),
         notifier: Arc<OnceLock<Notifier>>,
         unmounter: Arc<OnceLock<Mutex<fuser::SessionUnmounter>>>,
         mountpoint: PathBuf,
@@ -927,7 +928,7 @@ impl StrataFs {
                 warn!("kernel offers no FUSE passthrough; the daemon serves file I/O");
             }
         }
-        if self.want_uring && crate::uring::offer(cfg) {
+        if self.want_uring != Some(false) && crate::uring::offer(cfg, self.want_uring == Some(true)) {
             self.uring.store(true, Ordering::Relaxed);
         }
     }

@@ -28,8 +28,9 @@ pub struct MountSpec {
     pub cache_timeout: u64,
     /// Use FUSE passthrough for open files when the kernel allows it.
     pub passthrough: bool,
-    /// Take requests over io_uring (one queue per CPU) when the kernel offers it.
-    pub io_uring: bool,
+    /// Take requests over io_uring (one queue per CPU): `Some(true)` asked, `Some(false)`
+    /// refused, `None` when the kernel offers it.
+    pub io_uring: Option<bool>,
     /// Let users other than root use the mount (FUSE `allow_other`).
     pub allow_other: bool,
     /// Request threads; `None` picks twice the CPU count.
@@ -96,7 +97,7 @@ impl MountSpec {
         let mut read_only = false;
         let mut cache_timeout = 86_400;
         let mut passthrough = true;
-        let mut io_uring = false;
+        let mut io_uring = None;
         let mut allow_other = true;
         let mut threads = None;
         let (mut nodev, mut nosuid, mut noexec) = (false, false, false);
@@ -135,8 +136,8 @@ impl MountSpec {
                 }
                 "passthrough" => passthrough = true,
                 "nopassthrough" => passthrough = false,
-                "io_uring" if value.is_none() => io_uring = true,
-                "noio_uring" if value.is_none() => io_uring = false,
+                "io_uring" if value.is_none() => io_uring = Some(true),
+                "noio_uring" if value.is_none() => io_uring = Some(false),
                 "nodev" => nodev = true,
                 "nosuid" => nosuid = true,
                 "noexec" => noexec = true,

@@ -34,18 +34,26 @@ const MAX_WRITE: u32 = 1 << 20;
 const THREADS_PER_QUEUE: usize = 2;
 
 /// At INIT: asks for FUSE over io_uring when the kernel offers it (`enable_uring` of the
-/// fuse module set to Y). Returns whether it was asked for.
-pub fn offer(cfg: &mut KernelConfig) -> bool {
+/// fuse module set to Y). `asked`: the mount said `io_uring` (not only the default), so
+/// not getting it is worth a warning. Returns whether it was asked for.
+pub fn offer(cfg: &mut KernelConfig, asked: bool) -> bool {
+    if !cfg.capabilities().contains(InitFlags::FUSE_OVER_IO_URING) {
+        let why = "the kernel does not offer FUSE over io_uring (is /sys/module/fuse/parameters/enable_uring Y?); \
+                   requests come through /dev/fuse";
+        if asked {
+            warn!("{why}");
+        } else {
+            debug!("{why}");
+        }
+        return false;
+    }
     // Once INIT chose it, the connection cannot go back: make sure rings can be made.
     if let Err(e) = queue::probe() {
         warn!("FUSE over io_uring not used: io_uring_setup: {e}; requests come through /dev/fuse");
         return false;
     }
     if cfg.add_capabilities(InitFlags::FUSE_OVER_IO_URING).is_err() {
-        warn!(
-            "the kernel does not offer FUSE over io_uring (is /sys/module/fuse/parameters/enable_uring Y?); \
-             requests come through /dev/fuse"
-        );
+        warn!("FUSE over io_uring refused at INIT; requests come through /dev/fuse");
         return false;
     }
     if let Err(e) = cfg.set_max_write(MAX_WRITE) {

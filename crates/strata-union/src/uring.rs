@@ -1,8 +1,9 @@
 //! FUSE over io_uring (the kernel's Documentation/filesystems/fuse/fuse-io-uring.rst):
 //! requests come through one queue per CPU instead of `read`/`write` on `/dev/fuse`.
 //! The kernel puts a request on the queue of the CPU its caller runs on, and that
-//! queue's threads are pinned there: no request or reply crosses CPUs, where on
-//! `/dev/fuse` whichever daemon thread waited longest is woken, often on the other CPU.
+//! queue's threads are pinned there; they answer as `SCHED_IDLE` so that the caller is
+//! woken on that CPU too (see `queue::set_policy`). On `/dev/fuse` whichever daemon
+//! thread waited longest is woken, often on the other CPU, and the caller after it.
 //!
 //! fuser still owns `/dev/fuse`: it answers INIT (where [`offer`] asks for io_uring) and
 //! takes FORGET and INTERRUPT, which the kernel keeps sending there. Every other request
@@ -87,16 +88,22 @@ pub fn start(fs: Arc<StrataFs>, dev: Arc<OwnedFd>) {
 /// "0-3,6"): the kernel's ring has one queue for each.
 fn possible_cpus() -> Vec<u16> {
     let text = std::fs::read_to_string("/sys/devices/system/cpu/possible").unwrap_or_default();
+    let mut cpus = cpu_list(&text);
+    if cpus.is_empty() {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get()) as u16;
+        cpus.extend(0..n);
+    }
+    cpus
+}
+
+/// The CPUs of a kernel CPU list ("0-3,6"); malformed parts are left out.
+fn cpu_list(text: &str) -> Vec<u16> {
     let mut cpus = Vec::new();
     for part in text.trim().split(',').filter(|p| !p.is_empty()) {
         let (a, b) = part.split_once('-').unwrap_or((part, part));
         if let (Ok(a), Ok(b)) = (a.parse::<u16>(), b.parse::<u16>()) {
             cpus.extend(a..=b);
         }
-    }
-    if cpus.is_empty() {
-        let n = std::thread::available_parallelism().map_or(1, |n| n.get()) as u16;
-        cpus.extend(0..n);
     }
     cpus
 }
@@ -473,7 +480,10 @@ mod tests {
     }
 
     #[test]
-    fn possible_cpus_are_listed() {
-        assert!(!possible_cpus().is_empty());
+    fn cpu_lists_are_read_as_the_kernel_writes_them() {
+        assert_eq!(cpu_list("0-1\n"), [0, 1]);
+        assert_eq!(cpu_list("0-3,6,8-9"), [0, 1, 2, 3, 6, 8, 9]);
+        assert_eq!(cpu_list("0,x-2,5"), [0, 5]);
+        assert!(cpu_list("").is_empty());
     }
 }

@@ -14,23 +14,26 @@ mod common;
 use std::collections::BTreeMap;
 use std::fs;
 use std::process::Command;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 use common::*;
 
 const PARAM: &str = "/sys/module/fuse/parameters/enable_uring";
 static PARAM_LOCK: Mutex<()> = Mutex::new(());
 
-/// Sets `enable_uring` for as long as it lives, then restores it.
+/// Sets `enable_uring` for as long as it lives, holding the tests' lock, then restores it.
 struct EnableUring {
     before: String,
+    _lock: MutexGuard<'static, ()>,
 }
 
 impl EnableUring {
-    fn set(value: &str) -> Option<EnableUring> {
-        let before = fs::read_to_string(PARAM).ok()?.trim().to_string();
-        fs::write(PARAM, value).ok()?;
-        Some(EnableUring { before })
+    fn set(value: &str) -> EnableUring {
+        let lock = PARAM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let why = "(a kernel without CONFIG_FUSE_IO_URING?)";
+        let before = fs::read_to_string(PARAM).unwrap_or_else(|e| panic!("{PARAM}: {e} {why}")).trim().to_string();
+        fs::write(PARAM, value).unwrap_or_else(|e| panic!("{PARAM}: {e} {why}"));
+        EnableUring { before, _lock: lock }
     }
 }
 
@@ -171,10 +174,7 @@ fn transcript(extra: &str) -> (String, BTreeMap<String, u64>) {
 
 #[test]
 fn requests_over_io_uring_give_what_dev_fuse_gives() {
-    let _lock = PARAM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(_param) = EnableUring::set("Y") else {
-        panic!("{PARAM}: cannot be set (a kernel without CONFIG_FUSE_IO_URING?)");
-    };
+    let _param = EnableUring::set("Y");
     let (reference, ref_stats) = transcript(",noio_uring");
     assert_eq!(ref_stats.get("uring_requests"), Some(&0), "{ref_stats:?}");
     println!("{reference}");
@@ -182,7 +182,7 @@ fn requests_over_io_uring_give_what_dev_fuse_gives() {
     for extra in ["", ",io_uring", ",io_uring,nopassthrough"] {
         let (got, stats) = transcript(extra);
         assert_eq!(stats.get("io_uring"), Some(&1), "{extra}: {stats:?}");
-        // Every request of the work came that way (it makes well over a hundred).
+        // The work's requests came that way (it makes well over a hundred).
         assert!(stats["uring_requests"] > 100, "{extra}: {stats:?}");
         if extra.contains("nopassthrough") {
             assert!(stats["daemon_reads"] > 0 && stats["daemon_writes"] > 0, "{extra}: {stats:?}");
@@ -198,10 +198,7 @@ fn requests_over_io_uring_give_what_dev_fuse_gives() {
 
 #[test]
 fn without_the_kernels_consent_io_uring_falls_back_to_dev_fuse() {
-    let _lock = PARAM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(_param) = EnableUring::set("N") else {
-        panic!("{PARAM}: cannot be set (a kernel without CONFIG_FUSE_IO_URING?)");
-    };
+    let _param = EnableUring::set("N");
     let (out, stats) = transcript(",io_uring");
     assert_eq!(stats.get("io_uring"), Some(&0), "{stats:?}");
     assert_eq!(stats.get("uring_requests"), Some(&0), "{stats:?}");

@@ -136,6 +136,8 @@ pub(super) fn serve(qid: u16, fs: &StrataFs, dev: &Arc<OwnedFd>, payload_len: us
     let mut next = command(fd, CMD_REGISTER, qid, 0, Some(&entry.iov));
     let mut registered = false;
     let mut idle = false;
+    // The request's names or data, copied out of the payload the answer overwrites.
+    let mut rest = Vec::with_capacity(4096);
     loop {
         if !idle {
             set_policy(libc::SCHED_IDLE);
@@ -192,7 +194,8 @@ pub(super) fn serve(qid: u16, fs: &StrataFs, dev: &Arc<OwnedFd>, payload_len: us
         let mut arg = [0u8; OP_IN_LEN];
         arg[..arg_len].copy_from_slice(&entry.header[OFF_OP_IN..OFF_OP_IN + arg_len]);
         // The answer is written over the request's payload: serve from a copy.
-        let rest = entry.payload[..payload_sz].to_vec();
+        rest.clear();
+        rest.extend_from_slice(&entry.payload[..payload_sz]);
         let mut out = Answer::new(&mut entry.payload, dev);
         dispatch(fs, &h, &arg[..arg_len], &rest, &mut out);
         let (error, len) = (out.error, if out.error == 0 { out.len } else { 0 });

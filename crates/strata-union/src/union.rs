@@ -980,7 +980,14 @@ impl Union {
         let root = root_fd.as_fd();
         // New entries take the group of a set-group-id parent, as the kernel would.
         let gid = if ne.parent_st.st_mode & libc::S_ISGID != 0 { ne.parent_st.st_gid } else { owner.1 };
+        // What the daemon makes is the daemon's: for a creator who is the daemon's own
+        // user and group (root, nearly always) it already has its owner and set-id bits,
+        // so the chown, a journalled metadata change per new entry, is skipped.
+        let ours = (owner.0, gid) == (rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw());
         let chown = |dirfd: BorrowedFd<'_>, rel: &Path| {
+            if ours {
+                return Ok(());
+            }
             sys::chownat(
                 dirfd,
                 rel,

@@ -534,6 +534,13 @@ impl StrataFs {
         self.uring.load(Ordering::Relaxed)
     }
 
+    /// Are the node's entry and data both in the writable branch? A change to it, or in
+    /// it for a directory, then copies nothing up.
+    pub fn in_writable_branch(&self, ino: Ino) -> bool {
+        let Some(wb) = self.union.wb_opt() else { return false };
+        self.union.table.read().get(ino).is_ok_and(|n| n.branch == wb && n.data().is_none())
+    }
+
     /// Ends the connection (the fusectl `abort` file): every request waiting on it
     /// fails, the mount answers ENOTCONN and the session ends. For when requests can no
     /// longer be served at all (an io_uring queue that cannot register).

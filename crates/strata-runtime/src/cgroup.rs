@@ -35,6 +35,9 @@ pub struct Limits {
     pub pids: Option<u64>,
     /// CPU share, in CPUs (1.5 = one and a half CPUs).
     pub cpus: Option<f64>,
+    /// The CPUs it may run on, a kernel CPU list ("0-2,4").
+    #[serde(default)]
+    pub cpuset: Option<String>,
 }
 
 /// What the v1 `devices` controller lets the container open, besides mknod of anything.
@@ -162,9 +165,12 @@ impl Cgroup {
         mkdir(&parent)?;
         for p in [root, parent.as_path()] {
             let available = fs::read_to_string(p.join("cgroup.controllers")).unwrap_or_default();
+            let cpuset = limits.cpuset.as_ref().map(|_| "cpuset");
             let wanted: Vec<String> = ["memory", "pids", "cpu"]
                 .iter()
-                .filter(|c| available.split_whitespace().any(|a| a == **c))
+                .copied()
+                .chain(cpuset)
+                .filter(|c| available.split_whitespace().any(|a| a == *c))
                 .map(|c| format!("+{c}"))
                 .collect();
             if !wanted.is_empty() {
@@ -185,6 +191,9 @@ impl Cgroup {
         if let Some(c) = limits.cpus {
             write(&dir.join("cpu.max"), &format!("{} {CPU_PERIOD_US}", (c * CPU_PERIOD_US as f64) as u64))?;
         }
+        if let Some(c) = &limits.cpuset {
+            write(&dir.join("cpuset.cpus"), c)?;
+        }
         Ok(Cgroup { dirs: vec![dir] })
     }
 
@@ -194,9 +203,12 @@ impl Cgroup {
         limits: &Limits,
         devices: &DeviceAccess,
     ) -> Result<Cgroup, RuntimeError> {
-        for (ctrl, needed) in
-            [("memory", limits.memory.is_some()), ("pids", limits.pids.is_some()), ("cpu", limits.cpus.is_some())]
-        {
+        for (ctrl, needed) in [
+            ("memory", limits.memory.is_some()),
+            ("pids", limits.pids.is_some()),
+            ("cpu", limits.cpus.is_some()),
+            ("cpuset", limits.cpuset.is_some()),
+        ] {
             if needed && !hierarchies.iter().any(|h| h.has(ctrl)) {
                 return Err(RuntimeError::Cgroup(format!("the {ctrl} controller is not mounted under {ROOT}")));
             }
@@ -224,6 +236,9 @@ impl Cgroup {
             cg.dirs.push(dir.clone());
             if h.has("cpuset") {
                 inherit_cpuset(&h.path.join(PARENT)).and_then(|()| inherit_cpuset(&dir))?;
+                if let Some(c) = &limits.cpuset {
+                    write(&dir.join("cpuset.cpus"), c)?;
+                }
             }
             if h.has("memory")
                 && let Some(m) = limits.memory
@@ -523,18 +538,18 @@ mod tests {
     #[test]
     fn v1_limits_are_written_per_controller() {
         let t = std::env::temp_dir().join(format!("strata-cg-test-{}", std::process::id()));
-        let mountinfo: String = ["memory", "pids", "cpu,cpuacct", "devices"]
+        let mountinfo: String = ["memory", "pids", "cpu,cpuacct", "devices", "cpuset"]
             .iter()
             .enumerate()
             .map(|(i, c)| format!("{i} 1 0:{i} / {}/{c} rw,relatime - cgroup cgroup rw,{c}\n", t.display()))
             .collect();
         let found = hierarchies_in(&mountinfo, &t);
-        assert_eq!(found.len(), 4);
+        assert_eq!(found.len(), 5);
         assert_eq!(found[2].options, "cpu,cpuacct");
-        let limits = Limits { memory: Some(64 << 20), pids: Some(20), cpus: Some(0.5) };
+        let limits = Limits { memory: Some(64 << 20), pids: Some(20), cpus: Some(0.5), cpuset: Some("0-1".into()) };
         let devices = DeviceAccess::With(vec!["c 4:64 rw".into()]);
         let cg = Cgroup::create_v1(&found, "x", &limits, &devices).unwrap();
-        assert_eq!(cg.dirs.len(), 4);
+        assert_eq!(cg.dirs.len(), 5);
         let read = |p: &str| fs::read_to_string(t.join(p)).unwrap();
         assert_eq!(read("memory/strata/x/memory.limit_in_bytes"), "67108864");
         assert_eq!(read("pids/strata/x/pids.max"), "20");
@@ -542,6 +557,7 @@ mod tests {
         // A plain file keeps only the last write: the extra device comes last.
         assert_eq!(read("devices/strata/x/devices.deny"), "a");
         assert_eq!(read("devices/strata/x/devices.allow"), "c 4:64 rw");
+        assert_eq!(read("cpuset/strata/x/cpuset.cpus"), "0-1");
         fs::remove_dir_all(&t).unwrap();
     }
 
@@ -549,16 +565,17 @@ mod tests {
     fn v2_limits_go_to_one_directory() {
         let t = std::env::temp_dir().join(format!("strata-cg2-test-{}", std::process::id()));
         fs::create_dir_all(t.join("strata")).unwrap();
-        fs::write(t.join("cgroup.controllers"), "cpu memory pids").unwrap();
-        fs::write(t.join("strata/cgroup.controllers"), "cpu memory pids").unwrap();
-        let limits = Limits { memory: Some(1 << 30), pids: Some(7), cpus: Some(2.0) };
+        fs::write(t.join("cgroup.controllers"), "cpuset cpu memory pids").unwrap();
+        fs::write(t.join("strata/cgroup.controllers"), "cpuset cpu memory pids").unwrap();
+        let limits = Limits { memory: Some(1 << 30), pids: Some(7), cpus: Some(2.0), cpuset: Some("1".into()) };
         let cg = Cgroup::create_v2(&t, "y", &limits).unwrap();
         assert_eq!(cg.dirs, [t.join("strata/y")]);
         let read = |p: &str| fs::read_to_string(t.join(p)).unwrap();
-        assert_eq!(read("cgroup.subtree_control"), "+memory +pids +cpu");
+        assert_eq!(read("cgroup.subtree_control"), "+memory +pids +cpu +cpuset");
         assert_eq!(read("strata/y/memory.max"), "1073741824");
         assert_eq!(read("strata/y/pids.max"), "7");
         assert_eq!(read("strata/y/cpu.max"), "200000 100000");
+        assert_eq!(read("strata/y/cpuset.cpus"), "1");
         fs::remove_dir_all(&t).unwrap();
     }
 

@@ -26,6 +26,9 @@ pub struct RunConfig {
     pub memory: Option<u64>,
     pub pids: Option<u64>,
     pub cpus: Option<f64>,
+    /// `--cpuset-cpus`: the CPUs it may run on, a kernel CPU list ("0-2,4").
+    #[serde(default)]
+    pub cpuset_cpus: Option<String>,
     /// The command as given on the command line (or the image's Cmd): kept by commit.
     pub cmd: Vec<String>,
     pub entrypoint: Vec<String>,

@@ -39,6 +39,9 @@ pub struct CreateArgs {
     /// CPU share in CPUs (e.g. 0.5)
     #[arg(long, value_parser = parse_cpus)]
     pub cpus: Option<f64>,
+    /// CPUs the container may run on (e.g. 0-2,4)
+    #[arg(long = "cpuset-cpus", value_parser = parse_cpuset, value_name = "CPUS")]
+    pub cpuset_cpus: Option<String>,
     #[command(flatten)]
     pub net: crate::network::NetArgs,
     #[command(flatten)]
@@ -197,6 +200,7 @@ pub fn inspect_value(store: &Store, c: &Container) -> Result<serde_json::Value> 
                        "SecurityOpt": sec.security_opt, "Devices": sec.devices, "ReadonlyRootfs": sec.read_only,
                        "Init": sec.init, "NetworkMode": c.config.network, "Memory": c.config.memory,
                        "PidsLimit": c.config.pids, "NanoCpus": c.config.cpus.map(|c| (c * 1e9) as u64),
+                       "CpusetCpus": c.config.cpuset_cpus.clone().unwrap_or_default(),
                        "RestartPolicy": crate::monitor::policy_json(&c.config.keep.restart),
                        "AutoRemove": c.config.keep.auto_remove},
         "Confinement": {"Capabilities": confine::capability_names(conf.capabilities),
@@ -234,6 +238,33 @@ fn parse_cpus(s: &str) -> Result<f64, String> {
         Ok(c) if c > 0.0 && c <= 1024.0 => Ok(c),
         _ => Err(format!("'{s}': CPUs are a positive number, e.g. 0.5 or 2")),
     }
+}
+
+/// "0-2,4", checked: every CPU in it must be online here (the kernel would refuse the
+/// cgroup write later, with a less helpful error).
+fn parse_cpuset(s: &str) -> Result<String, String> {
+    let bad = || format!("'{s}': CPUs are a list of numbers and ranges, e.g. 0-2,4");
+    let mut cpus = Vec::new();
+    for part in s.split(',') {
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        let (a, b) = (a.parse::<u32>().map_err(|_| bad())?, b.parse::<u32>().map_err(|_| bad())?);
+        if a > b {
+            return Err(bad());
+        }
+        cpus.push((a, b));
+    }
+    let online = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap_or_default();
+    let online = online.trim();
+    let is_online = |cpu: u32| {
+        online.split(',').any(|r| {
+            let (a, b) = r.split_once('-').unwrap_or((r, r));
+            matches!((a.parse::<u32>(), b.parse::<u32>()), (Ok(a), Ok(b)) if (a..=b).contains(&cpu))
+        })
+    };
+    if let Some(cpu) = cpus.iter().flat_map(|&(a, b)| a..=b).find(|&c| !is_online(c)) {
+        return Err(format!("'{s}': CPU {cpu} is not online here (online: {online})"));
+    }
+    Ok(s.to_string())
 }
 
 fn image_list(v: Option<&serde_json::Value>) -> Vec<String> {
@@ -297,6 +328,7 @@ pub fn create(store: &Store, args: &CreateArgs) -> Result<Container> {
         memory: args.memory,
         pids: args.pids_limit,
         cpus: args.cpus,
+        cpuset_cpus: args.cpuset_cpus.clone(),
         cmd,
         entrypoint,
         security,
@@ -431,7 +463,12 @@ fn spec_for(store: &Store, c: &Container, rootfs: &Path, user_root: &Path, stdin
             _ => Network::Join(crate::network::netns_path(store, &c.id)),
         },
         binds: ["hosts", "hostname", "resolv.conf"].iter().map(|f| (PathBuf::from(f), format!("/etc/{f}"))).collect(),
-        limits: Limits { memory: c.config.memory, pids: c.config.pids, cpus: c.config.cpus },
+        limits: Limits {
+            memory: c.config.memory,
+            pids: c.config.pids,
+            cpus: c.config.cpus,
+            cpuset: c.config.cpuset_cpus.clone(),
+        },
         cgroup: c.id.clone(),
         stdin,
         tty: false,

@@ -133,6 +133,15 @@ fn limits_are_enforced() {
     assert_ne!(o.code, 0);
     assert!(o.stderr.contains("can't fork"), "{}", o.stderr);
     assert_eq!(o.stdout.lines().last(), Some("9"));
+    // The container runs on the CPUs it was given, and says so.
+    let o = go(
+        &root,
+        &["run", "--name", "pinned", "--cpuset-cpus", "0", "app", "grep", "Cpus_allowed_list", "/proc/self/status"],
+    );
+    assert_eq!((o.code, o.stdout.trim()), (0, "Cpus_allowed_list:\t0"), "{}", o.stderr);
+    let info: serde_json::Value = serde_json::from_str(&sh(st(&root).args(["inspect", "pinned"]))).unwrap();
+    assert_eq!(info[0]["HostConfig"]["CpusetCpus"], "0", "{info}");
+    sh(st(&root).args(["rm", "pinned"]));
 }
 
 #[test]
@@ -310,6 +319,12 @@ fn bad_input_gives_clear_errors_and_keeps_the_store() {
     assert!(o.stderr.contains("not a size"), "{}", o.stderr);
     let o = go(&root, &["run", "-m", "1k", "app"]);
     assert!(o.stderr.contains("minimum memory limit is 6m"), "{}", o.stderr);
+    let o = go(&root, &["run", "--cpuset-cpus", "0-x", "app"]);
+    assert_eq!(o.code, 2);
+    assert!(o.stderr.contains("'0-x': CPUs are a list of numbers and ranges"), "{}", o.stderr);
+    let o = go(&root, &["run", "--cpuset-cpus", "4095", "app"]);
+    assert_eq!(o.code, 2);
+    assert!(o.stderr.contains("CPU 4095 is not online here (online: "), "{}", o.stderr);
     let o = go(&root, &["create", "--name", "dup", "app"]);
     assert_eq!(o.code, 0);
     let o = go(&root, &["create", "--name", "dup", "app"]);

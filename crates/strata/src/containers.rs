@@ -243,28 +243,26 @@ fn parse_cpus(s: &str) -> Result<f64, String> {
 /// "0-2,4", checked: every CPU in it must be online here (the kernel would refuse the
 /// cgroup write later, with a less helpful error).
 fn parse_cpuset(s: &str) -> Result<String, String> {
-    let bad = || format!("'{s}': CPUs are a list of numbers and ranges, e.g. 0-2,4");
-    let mut cpus = Vec::new();
-    for part in s.split(',') {
-        let (a, b) = part.split_once('-').unwrap_or((part, part));
-        let (a, b) = (a.parse::<u32>().map_err(|_| bad())?, b.parse::<u32>().map_err(|_| bad())?);
-        if a > b {
-            return Err(bad());
-        }
-        cpus.push((a, b));
-    }
+    let asked = cpu_ranges(s).ok_or_else(|| format!("'{s}': CPUs are a list of numbers and ranges, e.g. 0-2,4"))?;
     let online = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap_or_default();
     let online = online.trim();
-    let is_online = |cpu: u32| {
-        online.split(',').any(|r| {
-            let (a, b) = r.split_once('-').unwrap_or((r, r));
-            matches!((a.parse::<u32>(), b.parse::<u32>()), (Ok(a), Ok(b)) if (a..=b).contains(&cpu))
-        })
-    };
-    if let Some(cpu) = cpus.iter().flat_map(|&(a, b)| a..=b).find(|&c| !is_online(c)) {
-        return Err(format!("'{s}': CPU {cpu} is not online here (online: {online})"));
+    let up = cpu_ranges(online).unwrap_or_default();
+    let offline = asked.iter().flat_map(|&(a, b)| a..=b).find(|c| !up.iter().any(|&(a, b)| (a..=b).contains(c)));
+    match offline {
+        Some(cpu) => Err(format!("'{s}': CPU {cpu} is not online here (online: {online})")),
+        None => Ok(s.to_string()),
     }
-    Ok(s.to_string())
+}
+
+/// The ranges of a kernel CPU list ("0-2,4" -> (0, 2), (4, 4)); `None` if malformed.
+fn cpu_ranges(s: &str) -> Option<Vec<(u32, u32)>> {
+    s.split(',')
+        .map(|part| {
+            let (a, b) = part.split_once('-').unwrap_or((part, part));
+            let (a, b) = (a.parse().ok()?, b.parse().ok()?);
+            (a <= b).then_some((a, b))
+        })
+        .collect()
 }
 
 fn image_list(v: Option<&serde_json::Value>) -> Vec<String> {

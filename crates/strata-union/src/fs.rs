@@ -536,7 +536,7 @@ impl StrataFs {
 
     /// Are the node's entry and data both in the writable branch? A change to it, or in
     /// it for a directory, then copies nothing up.
-    pub fn in_writable_branch(&self, ino: Ino) -> bool {
+    pub(crate) fn in_writable_branch(&self, ino: Ino) -> bool {
         let Some(wb) = self.union.wb_opt() else { return false };
         self.union.table.read().get(ino).is_ok_and(|n| n.branch == wb && n.data().is_none())
     }
@@ -1273,16 +1273,16 @@ impl StrataFs {
 
     pub fn statfs(&self, reply: impl reply::Statfs) {
         match self.union.statvfs() {
-            Ok(s) => reply.statfs(
-                s.f_blocks,
-                s.f_bfree,
-                s.f_bavail,
-                s.f_files,
-                s.f_ffree,
-                s.f_bsize as u32,
-                crate::union::NAME_MAX as u32,
-                s.f_frsize as u32,
-            ),
+            Ok(s) => reply.statfs(&reply::FsStats {
+                blocks: s.f_blocks,
+                bfree: s.f_bfree,
+                bavail: s.f_bavail,
+                files: s.f_files,
+                ffree: s.f_ffree,
+                bsize: s.f_bsize as u32,
+                namelen: crate::union::NAME_MAX as u32,
+                frsize: s.f_frsize as u32,
+            }),
             Err(e) => reply.error(e),
         }
     }

@@ -50,19 +50,20 @@ pub trait Xattr: Fail {
     fn data(self, data: &[u8]);
 }
 
+/// A filesystem's statistics, as `statfs` answers them.
+pub struct FsStats {
+    pub blocks: u64,
+    pub bfree: u64,
+    pub bavail: u64,
+    pub files: u64,
+    pub ffree: u64,
+    pub bsize: u32,
+    pub namelen: u32,
+    pub frsize: u32,
+}
+
 pub trait Statfs: Fail {
-    #[allow(clippy::too_many_arguments)]
-    fn statfs(
-        self,
-        blocks: u64,
-        bfree: u64,
-        bavail: u64,
-        files: u64,
-        ffree: u64,
-        bsize: u32,
-        namelen: u32,
-        frsize: u32,
-    );
+    fn statfs(self, s: &FsStats);
 }
 
 pub trait Ioctl: Fail {
@@ -170,18 +171,8 @@ impl Xattr for fuser::ReplyXattr {
 }
 
 impl Statfs for fuser::ReplyStatfs {
-    fn statfs(
-        self,
-        blocks: u64,
-        bfree: u64,
-        bavail: u64,
-        files: u64,
-        ffree: u64,
-        bsize: u32,
-        namelen: u32,
-        frsize: u32,
-    ) {
-        fuser::ReplyStatfs::statfs(self, blocks, bfree, bavail, files, ffree, bsize, namelen, frsize)
+    fn statfs(self, s: &FsStats) {
+        fuser::ReplyStatfs::statfs(self, s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize)
     }
 }
 

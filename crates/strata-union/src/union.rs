@@ -47,6 +47,11 @@ pub struct DirEntry {
     pub pos: u16,
 }
 
+/// The daemon's user and group, which every entry it makes starts with (they never
+/// change while it runs: asked once, not on every create).
+static DAEMON_IDS: std::sync::LazyLock<(u32, u32)> =
+    std::sync::LazyLock::new(|| (rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw()));
+
 #[derive(Debug)]
 pub struct Union {
     /// The branches, top first, and the topmost writable one; replaced whole (under `ns`
@@ -983,7 +988,7 @@ impl Union {
         // What the daemon makes is the daemon's: for a creator who is the daemon's own
         // user and group (root, nearly always) it already has its owner and set-id bits,
         // so the chown, a journalled metadata change per new entry, is skipped.
-        let ours = (owner.0, gid) == (rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw());
+        let ours = (owner.0, gid) == *DAEMON_IDS;
         let chown = |dirfd: BorrowedFd<'_>, rel: &Path| {
             if ours {
                 return Ok(());

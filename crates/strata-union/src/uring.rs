@@ -231,24 +231,14 @@ impl reply::Xattr for &mut Answer<'_> {
 }
 
 impl reply::Statfs for &mut Answer<'_> {
-    fn statfs(
-        self,
-        blocks: u64,
-        bfree: u64,
-        bavail: u64,
-        files: u64,
-        ffree: u64,
-        bsize: u32,
-        namelen: u32,
-        frsize: u32,
-    ) {
+    fn statfs(self, s: &reply::FsStats) {
         if let Some(b) = self.room(80) {
-            for (i, v) in [blocks, bfree, bavail, files, ffree].into_iter().enumerate() {
+            for (i, v) in [s.blocks, s.bfree, s.bavail, s.files, s.ffree].into_iter().enumerate() {
                 put_u64(b, i * 8, v);
             }
-            put_u32(b, 40, bsize);
-            put_u32(b, 44, namelen);
-            put_u32(b, 48, frsize);
+            put_u32(b, 40, s.bsize);
+            put_u32(b, 44, s.namelen);
+            put_u32(b, 48, s.frsize);
         }
     }
 }

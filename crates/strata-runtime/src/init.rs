@@ -68,7 +68,20 @@ pub fn sealed_copy_of_self() -> Result<OwnedFd, RuntimeError> {
         .map_err(|e| RuntimeError::Sys { what: "copying the init into memory".into(), cause: e })?;
     let memfd = OwnedFd::from(copy);
     let seals = SealFlags::SEAL | SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE;
-    rustix::fs::fcntl_add_seals(&memfd, seals).map_err(sys("sealing the init"))?;
+    // The write seal waits ~75 ms for extra references to the memfd's pages to go, then
+    // fails with EBUSY. A CI run here hit that once (the holder was not found; kernel
+    // page scanners such as DAMON's kdamond, running on these machines, take such
+    // references briefly): the references are transient, so it is tried again.
+    let mut tries = 0;
+    loop {
+        match rustix::fs::fcntl_add_seals(&memfd, seals) {
+            Err(rustix::io::Errno::BUSY) if tries < 10 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            r => break r.map_err(sys("sealing the init"))?,
+        }
+    }
     Ok(memfd)
 }
 

@@ -483,6 +483,21 @@ impl StrataFs {
         }
     }
 
+    /// Runs `read` (an xattr read) on node `ino`'s entry: `rel` below its branch's root,
+    /// or, once its names are all gone, the file itself (`rel` empty, `dir` a descriptor
+    /// on it). No descriptor is opened for a named entry.
+    fn read_entry<T>(
+        &self,
+        ino: Ino,
+        read: impl Fn(rustix::fd::BorrowedFd<'_>, &Path) -> Result<T, rustix::io::Errno>,
+    ) -> Result<T, Errno> {
+        match self.union.location(ino) {
+            Ok((b, rel)) => read(self.union.root(b).as_fd(), &rel).map_err(errno),
+            Err(e) if e == Errno::ESTALE => read(self.gone(ino, false)?.as_fd(), Path::new("")).map_err(errno),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The file behind node `ino` once its names are all gone (removed, or replaced by a
     /// rename): a descriptor still open on it, else the orphan kept for the kernel's
     /// references. So every call on an open descriptor reaches its file, as on a local
@@ -638,8 +653,7 @@ impl StrataFs {
         let root_fd = self.union.root(b);
         let root = root_fd.as_fd();
         if let Some(m) = c.mode {
-            let p = sys::PathFd::open(root, &rel).map_err(errno)?;
-            rustix::fs::chmod(&p.proc, Mode::from_raw_mode(m & 0o7777)).map_err(errno)?;
+            sys::chmod_nofollow(root, &rel, Mode::from_raw_mode(m & 0o7777)).map_err(errno)?;
         }
         if c.uid.is_some() || c.gid.is_some() {
             sys::chownat(
@@ -672,7 +686,7 @@ impl StrataFs {
         name: &OsStr,
         is_dir: bool,
         (requested, umask): (u32, u32),
-        make: impl FnOnce(rustix::fd::BorrowedFd<'_>, &OsStr, Mode) -> Result<Option<OwnedFd>, rustix::io::Errno>,
+        make: impl Fn(rustix::fd::BorrowedFd<'_>, &OsStr, Mode) -> Result<Option<OwnedFd>, rustix::io::Errno>,
     ) -> Result<(Ino, FileAttr, Option<OwnedFd>), Errno> {
         let _ns = self.union.ns.write();
         self.union.check_creatable(parent, name)?;
@@ -692,7 +706,7 @@ impl StrataFs {
         name: &OsStr,
         is_dir: bool,
         (requested, umask): (u32, u32),
-        make: impl FnOnce(rustix::fd::BorrowedFd<'_>, &OsStr, Mode) -> Result<Option<OwnedFd>, rustix::io::Errno>,
+        make: impl Fn(rustix::fd::BorrowedFd<'_>, &OsStr, Mode) -> Result<Option<OwnedFd>, rustix::io::Errno>,
     ) -> Result<(Ino, FileAttr, Option<OwnedFd>), Errno> {
         let acl = self.has_xattr(parent, OsStr::new(DEFAULT_ACL)).unwrap_or(false);
         let setid = requested & (libc::S_ISUID | libc::S_ISGID);
@@ -701,6 +715,13 @@ impl StrataFs {
                 let mask = if acl && !aside { 0 } else { umask };
                 make(dirfd, n, Mode::from_raw_mode(requested & 0o7777 & !mask))
             })?;
+        if let Some(f) = &fd {
+            // The caller's first write asks for `security.capability` (and `ls -l` for
+            // more): the names are one call away on the new descriptor, three later.
+            if let Ok(names) = sys::list_xattrs_of(f) {
+                self.union.table.write().get_mut(ino)?.set_xattr_names(Some(names.into()));
+            }
+        }
         Ok((ino, self.entry_attr_with(ino, Some(&st))?, fd))
     }
 
@@ -718,8 +739,7 @@ impl StrataFs {
         if let Some(names) = self.union.table.read().get(ino)?.xattr_names() {
             return Ok(names.into());
         }
-        let p = self.handle(ino, false)?;
-        let names: Box<[std::ffi::OsString]> = sys::list_xattrs(&p.proc).map_err(errno)?.into();
+        let names: Box<[std::ffi::OsString]> = self.read_entry(ino, |dir, rel| sys::list_xattrs_at(dir, rel))?.into();
         self.union.table.write().get_mut(ino)?.set_xattr_names(Some(names.clone()));
         Ok(names)
     }
@@ -1345,7 +1365,7 @@ impl StrataFs {
             Ok(true) => {}
             Err(e) => return reply.error(e),
         }
-        let r = self.handle(ino, false).and_then(|p| sys::get_xattr(&p.proc, name).map_err(errno));
+        let r = self.read_entry(ino, |dir, rel| sys::get_xattr_at(dir, rel, name));
         match r {
             Ok(Some(v)) => Self::reply_xattr(reply, size, &v),
             Ok(None) => reply.error(Errno::ENODATA),

@@ -9,6 +9,7 @@ use std::ffi::{CStr, OsStr, OsString};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use fuser::Errno;
 use rustix::fs::{AtFlags, Dev, FileType, Gid, Mode, OFlags, RenameFlags, ResolveFlags, Stat, Timestamps, Uid};
@@ -235,9 +236,14 @@ pub fn private_copy(path: &Path, set: u64) -> Result<OwnedFd, SysErrno> {
         )
     };
     if r != 0 {
-        return Err(SysErrno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)));
+        return Err(last_errno());
     }
     Ok(copy)
+}
+
+/// The error of the last raw system call of this thread.
+fn last_errno() -> SysErrno {
+    SysErrno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO))
 }
 
 /// `lstat` relative to a branch root.
@@ -269,11 +275,50 @@ pub fn open_at(root: impl AsFd, rel: impl AsRef<Path>, flags: OFlags, mode: Mode
     at(root, rel, |d, r| rustix::fs::openat(d, r, flags | OFlags::NOFOLLOW | OFlags::CLOEXEC, mode))
 }
 
+/// Whether the kernel lacks `fchmodat2` (before 6.6): then [`chmod_nofollow`] goes
+/// through an `O_PATH` handle.
+static NO_FCHMODAT2: AtomicBool = AtomicBool::new(false);
+
+/// Sets the mode of `rel` below `root`, never following a final symlink: one
+/// `fchmodat2(AT_SYMLINK_NOFOLLOW)` (rustix refuses the flag, glibc 2.36 emulates it
+/// with three calls), else [`PathFd`] and `chmod` of its `/proc` name.
+pub fn chmod_nofollow(root: impl AsFd, rel: impl AsRef<Path>, mode: Mode) -> Result<(), SysErrno> {
+    let (root, rel) = (root.as_fd(), rel.as_ref());
+    if !NO_FCHMODAT2.load(Ordering::Relaxed) {
+        let r = at(root, rel, |d, r| {
+            let name = c_path(r)?;
+            // SAFETY: fchmodat2(2) reads a NUL-terminated path that outlives the call; the
+            // descriptor is borrowed, so open; the other arguments are integers.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_fchmodat2,
+                    d.as_raw_fd(),
+                    name.as_ptr(),
+                    mode.bits() as libc::c_uint,
+                    libc::AT_SYMLINK_NOFOLLOW,
+                )
+            };
+            if r == 0 { Ok(()) } else { Err(last_errno()) }
+        });
+        match r {
+            Err(SysErrno::NOSYS) => NO_FCHMODAT2.store(true, Ordering::Relaxed),
+            r => return r,
+        }
+    }
+    rustix::fs::chmod(&PathFd::open(root, rel)?.proc, mode)
+}
+
 /// An `O_PATH` handle on `rel` and its `/proc/self/fd/N` name: the way to reach xattrs
 /// and modes of entries of any type (symlinks and devices included) without opening them.
 pub struct PathFd {
     fd: OwnedFd,
     pub proc: PathBuf,
+}
+
+impl AsFd for PathFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
 }
 
 impl PathFd {
@@ -317,28 +362,20 @@ pub fn dir_names(dir: impl AsFd) -> Result<Vec<OsString>, SysErrno> {
 /// Reads an xattr fully; `Ok(None)` when it does not exist. Follows symlinks: use it on
 /// [`PathFd::proc`] names, which lead to the entry itself whatever its type.
 pub fn get_xattr(path: &Path, name: &OsStr) -> Result<Option<Vec<u8>>, SysErrno> {
-    let mut buf = vec![0u8; 256];
-    loop {
-        match rustix::fs::getxattr(path, name, &mut buf[..]) {
-            Ok(n) => {
-                buf.truncate(n);
-                return Ok(Some(buf));
-            }
-            Err(SysErrno::RANGE) => {
-                let n = rustix::fs::getxattr_query(path, name)?;
-                buf.resize(n.max(buf.len() * 2), 0);
-            }
-            Err(SysErrno::NODATA) | Err(SysErrno::NOTSUP) => return Ok(None),
-            Err(e) => return Err(e),
-        }
-    }
+    absent_as_none(grown(256, |buf| rustix::fs::getxattr(path, name, buf)))
+}
+
+/// Reads xattr `name` of `rel` below `dir` (never following a final symlink; `rel` empty:
+/// the file `dir` is open on, whatever its type); `Ok(None)` when it does not exist.
+pub fn get_xattr_at(dir: impl AsFd, rel: impl AsRef<Path>, name: &OsStr) -> Result<Option<Vec<u8>>, SysErrno> {
+    at(dir, rel, |d, r| absent_as_none(grown(256, |buf| getxattrat(d, r, name, buf))))
 }
 
 /// Does entry `rel` below `root` (never followed if a symlink) carry xattr `name`? One
 /// system call where the path fits: asked of every file a lookup meets on a `metacopy=on`
 /// mount.
 pub fn has_xattr(root: impl AsFd, rel: impl AsRef<Path>, name: &OsStr) -> Result<bool, SysErrno> {
-    at(root, rel, |d, r| match rustix::fs::lgetxattr(proc_path(&d).join(r), name, &mut [0u8; 0][..]) {
+    at(root, rel, |d, r| match getxattrat(d, r, name, &mut []) {
         Ok(_) | Err(SysErrno::RANGE) => Ok(true),
         Err(SysErrno::NODATA) | Err(SysErrno::NOTSUP) => Ok(false),
         Err(e) => Err(e),
@@ -347,22 +384,150 @@ pub fn has_xattr(root: impl AsFd, rel: impl AsRef<Path>, name: &OsStr) -> Result
 
 /// Lists xattr names.
 pub fn list_xattrs(path: &Path) -> Result<Vec<OsString>, SysErrno> {
-    let mut buf = vec![0u8; 1024];
+    xattr_names(|buf| rustix::fs::listxattr(path, buf))
+}
+
+/// Lists the xattr names of an open file: one system call, where [`list_xattrs`] of a
+/// [`PathFd`] takes three.
+pub fn list_xattrs_of(fd: impl AsFd) -> Result<Vec<OsString>, SysErrno> {
+    xattr_names(|buf| rustix::fs::flistxattr(&fd, buf))
+}
+
+/// Lists the xattr names of `rel` below `dir`, as [`get_xattr_at`] finds it.
+pub fn list_xattrs_at(dir: impl AsFd, rel: impl AsRef<Path>) -> Result<Vec<OsString>, SysErrno> {
+    at(dir, rel, |d, r| xattr_names(|buf| listxattrat(d, r, buf)))
+}
+
+/// The names of a `listxattr` call's answer; none where the filesystem has no xattrs.
+fn xattr_names(list: impl Fn(&mut [u8]) -> Result<usize, SysErrno>) -> Result<Vec<OsString>, SysErrno> {
+    let buf = match grown(1024, list) {
+        Ok(buf) => buf,
+        Err(SysErrno::NOTSUP) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    Ok(buf.split(|b| *b == 0).filter(|n| !n.is_empty()).map(|n| OsStr::from_bytes(n).to_os_string()).collect())
+}
+
+/// An xattr call's whole answer: `read` is tried with a buffer of `first` bytes, and
+/// again with one of the size an empty buffer is told (the value may grow between).
+fn grown(first: usize, read: impl Fn(&mut [u8]) -> Result<usize, SysErrno>) -> Result<Vec<u8>, SysErrno> {
+    let mut buf = vec![0u8; first];
     loop {
-        match rustix::fs::listxattr(path, &mut buf[..]) {
+        match read(&mut buf[..]) {
             Ok(n) => {
                 buf.truncate(n);
-                break;
+                return Ok(buf);
             }
             Err(SysErrno::RANGE) => {
-                let n = rustix::fs::listxattr_query(path)?;
+                let n = read(&mut [])?;
                 buf.resize(n.max(buf.len() * 2), 0);
             }
-            Err(SysErrno::NOTSUP) => return Ok(Vec::new()),
             Err(e) => return Err(e),
         }
     }
-    Ok(buf.split(|b| *b == 0).filter(|n| !n.is_empty()).map(|n| OsStr::from_bytes(n).to_os_string()).collect())
+}
+
+fn absent_as_none(r: Result<Vec<u8>, SysErrno>) -> Result<Option<Vec<u8>>, SysErrno> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(SysErrno::NODATA) | Err(SysErrno::NOTSUP) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether the kernel lacks `getxattrat`/`listxattrat` (before 6.13): then they go
+/// through the `/proc/self/fd` name of `dir`.
+static NO_XATTRAT: AtomicBool = AtomicBool::new(false);
+/// The system call numbers of `getxattrat` and `listxattrat`, the same on every
+/// architecture (the kernel's common table); libc does not name them yet.
+const SYS_GETXATTRAT: libc::c_long = 464;
+const SYS_LISTXATTRAT: libc::c_long = 465;
+
+/// Whether `rel` below `dir` goes to the `*xattrat` calls: they refuse an `O_PATH`
+/// descriptor with an empty path (EBADF), which `dir` itself then is reached through
+/// its `/proc/self/fd` name.
+fn use_xattrat(rel: &Path) -> bool {
+    !rel.as_os_str().is_empty() && !NO_XATTRAT.load(Ordering::Relaxed)
+}
+
+/// `getxattrat(2)`: one call, where the `/proc/self/fd` name of `dir` costs a walk
+/// through procfs, which is slower than the lookup itself.
+fn getxattrat(dir: BorrowedFd<'_>, rel: &Path, name: &OsStr, buf: &mut [u8]) -> Result<usize, SysErrno> {
+    if use_xattrat(rel) {
+        let path = c_path(rel)?;
+        let name = std::ffi::CString::new(name.as_bytes()).map_err(|_| SysErrno::INVAL)?;
+        // `struct xattr_args` of the kernel's uapi (VER0, 16 bytes).
+        #[repr(C)]
+        struct XattrArgs {
+            value: u64,
+            size: u32,
+            flags: u32,
+        }
+        let args = XattrArgs { value: buf.as_mut_ptr() as u64, size: buf.len() as u32, flags: 0 };
+        // SAFETY: getxattrat(2) reads two NUL-terminated strings and one `struct
+        // xattr_args` of the size given, all live for the call, and writes at most
+        // `args.size` bytes to `buf`, which `args.value` points at and which is borrowed
+        // mutably for the call; the descriptor is borrowed, so open.
+        let r = unsafe {
+            libc::syscall(
+                SYS_GETXATTRAT,
+                dir.as_raw_fd(),
+                path.as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW as libc::c_uint,
+                name.as_ptr(),
+                &args as *const XattrArgs,
+                std::mem::size_of::<XattrArgs>(),
+            )
+        };
+        match r {
+            n if n >= 0 => return Ok(n as usize),
+            _ => match last_errno() {
+                SysErrno::NOSYS => NO_XATTRAT.store(true, Ordering::Relaxed),
+                e => return Err(e),
+            },
+        }
+    }
+    if rel.as_os_str().is_empty() {
+        rustix::fs::getxattr(proc_path(&dir), name, buf)
+    } else {
+        rustix::fs::lgetxattr(proc_path(&dir).join(rel), name, buf)
+    }
+}
+
+/// `listxattrat(2)`: see [`getxattrat`].
+fn listxattrat(dir: BorrowedFd<'_>, rel: &Path, buf: &mut [u8]) -> Result<usize, SysErrno> {
+    if use_xattrat(rel) {
+        let path = c_path(rel)?;
+        // SAFETY: listxattrat(2) reads a NUL-terminated path that lives for the call and
+        // writes at most `buf.len()` bytes to `buf`, borrowed mutably for the call; the
+        // descriptor is borrowed, so open.
+        let r = unsafe {
+            libc::syscall(
+                SYS_LISTXATTRAT,
+                dir.as_raw_fd(),
+                path.as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW as libc::c_uint,
+                buf.as_mut_ptr(),
+                buf.len(),
+            )
+        };
+        match r {
+            n if n >= 0 => return Ok(n as usize),
+            _ => match last_errno() {
+                SysErrno::NOSYS => NO_XATTRAT.store(true, Ordering::Relaxed),
+                e => return Err(e),
+            },
+        }
+    }
+    if rel.as_os_str().is_empty() {
+        rustix::fs::listxattr(proc_path(&dir), buf)
+    } else {
+        rustix::fs::llistxattr(proc_path(&dir).join(rel), buf)
+    }
+}
+
+fn c_path(rel: &Path) -> Result<std::ffi::CString, SysErrno> {
+    std::ffi::CString::new(rel.as_os_str().as_bytes()).map_err(|_| SysErrno::INVAL)
 }
 
 /// Copies every xattr of `src` to `dst` for which `keep(name)` holds.
@@ -376,4 +541,79 @@ pub fn copy_xattrs(src: &Path, dst: &Path, keep: impl Fn(&OsStr) -> bool) -> Res
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The answers of the xattr and mode helpers, with the kernel's newer calls
+    /// (`getxattrat`/`listxattrat`, `fchmodat2`) and with their older fallbacks.
+    fn answers(dir: &OwnedFd) -> Vec<String> {
+        let file = PathFd::open(dir, "f").unwrap();
+        let n = |s: &str| OsStr::new(s).to_os_string();
+        // In the order of the names, not the filesystem's.
+        let sorted = |r: Result<Vec<OsString>, SysErrno>| format!("{:?}", r.map(|mut v| (v.sort(), v).1));
+        let mut seen = vec![
+            sorted(list_xattrs_at(dir, "f")),
+            sorted(list_xattrs_at(dir, "s")),
+            sorted(list_xattrs_at(&file, "")),
+            format!("{:?}", get_xattr_at(dir, "f", &n("trusted.big")).map(|v| v.map(|v| v.len()))),
+            format!("{:?}", get_xattr_at(dir, "s", &n("trusted.big"))),
+            format!("{:?}", get_xattr_at(dir, "s", &n("trusted.link"))),
+            format!("{:?}", get_xattr_at(&file, "", &n("trusted.small"))),
+            format!("{:?}", has_xattr(dir, "s", &n("trusted.link"))),
+            format!("{:?}", has_xattr(dir, "f", &n("trusted.none"))),
+            format!("{:?}", get_xattr_at(dir, "missing", &n("trusted.small"))),
+        ];
+        seen.push(format!("{:?}", chmod_nofollow(dir, "f", Mode::from_raw_mode(0o640))));
+        seen.push(format!("{:o}", lstat(dir, "f").unwrap().st_mode & 0o7777));
+        seen.push(format!("{:?}", chmod_nofollow(dir, "s", Mode::from_raw_mode(0o600))));
+        seen.push(format!("{:o}", lstat(dir, "f").unwrap().st_mode & 0o7777));
+        rustix::fs::chmodat(dir, "f", Mode::from_raw_mode(0o644), AtFlags::empty()).unwrap();
+        seen
+    }
+
+    #[test]
+    fn xattr_and_mode_helpers_answer_alike_with_or_without_the_newer_system_calls() {
+        let root = std::env::temp_dir().join(format!("strata-sys-{}", std::process::id()));
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("f"), "x").unwrap();
+        std::os::unix::fs::symlink("f", root.join("s")).unwrap();
+        let set = |p: &Path, name: &str, value: &[u8]| {
+            rustix::fs::lsetxattr(p, name, value, rustix::fs::XattrFlags::empty()).unwrap();
+        };
+        // Past the first buffer (256 bytes), so the value is asked for again, grown.
+        set(&root.join("f"), "trusted.big", &[7u8; 1000]);
+        set(&root.join("f"), "trusted.small", b"1");
+        set(&root.join("s"), "trusted.link", b"2");
+        let dir = rustix::fs::open(&root, OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).unwrap();
+
+        let newer = answers(&dir);
+        NO_XATTRAT.store(true, Ordering::Relaxed);
+        NO_FCHMODAT2.store(true, Ordering::Relaxed);
+        let older = answers(&dir);
+        NO_XATTRAT.store(false, Ordering::Relaxed);
+        NO_FCHMODAT2.store(false, Ordering::Relaxed);
+        std::fs::remove_dir_all(&root).unwrap();
+
+        assert_eq!(newer, older);
+        let expected = [
+            r#"Ok(["trusted.big", "trusted.small"])"#,
+            r#"Ok(["trusted.link"])"#,
+            r#"Ok(["trusted.big", "trusted.small"])"#,
+            "Ok(Some(1000))",
+            "Ok(None)",
+            r#"Ok(Some([50]))"#,
+            r#"Ok(Some([49]))"#,
+            "Ok(true)",
+            "Ok(false)",
+            "Err(Os { code: 2, kind: NotFound, message: \"No such file or directory\" })",
+            "Ok(())",
+            "640",
+            "Err(Os { code: 95, kind: Unsupported, message: \"Operation not supported\" })",
+            "640",
+        ];
+        assert_eq!(newer, expected);
+    }
 }

@@ -945,26 +945,29 @@ impl Union {
         }
     }
 
-    /// Where a new entry named `name` goes in `parent`, and what must happen to whiteouts
-    /// there: the parent is copied up, and any whiteout for the name in the writable
-    /// branch is reported. The caller has found the name absent (see
-    /// [`Self::check_creatable`]): it is not resolved again.
+    /// Where a new entry named `name` goes in `parent`: the parent is copied up, and an
+    /// AUFS whiteout for the name in the writable branch is reported. The caller has found
+    /// the name absent (see [`Self::check_creatable`]): it is not resolved again.
     fn prepare_new(&self, parent: Ino, name: &OsStr) -> Result<NewEntry, Errno> {
         let wb = self.wb()?;
         self.copy_up_dir(parent)?;
         let dir = self.table.read().path(parent)?;
         let rel = sys::join(&dir, name);
         let aufs_wh = whiteout::has_aufs_whiteout(self.root(wb), &dir, name).map_err(errno)?;
-        let ovl_wh = match sys::lstat_opt(self.root(wb), &rel).map_err(errno)? {
-            Some(st) if self.is_whiteout_device(&st) => true,
-            Some(_) => return Err(Errno::EEXIST),
-            None => false,
-        };
-        let parent_st = sys::lstat(self.root(wb), &dir).map_err(errno)?;
-        Ok(NewEntry { wb, dir, rel, aufs_wh, ovl_wh, parent_st })
+        Ok(NewEntry { wb, dir, rel, aufs_wh })
     }
 
-    /// Creates a new entry with `make(dirfd, name, aside)`, owned by `owner`, replacing any
+    /// Whether `rel` in the writable branch `wb` holds an overlayfs whiteout (a name the
+    /// union shows as absent, to be replaced); EEXIST when it holds anything else.
+    fn ovl_whiteout_at(&self, wb: u16, rel: &Path) -> Result<bool, Errno> {
+        match sys::lstat_opt(self.root(wb), rel).map_err(errno)? {
+            Some(st) if self.is_whiteout_device(&st) => Ok(true),
+            Some(_) => Err(Errno::EEXIST),
+            None => Ok(false),
+        }
+    }
+
+    /// Creates a new entry with `make(dirfd, name, aside)`, owned by `creator`, replacing any
     /// whiteout for the name atomically; returns its node and stat. The caller has found the name
     /// absent (see [`Self::check_creatable`]). `setid`: the set-id bits the
     /// creator asked for (the daemon's `chown` clears a file's; they are put back). `aside` says the entry is made
@@ -975,82 +978,104 @@ impl Union {
         &self,
         parent: Ino,
         name: &OsStr,
-        owner: (u32, u32),
+        creator: (u32, u32),
         is_dir: bool,
         setid: u32,
-        make: impl FnOnce(BorrowedFd<'_>, &OsStr, bool) -> Result<Option<OwnedFd>, rustix::io::Errno>,
+        make: impl Fn(BorrowedFd<'_>, &OsStr, bool) -> Result<Option<OwnedFd>, rustix::io::Errno>,
     ) -> Result<(Ino, Stat, Option<OwnedFd>), Errno> {
         let ne = self.prepare_new(parent, name)?;
         let root_fd = self.root(ne.wb);
         let root = root_fd.as_fd();
-        // New entries take the group of a set-group-id parent, as the kernel would.
-        let gid = if ne.parent_st.st_mode & libc::S_ISGID != 0 { ne.parent_st.st_gid } else { owner.1 };
-        // What the daemon makes is the daemon's: for a creator who is the daemon's own
-        // user and group (root, nearly always) it already has its owner and set-id bits,
-        // so the chown, a journalled metadata change per new entry, is skipped.
-        let ours = (owner.0, gid) == *DAEMON_IDS;
+        // The owner a new entry must get: its creator, with the group of a set-group-id
+        // parent as the kernel would. What the daemon makes is the daemon's, so for a
+        // creator with the daemon's own user and group (root, nearly always) the branch
+        // filesystem gave exactly that already (the parent's group included): neither the
+        // parent's stat nor a chown (a journalled change per new entry) is needed.
+        let owner = if creator == *DAEMON_IDS {
+            None
+        } else {
+            let parent_st = sys::lstat(root, &ne.dir).map_err(errno)?;
+            let gid = if parent_st.st_mode & libc::S_ISGID != 0 { parent_st.st_gid } else { creator.1 };
+            Some((creator.0, gid)).filter(|o| o != &*DAEMON_IDS)
+        };
         let chown = |dirfd: BorrowedFd<'_>, rel: &Path| {
-            if ours {
-                return Ok(());
-            }
+            let Some((uid, gid)) = owner else { return Ok(()) };
             sys::chownat(
                 dirfd,
                 rel,
-                Some(rustix::process::Uid::from_raw(owner.0)),
+                Some(rustix::process::Uid::from_raw(uid)),
                 Some(rustix::process::Gid::from_raw(gid)),
                 AtFlags::SYMLINK_NOFOLLOW,
             )?;
             // chown clears a file's set-id bits; the kernel keeps those its creator asked
             // for, set-group-ID only for root or a member of the file's group (the
             // request names the primary group only).
-            let setid = if owner.0 != 0 && owner.1 != gid { setid & !libc::S_ISGID } else { setid };
+            let setid = if creator.0 != 0 && creator.1 != gid { setid & !libc::S_ISGID } else { setid };
             if setid != 0 {
                 let made = sys::lstat(dirfd, rel)?;
                 if sys::file_type_bits(&made) == libc::S_IFREG {
                     let mode = made.st_mode & 0o777 | setid;
-                    rustix::fs::chmod(&sys::PathFd::open(dirfd, rel)?.proc, Mode::from_raw_mode(mode))?;
+                    sys::chmod_nofollow(dirfd, rel, Mode::from_raw_mode(mode))?;
                 }
             }
             Ok(())
         };
-        let opaque = is_dir && (ne.aufs_wh || ne.ovl_wh);
-        let fd = if ne.ovl_wh || opaque {
-            // Build it aside, then swap it in: never a moment with neither or both.
-            let work = self.work()?;
-            let tmp = self.scratch_name();
-            let fd = make(work, &tmp, true).map_err(errno)?;
-            let placed = (|| {
-                chown(work, Path::new(&tmp))?;
-                if opaque {
-                    whiteout::set_opaque(self.format, work, Path::new(&tmp))?;
-                }
-                if ne.ovl_wh && is_dir {
-                    sys::renameat_with(work, &tmp, root, &ne.rel, RenameFlags::EXCHANGE)?;
-                    sys::unlinkat(work, &tmp, AtFlags::empty())
-                } else if ne.ovl_wh {
-                    sys::renameat(work, &tmp, root, &ne.rel)
-                } else {
-                    sys::renameat_with(work, &tmp, root, &ne.rel, RenameFlags::NOREPLACE)
-                }
-            })();
-            if let Err(e) = placed {
-                let _ = sys::unlinkat(work, &tmp, if is_dir { AtFlags::REMOVEDIR } else { AtFlags::empty() });
-                return Err(errno(e));
-            }
-            fd
+        // Made in place unless a whiteout is in the way: the creation itself tells (EEXIST),
+        // so the common case asks nothing first. A directory over an AUFS whiteout is made
+        // opaque, aside.
+        let (made, ovl_wh) = if is_dir && ne.aufs_wh {
+            (None, self.ovl_whiteout_at(ne.wb, &ne.rel)?)
         } else {
             let at = sys::reach(root, &ne.rel).map_err(errno)?;
-            let fd = make(at.dir(), at.rel().as_os_str(), false).map_err(errno)?;
-            if let Err(e) = chown(root, &ne.rel) {
-                let _ = sys::unlinkat(root, &ne.rel, if is_dir { AtFlags::REMOVEDIR } else { AtFlags::empty() });
-                return Err(errno(e));
+            match make(at.dir(), at.rel().as_os_str(), false) {
+                Ok(fd) => (Some(fd), false),
+                Err(rustix::io::Errno::EXIST) if self.ovl_whiteout_at(ne.wb, &ne.rel)? => (None, true),
+                Err(e) => return Err(errno(e)),
             }
-            fd
+        };
+        let opaque = is_dir && (ne.aufs_wh || ovl_wh);
+        let fd = match made {
+            Some(fd) => {
+                if let Err(e) = chown(root, &ne.rel) {
+                    let _ = sys::unlinkat(root, &ne.rel, if is_dir { AtFlags::REMOVEDIR } else { AtFlags::empty() });
+                    return Err(errno(e));
+                }
+                fd
+            }
+            None => {
+                // Build it aside, then swap it in: never a moment with neither or both.
+                let work = self.work()?;
+                let tmp = self.scratch_name();
+                let fd = make(work, &tmp, true).map_err(errno)?;
+                let placed = (|| {
+                    chown(work, Path::new(&tmp))?;
+                    if opaque {
+                        whiteout::set_opaque(self.format, work, Path::new(&tmp))?;
+                    }
+                    if ovl_wh && is_dir {
+                        sys::renameat_with(work, &tmp, root, &ne.rel, RenameFlags::EXCHANGE)?;
+                        sys::unlinkat(work, &tmp, AtFlags::empty())
+                    } else if ovl_wh {
+                        sys::renameat(work, &tmp, root, &ne.rel)
+                    } else {
+                        sys::renameat_with(work, &tmp, root, &ne.rel, RenameFlags::NOREPLACE)
+                    }
+                })();
+                if let Err(e) = placed {
+                    let _ = sys::unlinkat(work, &tmp, if is_dir { AtFlags::REMOVEDIR } else { AtFlags::empty() });
+                    return Err(errno(e));
+                }
+                fd
+            }
         };
         if ne.aufs_wh {
             whiteout::remove_aufs_whiteout(root, &ne.dir, name).map_err(errno)?;
         }
-        let st = sys::lstat(root, &ne.rel).map_err(errno)?;
+        let st = match &fd {
+            Some(f) => rustix::fs::fstat(f),
+            None => sys::lstat(root, &ne.rel),
+        }
+        .map_err(errno)?;
         let dirs: Box<[Part]> = if is_dir { Box::new([Part::at(ne.wb)]) } else { Box::new([]) };
         let mut t = self.table.write();
         let ino = t.insert(Node::new(parent, name.to_os_string(), file_type(&st), ne.wb, None, dirs));
@@ -1389,6 +1414,7 @@ impl Union {
         }
         self.check_creatable(new_parent, new_name)?;
         let ne = self.prepare_new(new_parent, new_name)?;
+        let ovl_wh = self.ovl_whiteout_at(ne.wb, &ne.rel)?;
         self.copy_up(ino, Data::Copy, None)?;
         let (b, rel) = self.location(ino)?;
         if b != ne.wb {
@@ -1396,7 +1422,7 @@ impl Union {
         }
         let root_fd = self.root(ne.wb);
         let root = root_fd.as_fd();
-        if ne.ovl_wh {
+        if ovl_wh {
             // Link aside, then one rename replaces the whiteout: never neither.
             let work = self.work()?;
             let tmp = self.scratch_name();
@@ -1485,8 +1511,6 @@ struct NewEntry {
     dir: PathBuf,
     rel: PathBuf,
     aufs_wh: bool,
-    ovl_wh: bool,
-    parent_st: Stat,
 }
 
 /// `rm -rf` relative to a directory fd, never following symlinks.

@@ -71,8 +71,10 @@ fn overlay_upper_reads_back_in_kernel_overlayfs() {
     fs::set_permissions(m.p("d3"), fs::Permissions::from_mode(0o700)).unwrap();
     std::os::unix::fs::symlink("z-moved", m.p("sym2")).unwrap();
     fs::write(m.p("gone"), "back\n").unwrap(); // over a lower whiteout
+    fs::write(m.p("a"), "again\n").unwrap(); // over the upper whiteout `remove_file` made
     fs::remove_dir_all(m.p("opq")).unwrap();
     let seen = tree(&m.mnt);
+    assert_eq!(read(m.p("a")), "again\n");
     m.unmount();
 
     // Only overlay-format markers in the upper dir.

@@ -118,34 +118,28 @@ pub struct DirMarks {
     pub redirect: Option<std::path::PathBuf>,
 }
 
-/// Reads the opaque marker (either format) and the redirect of directory `rel`.
+/// Reads the opaque marker (either format) and the redirect of directory `rel`. Asked
+/// of every directory a lookup merges: one listing of its xattr names says which
+/// markers there are to read (most directories have none), where reading each marker
+/// took a descriptor and a call apiece.
 pub fn dir_marks(root: impl AsFd, rel: &Path) -> Result<DirMarks, Errno> {
-    let fd = match sys::open_at(root, rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()) {
-        Ok(fd) => fd,
+    let names = match sys::list_xattrs_at(&root, rel) {
+        Ok(names) => names,
         Err(Errno::NOENT) | Err(Errno::NOTDIR) => return Ok(DirMarks::default()),
         Err(e) => return Err(e),
     };
-    if sys::lstat_opt(&fd, Path::new(AUFS_OPAQUE))?.is_some() {
+    if sys::lstat_opt(&root, sys::join(rel, OsStr::new(AUFS_OPAQUE)))?.is_some() {
         return Ok(DirMarks { opaque: true, redirect: None });
     }
-    for attr in OVL_OPAQUE_XATTRS {
-        let mut v = [0u8; 4];
-        match rustix::fs::fgetxattr(&fd, attr, &mut v[..]) {
-            Ok(1) if v[0] == b'y' => return Ok(DirMarks { opaque: true, redirect: None }),
-            Ok(_) | Err(Errno::NODATA) | Err(Errno::NOTSUP) | Err(Errno::RANGE) => {}
-            Err(e) => return Err(e),
+    let marked = |attr: &str| names.iter().any(|n| n == attr);
+    for attr in OVL_OPAQUE_XATTRS.into_iter().filter(|a| marked(a)) {
+        if sys::get_xattr_at(&root, rel, OsStr::new(attr))?.as_deref() == Some(b"y") {
+            return Ok(DirMarks { opaque: true, redirect: None });
         }
     }
-    for attr in OVL_REDIRECT_XATTRS {
-        let mut v = vec![0u8; 4096];
-        match rustix::fs::fgetxattr(&fd, attr, &mut v[..]) {
-            Ok(n) if n > 0 => {
-                v.truncate(n);
-                let redirect = valid_redirect(OsStr::from_bytes(&v));
-                return Ok(DirMarks { opaque: false, redirect });
-            }
-            Ok(_) | Err(Errno::NODATA) | Err(Errno::NOTSUP) | Err(Errno::RANGE) => {}
-            Err(e) => return Err(e),
+    for attr in OVL_REDIRECT_XATTRS.into_iter().filter(|a| marked(a)) {
+        if let Some(v) = sys::get_xattr_at(&root, rel, OsStr::new(attr))?.filter(|v| !v.is_empty()) {
+            return Ok(DirMarks { opaque: false, redirect: valid_redirect(OsStr::from_bytes(&v)) });
         }
     }
     Ok(DirMarks::default())

@@ -443,19 +443,37 @@ static NO_XATTRAT: AtomicBool = AtomicBool::new(false);
 const SYS_GETXATTRAT: libc::c_long = 464;
 const SYS_LISTXATTRAT: libc::c_long = 465;
 
-/// Whether `rel` below `dir` goes to the `*xattrat` calls: they refuse an `O_PATH`
-/// descriptor with an empty path (EBADF), which `dir` itself then is reached through
-/// its `/proc/self/fd` name.
-fn use_xattrat(rel: &Path) -> bool {
-    !rel.as_os_str().is_empty() && !NO_XATTRAT.load(Ordering::Relaxed)
+/// Runs `call`, a `*xattrat` system call, on `rel` below `dir` (it is given the path and
+/// the buffer). They refuse an `O_PATH` descriptor with an empty path (EBADF) and are
+/// missing before 6.13: then `by_proc` runs on the `/proc/self/fd` name of `dir` (joined
+/// with `rel`; `follow` says whether to follow the name: only the magic link itself,
+/// which leads to the entry whatever its type).
+fn xattrat(
+    (dir, rel): (BorrowedFd<'_>, &Path),
+    buf: &mut [u8],
+    call: impl FnOnce(&CStr, &mut [u8]) -> libc::c_long,
+    by_proc: impl FnOnce(&Path, bool, &mut [u8]) -> Result<usize, SysErrno>,
+) -> Result<usize, SysErrno> {
+    if !rel.as_os_str().is_empty() && !NO_XATTRAT.load(Ordering::Relaxed) {
+        match call(&c_path(rel)?, buf) {
+            n if n >= 0 => return Ok(n as usize),
+            _ => match last_errno() {
+                SysErrno::NOSYS => NO_XATTRAT.store(true, Ordering::Relaxed),
+                e => return Err(e),
+            },
+        }
+    }
+    match rel.as_os_str().is_empty() {
+        true => by_proc(&proc_path(&dir), true, buf),
+        false => by_proc(&proc_path(&dir).join(rel), false, buf),
+    }
 }
 
 /// `getxattrat(2)`: one call, where the `/proc/self/fd` name of `dir` costs a walk
 /// through procfs, which is slower than the lookup itself.
 fn getxattrat(dir: BorrowedFd<'_>, rel: &Path, name: &OsStr, buf: &mut [u8]) -> Result<usize, SysErrno> {
-    if use_xattrat(rel) {
-        let path = c_path(rel)?;
-        let name = std::ffi::CString::new(name.as_bytes()).map_err(|_| SysErrno::INVAL)?;
+    let cname = std::ffi::CString::new(name.as_bytes()).map_err(|_| SysErrno::INVAL)?;
+    let call = |path: &CStr, buf: &mut [u8]| {
         // `struct xattr_args` of the kernel's uapi (VER0, 16 bytes).
         #[repr(C)]
         struct XattrArgs {
@@ -466,64 +484,39 @@ fn getxattrat(dir: BorrowedFd<'_>, rel: &Path, name: &OsStr, buf: &mut [u8]) -> 
         let args = XattrArgs { value: buf.as_mut_ptr() as u64, size: buf.len() as u32, flags: 0 };
         // SAFETY: getxattrat(2) reads two NUL-terminated strings and one `struct
         // xattr_args` of the size given, all live for the call, and writes at most
-        // `args.size` bytes to `buf`, which `args.value` points at and which is borrowed
-        // mutably for the call; the descriptor is borrowed, so open.
-        let r = unsafe {
+        // `args.size` bytes where `args.value` points: into `buf`, borrowed mutably for
+        // the call; the descriptor is borrowed, so open.
+        unsafe {
             libc::syscall(
                 SYS_GETXATTRAT,
                 dir.as_raw_fd(),
                 path.as_ptr(),
                 libc::AT_SYMLINK_NOFOLLOW as libc::c_uint,
-                name.as_ptr(),
+                cname.as_ptr(),
                 &args as *const XattrArgs,
                 std::mem::size_of::<XattrArgs>(),
             )
-        };
-        match r {
-            n if n >= 0 => return Ok(n as usize),
-            _ => match last_errno() {
-                SysErrno::NOSYS => NO_XATTRAT.store(true, Ordering::Relaxed),
-                e => return Err(e),
-            },
         }
-    }
-    if rel.as_os_str().is_empty() {
-        rustix::fs::getxattr(proc_path(&dir), name, buf)
-    } else {
-        rustix::fs::lgetxattr(proc_path(&dir).join(rel), name, buf)
-    }
+    };
+    xattrat((dir, rel), buf, call, |p, follow, buf| match follow {
+        true => rustix::fs::getxattr(p, name, buf),
+        false => rustix::fs::lgetxattr(p, name, buf),
+    })
 }
 
 /// `listxattrat(2)`: see [`getxattrat`].
 fn listxattrat(dir: BorrowedFd<'_>, rel: &Path, buf: &mut [u8]) -> Result<usize, SysErrno> {
-    if use_xattrat(rel) {
-        let path = c_path(rel)?;
+    let call = |path: &CStr, buf: &mut [u8]| {
+        let flags = libc::AT_SYMLINK_NOFOLLOW as libc::c_uint;
         // SAFETY: listxattrat(2) reads a NUL-terminated path that lives for the call and
-        // writes at most `buf.len()` bytes to `buf`, borrowed mutably for the call; the
+        // writes at most `buf.len()` bytes into `buf`, borrowed mutably for the call; the
         // descriptor is borrowed, so open.
-        let r = unsafe {
-            libc::syscall(
-                SYS_LISTXATTRAT,
-                dir.as_raw_fd(),
-                path.as_ptr(),
-                libc::AT_SYMLINK_NOFOLLOW as libc::c_uint,
-                buf.as_mut_ptr(),
-                buf.len(),
-            )
-        };
-        match r {
-            n if n >= 0 => return Ok(n as usize),
-            _ => match last_errno() {
-                SysErrno::NOSYS => NO_XATTRAT.store(true, Ordering::Relaxed),
-                e => return Err(e),
-            },
-        }
-    }
-    if rel.as_os_str().is_empty() {
-        rustix::fs::listxattr(proc_path(&dir), buf)
-    } else {
-        rustix::fs::llistxattr(proc_path(&dir).join(rel), buf)
-    }
+        unsafe { libc::syscall(SYS_LISTXATTRAT, dir.as_raw_fd(), path.as_ptr(), flags, buf.as_mut_ptr(), buf.len()) }
+    };
+    xattrat((dir, rel), buf, call, |p, follow, buf| match follow {
+        true => rustix::fs::listxattr(p, buf),
+        false => rustix::fs::llistxattr(p, buf),
+    })
 }
 
 fn c_path(rel: &Path) -> Result<std::ffi::CString, SysErrno> {

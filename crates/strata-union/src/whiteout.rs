@@ -85,8 +85,7 @@ pub fn metacopy_marks(root: impl AsFd, rel: &Path) -> Result<Option<Option<std::
     if !sys::has_xattr(root, rel, OsStr::new(OVL_METACOPY_XATTR))? {
         return Ok(None);
     }
-    let p = sys::PathFd::open(root, rel)?;
-    let redirect = sys::get_xattr(&p.proc, OsStr::new(OVL_REDIRECT_XATTRS[0]))?;
+    let redirect = sys::get_xattr_at(root, rel, OsStr::new(OVL_REDIRECT_XATTRS[0]))?;
     Ok(Some(redirect.and_then(|v| valid_redirect(OsStr::from_bytes(&v)))))
 }
 

@@ -715,13 +715,6 @@ impl StrataFs {
                 let mask = if acl && !aside { 0 } else { umask };
                 make(dirfd, n, Mode::from_raw_mode(requested & 0o7777 & !mask))
             })?;
-        if let Some(f) = &fd {
-            // The caller's first write asks for `security.capability` (and `ls -l` for
-            // more): the names are one call away on the new descriptor, three later.
-            if let Ok(names) = sys::list_xattrs_of(f) {
-                self.union.table.write().get_mut(ino)?.set_xattr_names(Some(names.into()));
-            }
-        }
         Ok((ino, self.entry_attr_with(ino, Some(&st))?, fd))
     }
 

@@ -235,15 +235,31 @@ pub fn private_copy(path: &Path, set: u64) -> Result<OwnedFd, SysErrno> {
             std::mem::size_of::<MountAttr>(),
         )
     };
-    if r != 0 {
-        return Err(last_errno());
-    }
+    raw_result(r)?;
     Ok(copy)
 }
 
-/// The error of the last raw system call of this thread.
-fn last_errno() -> SysErrno {
-    SysErrno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO))
+/// The result of a raw system call: its non-negative return, or the thread's errno.
+fn raw_result(r: libc::c_long) -> Result<usize, SysErrno> {
+    if r >= 0 {
+        return Ok(r as usize);
+    }
+    Err(SysErrno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)))
+}
+
+/// Runs `call`, a system call some kernels lack, unless one of them answered ENOSYS
+/// before (`missing`, remembered for good): `None` then, and the caller falls back.
+fn unless_missing<T>(missing: &AtomicBool, call: impl FnOnce() -> Result<T, SysErrno>) -> Option<Result<T, SysErrno>> {
+    if missing.load(Ordering::Relaxed) {
+        return None;
+    }
+    match call() {
+        Err(SysErrno::NOSYS) => {
+            missing.store(true, Ordering::Relaxed);
+            None
+        }
+        r => Some(r),
+    }
 }
 
 /// `lstat` relative to a branch root.
@@ -284,12 +300,12 @@ static NO_FCHMODAT2: AtomicBool = AtomicBool::new(false);
 /// with three calls), else [`PathFd`] and `chmod` of its `/proc` name.
 pub fn chmod_nofollow(root: impl AsFd, rel: impl AsRef<Path>, mode: Mode) -> Result<(), SysErrno> {
     let (root, rel) = (root.as_fd(), rel.as_ref());
-    if !NO_FCHMODAT2.load(Ordering::Relaxed) {
-        let r = at(root, rel, |d, r| {
+    let newer = unless_missing(&NO_FCHMODAT2, || {
+        at(root, rel, |d, r| {
             let name = c_path(r)?;
             // SAFETY: fchmodat2(2) reads a NUL-terminated path that outlives the call; the
             // descriptor is borrowed, so open; the other arguments are integers.
-            let r = unsafe {
+            raw_result(unsafe {
                 libc::syscall(
                     libc::SYS_fchmodat2,
                     d.as_raw_fd(),
@@ -297,15 +313,13 @@ pub fn chmod_nofollow(root: impl AsFd, rel: impl AsRef<Path>, mode: Mode) -> Res
                     mode.bits() as libc::c_uint,
                     libc::AT_SYMLINK_NOFOLLOW,
                 )
-            };
-            if r == 0 { Ok(()) } else { Err(last_errno()) }
-        });
-        match r {
-            Err(SysErrno::NOSYS) => NO_FCHMODAT2.store(true, Ordering::Relaxed),
-            r => return r,
-        }
+            })
+        })
+    });
+    match newer {
+        Some(r) => r.map(drop),
+        None => rustix::fs::chmod(&PathFd::open(root, rel)?.proc, mode),
     }
-    rustix::fs::chmod(&PathFd::open(root, rel)?.proc, mode)
 }
 
 /// An `O_PATH` handle on `rel` and its `/proc/self/fd/N` name: the way to reach xattrs
@@ -454,23 +468,17 @@ fn xattrat(
     call: impl FnOnce(&CStr, &mut [u8]) -> libc::c_long,
     by_proc: impl FnOnce(&Path, bool, &mut [u8]) -> Result<usize, SysErrno>,
 ) -> Result<usize, SysErrno> {
-    if !rel.as_os_str().is_empty() && !NO_XATTRAT.load(Ordering::Relaxed) {
-        match call(&c_path(rel)?, buf) {
-            n if n >= 0 => return Ok(n as usize),
-            _ => match last_errno() {
-                SysErrno::NOSYS => NO_XATTRAT.store(true, Ordering::Relaxed),
-                e => return Err(e),
-            },
-        }
+    if rel.as_os_str().is_empty() {
+        return by_proc(&proc_path(&dir), true, buf);
     }
-    match rel.as_os_str().is_empty() {
-        true => by_proc(&proc_path(&dir), true, buf),
-        false => by_proc(&proc_path(&dir).join(rel), false, buf),
+    match unless_missing(&NO_XATTRAT, || raw_result(call(&c_path(rel)?, buf))) {
+        Some(r) => r,
+        None => by_proc(&proc_path(&dir).join(rel), false, buf),
     }
 }
 
-/// `getxattrat(2)`: one call, where the `/proc/self/fd` name of `dir` costs a walk
-/// through procfs, which is slower than the lookup itself.
+/// `getxattrat(2)`: one call, where the `/proc/self/fd` route takes an `O_PATH` open, a
+/// walk through procfs and a close.
 fn getxattrat(dir: BorrowedFd<'_>, rel: &Path, name: &OsStr, buf: &mut [u8]) -> Result<usize, SysErrno> {
     let cname = std::ffi::CString::new(name.as_bytes()).map_err(|_| SysErrno::INVAL)?;
     let call = |path: &CStr, buf: &mut [u8]| {

@@ -1077,9 +1077,14 @@ impl Union {
         }
         .map_err(errno)?;
         let dirs: Box<[Part]> = if is_dir { Box::new([Part::at(ne.wb)]) } else { Box::new([]) };
-        let mut t = self.table.write();
-        let ino = t.insert(Node::new(parent, name.to_os_string(), file_type(&st), ne.wb, None, dirs));
-        drop(t);
+        let mut node = Node::new(parent, name.to_os_string(), file_type(&st), ne.wb, None, dirs);
+        // The caller's first write asks for `security.capability` (and `ls -l` for more):
+        // the names are one call away on the new descriptor (a failure leaves them to be
+        // read when first asked for).
+        if let Some(names) = fd.as_ref().and_then(|f| sys::list_xattrs_of(f).ok()) {
+            node.set_xattr_names(Some(names.into()));
+        }
+        let ino = self.table.write().insert(node);
         self.name_changed(parent, name, Some(ne.wb));
         Ok((ino, st, fd))
     }

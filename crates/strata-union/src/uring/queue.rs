@@ -82,9 +82,8 @@ fn set_policy(policy: libc::c_int) {
 
 /// Requests that may take long: see [`set_policy`]. Switching costs two system calls
 /// (11% of the daemon's CPU samples in an untar, where nearly every request is a change),
-/// so the
-/// changes that cannot copy up stay idle: entries made or removed in a directory already
-/// in the writable branch, and attribute changes but size of a file all there.
+/// so the changes that cannot copy up stay idle: entries made or removed in a directory
+/// already in the writable branch, and attribute changes but size of a file all there.
 fn may_take_long(fs: &StrataFs, h: &InHeader, arg: &[u8]) -> bool {
     match h.opcode {
         LOOKUP | GETATTR | READLINK | STATFS | GETXATTR | LISTXATTR | ACCESS | FLUSH | RELEASE | OPENDIR | READDIR
